@@ -1,0 +1,158 @@
+//! `factline bench ...`: throughput figures measured in one run, printed as a table with the
+//! ratios that the targets are stated in (absolute numbers vary on a shared machine).
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use factline_host::event::{ExpectedVersion, NewEvent};
+use factline_host::log::{EventLog, LogOptions, TopicConfig};
+
+#[derive(Subcommand)]
+pub enum Which {
+    /// The event log: single, concurrent and batched appends, partition reads, raw redb ceiling.
+    Log {
+        /// Scale the number of operations (1 = default sizes).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
+
+pub fn run(which: Which) -> anyhow::Result<()> {
+    match which {
+        Which::Log { scale } => log(scale),
+    }
+}
+
+struct Row {
+    name: &'static str,
+    ops: u64,
+    unit: &'static str,
+    elapsed: Duration,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    // ~200 bytes, the size of a typical small domain event.
+    rmp_serde::to_vec_named(&serde_json::json!({
+        "order_id": format!("ORD-{i}"),
+        "product_id": "SKU-0001",
+        "quantity": i % 7,
+        "unit_price": 1000,
+        "note": "x".repeat(120),
+    }))
+    .expect("encode")
+}
+
+fn fresh_log(dir: &std::path::Path) -> anyhow::Result<EventLog> {
+    Ok(EventLog::open(dir, LogOptions::with_topics([TopicConfig::new("bench", 8)]))?)
+}
+
+fn log(scale: f64) -> anyhow::Result<()> {
+    let n = |base: u64| ((base as f64 * scale) as u64).max(1);
+    let mut rows = Vec::new();
+
+    // Raw redb: one row per Immediate transaction (= one fsync per append) and 1,000 per one.
+    let raw_single = raw_redb(n(1000), 1)?;
+    rows.push(Row { name: "raw redb, 1 row per Immediate txn", ops: n(1000), unit: "rows", elapsed: raw_single });
+    let raw_batch = raw_redb(n(100), 1000)?;
+    rows.push(Row { name: "raw redb, 1,000 rows per Immediate txn (ceiling)", ops: n(100) * 1000, unit: "rows", elapsed: raw_batch });
+
+    let dir = tempfile::tempdir()?;
+    let log = fresh_log(dir.path())?;
+    let count = n(1000);
+    let start = Instant::now();
+    for i in 0..count {
+        log.append(&format!("bench-seq{}", i % 16), ExpectedVersion::Any, vec![NewEvent::new("bench.appended", payload(i))])?;
+    }
+    rows.push(Row { name: "sequential single-event appends", ops: count, unit: "appends", elapsed: start.elapsed() });
+
+    let per_thread = n(400);
+    let threads = 64;
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (log, barrier) = (log.clone(), barrier.clone());
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                barrier.wait();
+                let stream = format!("bench-c{t}");
+                for i in 0..per_thread {
+                    let v = log.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("bench.appended", payload(i))])?;
+                    debug_assert!(v.last_version > 0);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for h in handles {
+        h.join().map_err(|_| anyhow::anyhow!("appender panicked"))??;
+    }
+    rows.push(Row { name: "64 concurrent single-event appenders", ops: per_thread * threads as u64, unit: "appends", elapsed: start.elapsed() });
+
+    let batches = n(300);
+    let start = Instant::now();
+    for b in 0..batches {
+        let events = (0..100).map(|i| NewEvent::new("bench.appended", payload(b * 100 + i))).collect();
+        log.append(&format!("bench-b{}", b % 16), ExpectedVersion::Any, events)?;
+    }
+    rows.push(Row { name: "batches of 100 events per append", ops: batches * 100, unit: "events", elapsed: start.elapsed() });
+
+    // Sequential read of the largest partition, in pages like a consumer.
+    let (p, hwm) = (0..8)
+        .map(|p| (p, log.high_water_mark("bench", p).unwrap_or(0)))
+        .max_by_key(|(_, h)| *h)
+        .unwrap_or((0, 0));
+    let start = Instant::now();
+    let mut offset = 0;
+    while offset < hwm {
+        let page = log.read_partition("bench", p, offset, 1000)?;
+        offset += page.len() as u64;
+    }
+    rows.push(Row { name: "sequential read of a partition", ops: hwm, unit: "events", elapsed: start.elapsed() });
+
+    print_table(&rows);
+    let rate = |name: &str| rows.iter().find(|r| r.name == name).map(Row::rate).unwrap_or(0.0);
+    let ceiling = rate("raw redb, 1,000 rows per Immediate txn (ceiling)");
+    let fsync = rate("raw redb, 1 row per Immediate txn");
+    let conc = rate("64 concurrent single-event appenders") / ceiling;
+    let seq = rate("sequential single-event appends") / fsync;
+    println!();
+    println!("64 concurrent appenders / raw ceiling: {conc:.2} (target >= 0.50) {}", verdict(conc >= 0.5));
+    println!("sequential single appends / one fsync per append: {seq:.2} (target >= 0.80) {}", verdict(seq >= 0.8));
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("{:<50} {:>10} {:>10} {:>14}", "case", "count", "seconds", "per second");
+    println!("{}", "-".repeat(87));
+    for r in rows {
+        println!(
+            "{:<50} {:>10} {:>10.3} {:>10.0} {}",
+            r.name,
+            r.ops,
+            r.elapsed.as_secs_f64(),
+            r.rate(),
+            r.unit
+        );
+    }
+}
+
+/// redb alone, rows of the same size as the log's events, `per_txn` rows per Immediate commit.
+fn raw_redb(txns: u64, per_txn: u64) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    // Pad to the size of a stored envelope around the same payload.
+    let mut row = payload(0);
+    row.resize(row.len() + 180, 0);
+    Ok(factline_host::log::raw_redb_insert_bench(dir.path(), txns, per_txn, &row)?)
+}

@@ -1,0 +1,280 @@
+//! One append inside a write transaction: idempotency, the version check, then the writes.
+//!
+//! Everything that can refuse an append is checked before the first write, so a refused
+//! append leaves the shared transaction untouched; only a storage failure aborts it.
+
+use std::collections::{HashMap, HashSet};
+
+use redb::{ReadableTable, Table};
+
+use super::error::AppendError;
+use super::format;
+use super::{AppendRequest, AppendResult, PreparedEvent};
+use crate::event::{Event, ExpectedVersion, MAX_EVENT_TYPE_LEN, NewEvent};
+
+/// A storage failure: the whole transaction must be dropped.
+#[derive(Debug)]
+pub(crate) struct Fatal(pub String);
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+/// Checks what can be checked without storage, and assigns event ids.
+pub(crate) fn validate(
+    events: Vec<NewEvent>,
+    max_payload: usize,
+) -> Result<Vec<PreparedEvent>, AppendError> {
+    if events.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut out = Vec::with_capacity(events.len());
+    for (index, new) in events.into_iter().enumerate() {
+        let t = &new.event_type;
+        if t.is_empty() || t.len() > MAX_EVENT_TYPE_LEN || t.chars().any(char::is_control) {
+            return Err(AppendError::InvalidEventType { index });
+        }
+        if new.payload.len() > max_payload {
+            return Err(AppendError::PayloadTooLarge {
+                index,
+                size: new.payload.len(),
+                limit: max_payload,
+            });
+        }
+        let caller_id = new.event_id.is_some();
+        let id = new.event_id.unwrap_or_else(uuid::Uuid::now_v7);
+        if !seen.insert(id) {
+            return Err(AppendError::DuplicateInRequest {
+                event_id: id.to_string(),
+            });
+        }
+        out.push(PreparedEvent { id, caller_id, new });
+    }
+    Ok(out)
+}
+
+/// The tables an append touches, opened once per transaction.
+pub(crate) struct LogTables<'txn> {
+    pub events: Table<'txn, (u32, u32, u64), &'static [u8]>,
+    pub streams: Table<'txn, &'static str, u64>,
+    pub stream_index: Table<'txn, (&'static str, u64), u64>,
+    pub event_ids: Table<'txn, u128, (u64, u64)>,
+}
+
+impl<'txn> LogTables<'txn> {
+    pub fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, Fatal> {
+        Ok(LogTables {
+            events: txn.open_table(format::EVENTS)?,
+            streams: txn.open_table(format::STREAMS)?,
+            stream_index: txn.open_table(format::STREAM_INDEX)?,
+            event_ids: txn.open_table(format::EVENT_IDS)?,
+        })
+    }
+
+    /// Next offset of a partition, read inside the transaction (sees its own writes).
+    pub fn next_offset(&self, topic_id: u32, partition: u32) -> Result<u64, Fatal> {
+        let last = self
+            .events
+            .range((topic_id, partition, 0)..=(topic_id, partition, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        Ok(last.map(|(k, _)| k.value().2 + 1).unwrap_or(0))
+    }
+}
+
+/// Versions and offsets taken by earlier, not yet written plans of the same commit.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    versions: HashMap<String, u64>,
+    offsets: HashMap<(u32, u32), u64>,
+}
+
+impl Overlay {
+    /// Takes over the reservations of a child overlay whose plans are all being written.
+    pub fn absorb(&mut self, child: Overlay) {
+        self.versions.extend(child.versions);
+        self.offsets.extend(child.offsets);
+    }
+}
+
+/// What an append will do, decided before anything is written.
+pub(crate) enum Planned {
+    Write { current: u64, first_offset: u64 },
+    /// An exact retry of a stored append: nothing to write.
+    Done(AppendResult),
+}
+
+/// Applies one append. `Ok(Err(_))` = refused (nothing written); `Err(Fatal)` = abort all.
+pub(crate) fn apply(
+    tables: &mut LogTables<'_>,
+    overlay: &mut Overlay,
+    req: &AppendRequest,
+    occurred_at: u64,
+) -> Result<Result<AppendResult, AppendError>, Fatal> {
+    match plan(tables, req, overlay, None)? {
+        Ok(planned) => Ok(Ok(write(tables, req, planned, occurred_at)?)),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// Checks idempotency and the expected version, and reserves versions and offsets in `overlay`
+/// (looking through to `base`, the transaction's overlay, when planning a commit's appends).
+pub(crate) fn plan(
+    tables: &LogTables<'_>,
+    req: &AppendRequest,
+    overlay: &mut Overlay,
+    base: Option<&Overlay>,
+) -> Result<Result<Planned, AppendError>, Fatal> {
+    let stream = req.stream.as_str();
+    if let Some(outcome) = check_idempotent(tables, req)? {
+        return Ok(outcome.map(Planned::Done));
+    }
+    let cached = overlay
+        .versions
+        .get(stream)
+        .or_else(|| base.and_then(|b| b.versions.get(stream)));
+    let current = match cached {
+        Some(v) => *v,
+        None => tables.streams.get(stream)?.map(|v| v.value()).unwrap_or(0),
+    };
+    let ok = match req.expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => current == 0,
+        ExpectedVersion::Exact(v) => current == v && v > 0,
+    };
+    if !ok {
+        return Ok(Err(AppendError::WrongExpectedVersion {
+            stream: stream.to_owned(),
+            expected: req.expected,
+            actual: current,
+        }));
+    }
+    let key = (req.topic.id, req.partition);
+    let cached = overlay
+        .offsets
+        .get(&key)
+        .or_else(|| base.and_then(|b| b.offsets.get(&key)));
+    let first_offset = match cached {
+        Some(o) => *o,
+        None => tables.next_offset(req.topic.id, req.partition)?,
+    };
+    let n = req.events.len() as u64;
+    overlay.versions.insert(stream.to_owned(), current + n);
+    overlay.offsets.insert(key, first_offset + n);
+    Ok(Ok(Planned::Write {
+        current,
+        first_offset,
+    }))
+}
+
+/// Writes a planned append. Only storage can fail here.
+pub(crate) fn write(
+    tables: &mut LogTables<'_>,
+    req: &AppendRequest,
+    planned: Planned,
+    occurred_at: u64,
+) -> Result<AppendResult, Fatal> {
+    let (current, first_offset) = match planned {
+        Planned::Done(result) => return Ok(result),
+        Planned::Write {
+            current,
+            first_offset,
+        } => (current, first_offset),
+    };
+    let stream = req.stream.as_str();
+    let mut buf = Vec::with_capacity(256);
+    for (i, ev) in req.events.iter().enumerate() {
+        let version = current + 1 + i as u64;
+        let offset = first_offset + i as u64;
+        let id_text = ev.id.to_string();
+        let event = Event {
+            event_id: ev.id,
+            event_type: ev.new.event_type.clone(),
+            stream: stream.to_owned(),
+            stream_version: version,
+            topic: req.topic.name.clone(),
+            partition: req.partition,
+            offset,
+            occurred_at,
+            correlation_id: ev.new.correlation_id.clone().unwrap_or_else(|| id_text.clone()),
+            causation_id: ev.new.causation_id.clone().unwrap_or(id_text),
+            schema_version: ev.new.schema_version,
+            payload: ev.new.payload.clone(),
+            metadata: ev.new.metadata.clone(),
+        };
+        buf.clear();
+        rmp_serde::encode::write_named(&mut buf, &event)?;
+        tables
+            .events
+            .insert((req.topic.id, req.partition, offset), buf.as_slice())?;
+        tables.stream_index.insert((stream, version), offset)?;
+        tables.event_ids.insert(ev.id.as_u128(), (version, offset))?;
+    }
+    let n = req.events.len() as u64;
+    tables.streams.insert(stream, current + n)?;
+    Ok(AppendResult {
+        stream: stream.to_owned(),
+        topic: req.topic.name.clone(),
+        partition: req.partition,
+        first_version: current + 1,
+        last_version: current + n,
+        first_offset,
+        last_offset: first_offset + n - 1,
+        event_ids: req.events.iter().map(|e| e.id).collect(),
+        deduplicated: false,
+    })
+}
+
+/// `Some` when the append's ids are already stored: the original positions for an exact retry,
+/// a conflict otherwise. `None` when none of the ids is stored.
+fn check_idempotent(
+    tables: &LogTables<'_>,
+    req: &AppendRequest,
+) -> Result<Option<Result<AppendResult, AppendError>>, Fatal> {
+    let mut found = Vec::with_capacity(req.events.len());
+    for ev in req.events.iter().filter(|e| e.caller_id) {
+        if let Some(v) = tables.event_ids.get(ev.id.as_u128())? {
+            found.push((ev.id, v.value()));
+        }
+    }
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let conflict = |detail: String| Ok(Some(Err(AppendError::IdempotencyConflict { detail })));
+    if found.len() != req.events.len() {
+        return conflict(format!(
+            "{} of {} event ids are already stored",
+            found.len(),
+            req.events.len()
+        ));
+    }
+    let stream = req.stream.as_str();
+    let (first_version, first_offset) = found[0].1;
+    for (i, (id, (version, offset))) in found.iter().enumerate() {
+        let same_stream = tables
+            .stream_index
+            .get((stream, *version))?
+            .is_some_and(|o| o.value() == *offset);
+        if !same_stream {
+            return conflict(format!("event {id} is stored in another stream"));
+        }
+        if *version != first_version + i as u64 {
+            return conflict(format!("event {id} is stored at another position"));
+        }
+    }
+    let n = found.len() as u64;
+    Ok(Some(Ok(AppendResult {
+        stream: stream.to_owned(),
+        topic: req.topic.name.clone(),
+        partition: req.partition,
+        first_version,
+        last_version: first_version + n - 1,
+        first_offset,
+        last_offset: first_offset + n - 1,
+        event_ids: found.iter().map(|(id, _)| *id).collect(),
+        deduplicated: true,
+    })))
+}

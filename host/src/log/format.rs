@@ -1,0 +1,43 @@
+//! The on-disk format: every redb table of a factline data directory, in one place.
+//!
+//! `docs/storage-format.md` draws the same layout for readers. All integers inside keys are
+//! encoded by redb (fixed width, little-endian); values that are structs are MessagePack with
+//! named fields so fields can be added without a format bump.
+//!
+//! Durability promise: every write goes through the single writer thread (`writer.rs`), which
+//! commits with `Durability::Immediate` (fsync before `commit` returns) unless the log was opened
+//! with `Durability::None` for tests. An `append` returns only after the transaction holding its
+//! events has committed.
+
+use redb::TableDefinition;
+
+/// Bumped on any incompatible change of the tables below. Stored under `meta["format_version"]`.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// `name -> value`: `format_version` (u64).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// `topic name -> (topic id, partition count)`. Ids are dense from 0, never reused; a topic's
+/// partition count never changes.
+pub const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("topics");
+
+/// `(topic id, partition, offset) -> Event` (MessagePack). Offsets are dense from 0.
+pub const EVENTS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("events");
+
+/// `stream id -> current version` (≥ 1; absent = no stream).
+pub const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+
+/// `(stream id, version) -> offset` in the stream's partition (topic and partition follow from
+/// the stream id).
+pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
+
+/// `event id (u128 of the UUID) -> (stream version, offset)`, for idempotent appends. The stream
+/// is read back from the event itself.
+pub const EVENT_IDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("event_ids");
+
+/// `(group, topic id, partition) -> next offset to process` (committed consumer offsets).
+pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> =
+    TableDefinition::new("group_offsets");
+
+/// `(read model scope, key) -> value` (the projector's own MessagePack bytes).
+pub const READ_MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("read_models");

@@ -1,0 +1,470 @@
+//! The durable event log on redb: topics, partitions, streams, consumer offsets and read models.
+//!
+//! **Architecture invariant:** this is the only module that imports `redb`. Everything durable
+//! goes through here, and every write goes through one writer thread (`writer.rs`) that groups
+//! concurrent requests into shared transactions (group commit).
+//!
+//! Data flow: `append` validates in the caller's thread, queues an [`writer::Op`], and waits for
+//! the writer to commit the transaction that holds it (DESIGN §4 invariant 1).
+
+mod append;
+mod bench;
+mod effects;
+mod error;
+mod format;
+mod partition;
+mod read;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{oneshot, watch};
+
+pub use bench::raw_redb_insert_bench;
+pub use effects::{CommitError, HandlerCommit, ReadModelView, ReadModelWrite};
+pub use error::{AppendError, OpenError, ReadError};
+pub use partition::{murmur2, partition_for};
+
+use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
+use error::storage;
+
+/// Default limit on one event's payload.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// A topic and its fixed partition count.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: u32,
+}
+
+impl TopicConfig {
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        TopicConfig {
+            name: name.into(),
+            partitions,
+        }
+    }
+}
+
+/// How commits reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync before a commit returns. The only setting for real data.
+    #[default]
+    Immediate,
+    /// No fsync: a crash may lose recent commits. For tests and benchmarks of logic only.
+    NoSyncForTests,
+}
+
+/// Options for [`EventLog::open`].
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Topics to create if missing; existing topics must keep their partition count.
+    pub topics: Vec<TopicConfig>,
+    pub max_payload_bytes: usize,
+    pub durability: Durability,
+    /// Most operations grouped into one write transaction.
+    pub max_group: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            topics: Vec::new(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            durability: Durability::Immediate,
+            max_group: 4096,
+        }
+    }
+}
+
+impl LogOptions {
+    pub fn with_topics(topics: impl IntoIterator<Item = TopicConfig>) -> Self {
+        LogOptions {
+            topics: topics.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where an append put its events. All events of one append are contiguous in one partition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppendResult {
+    pub stream: String,
+    pub topic: String,
+    pub partition: u32,
+    pub first_version: u64,
+    pub last_version: u64,
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub event_ids: Vec<uuid::Uuid>,
+    /// True when every event was already stored by an earlier identical append.
+    pub deduplicated: bool,
+}
+
+/// A topic's metadata.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: u32,
+    pub partitions: u32,
+}
+
+/// A validated append, ready for the writer.
+#[derive(Debug)]
+pub(crate) struct AppendRequest {
+    pub stream: StreamId,
+    pub topic: TopicInfo,
+    pub partition: u32,
+    pub expected: ExpectedVersion,
+    pub events: Vec<PreparedEvent>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    pub id: uuid::Uuid,
+    /// Ids the log generated (UUIDv7) cannot be stored yet: no idempotency lookup needed.
+    pub caller_id: bool,
+    pub new: NewEvent,
+}
+
+struct Shared {
+    db: Arc<Database>,
+    path: PathBuf,
+    topics: HashMap<String, TopicInfo>,
+    topics_by_id: Vec<TopicInfo>,
+    max_payload_bytes: usize,
+    ops: Mutex<Option<mpsc::SyncSender<writer::Op>>>,
+    commits: watch::Receiver<u64>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it drains; joining releases its database
+        // handle, so the directory can be reopened right after.
+        self.ops.lock().map(|mut o| o.take()).ok();
+        if let Some(h) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The event log. Cheap to clone; all clones share one database and one writer.
+#[derive(Clone)]
+pub struct EventLog {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// File name of the database inside a data directory.
+pub const DB_FILE: &str = "factline.redb";
+
+impl EventLog {
+    /// Opens (or creates) the log in `dir`, checking the stored format version and topics.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Self, OpenError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(DB_FILE);
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::AlreadyOpen {
+                path: path.display().to_string(),
+            },
+            other => OpenError::Storage(other.to_string()),
+        })?;
+        let topics_by_id = writer::initialize(&db, &options.topics)?;
+        let topics = topics_by_id
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::sync_channel(options.max_group.max(1) * 2);
+        let (commit_tx, commit_rx) = watch::channel(0u64);
+        let handle = writer::spawn(
+            db.clone(),
+            rx,
+            commit_tx,
+            options.durability,
+            options.max_group.max(1),
+        );
+        Ok(EventLog {
+            shared: Arc::new(Shared {
+                db,
+                path: dir.to_path_buf(),
+                topics,
+                topics_by_id,
+                max_payload_bytes: options.max_payload_bytes,
+                ops: Mutex::new(Some(tx)),
+                commits: commit_rx,
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// All topics, by id.
+    pub fn topics(&self) -> &[TopicInfo] {
+        &self.shared.topics_by_id
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicInfo> {
+        self.shared.topics.get(name)
+    }
+
+    /// The topic and partition a stream lives in.
+    pub fn locate(&self, stream: &str) -> Result<(TopicInfo, u32), AppendError> {
+        let id = StreamId::parse(stream)?;
+        let topic = self.topic_of(&id)?;
+        let partition = partition_for(id.as_str(), topic.partitions);
+        Ok((topic, partition))
+    }
+
+    fn topic_of(&self, id: &StreamId) -> Result<TopicInfo, AppendError> {
+        self.shared
+            .topics
+            .get(id.category())
+            .cloned()
+            .ok_or_else(|| AppendError::UnknownTopic {
+                topic: id.category().to_owned(),
+                stream: id.to_string(),
+            })
+    }
+
+    /// A watch that changes after every commit; consumers wait on it for new events.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.shared.commits.clone()
+    }
+
+    /// Appends `events` to `stream` atomically, if the stream is at `expected`. Returns once the
+    /// events are durable. Blocks the calling thread; see [`EventLog::append_async`].
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let rx = self.submit_append(stream, expected, events)?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// [`EventLog::append`] for async callers.
+    pub async fn append_async(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, AppendError> {
+        let rx = self.submit_append(stream, expected, events)?;
+        rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    fn submit_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<oneshot::Receiver<Result<AppendResult, AppendError>>, AppendError> {
+        let request = self.prepare_append(stream, expected, events)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Append(request, tx))?;
+        Ok(rx)
+    }
+
+    /// Validates an append without touching storage.
+    pub(crate) fn prepare_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendRequest, AppendError> {
+        let id = StreamId::parse(stream)?;
+        let topic = self.topic_of(&id)?;
+        let events = append::validate(events, self.shared.max_payload_bytes)?;
+        let partition = partition_for(id.as_str(), topic.partitions);
+        Ok(AppendRequest {
+            stream: id,
+            topic,
+            partition,
+            expected,
+            events,
+        })
+    }
+
+    fn send(&self, op: writer::Op) -> Result<(), AppendError> {
+        let sender = self
+            .shared
+            .ops
+            .lock()
+            .map_err(|_| AppendError::Closed)?
+            .clone()
+            .ok_or(AppendError::Closed)?;
+        sender.send(op).map_err(|_| AppendError::Closed)
+    }
+
+    /// Commits a handler's batch: its effects and its offset advance, in one transaction
+    /// (DESIGN §4 invariant 4). Blocks until durable.
+    pub fn commit_handler(&self, commit: HandlerCommit) -> Result<Vec<AppendResult>, CommitError> {
+        let rx = self.submit_commit(commit)?;
+        rx.blocking_recv().map_err(|_| CommitError::Closed)?
+    }
+
+    /// [`EventLog::commit_handler`] for async callers.
+    pub async fn commit_handler_async(
+        &self,
+        commit: HandlerCommit,
+    ) -> Result<Vec<AppendResult>, CommitError> {
+        let rx = self.submit_commit(commit)?;
+        rx.await.map_err(|_| CommitError::Closed)?
+    }
+
+    fn submit_commit(
+        &self,
+        commit: HandlerCommit,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>, CommitError>>, CommitError> {
+        let topic = self
+            .topic(&commit.topic)
+            .cloned()
+            .ok_or_else(|| CommitError::UnknownTopic(commit.topic.clone()))?;
+        let appends = commit
+            .appends
+            .iter()
+            .map(|(stream, expected, events)| {
+                self.prepare_append(stream, *expected, events.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Commit(
+            effects::PreparedCommit {
+                topic,
+                commit,
+                appends,
+            },
+            tx,
+        ))
+        .map_err(|_| CommitError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Events of `stream` with version ≥ `from_version`, at most `limit`.
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ReadError> {
+        let id = StreamId::parse(stream)?;
+        let topic = self
+            .shared
+            .topics
+            .get(id.category())
+            .ok_or_else(|| ReadError::UnknownTopic(id.category().to_owned()))?;
+        read::stream(&self.shared.db, topic, &id, from_version, limit)
+    }
+
+    /// The stream's current version; 0 when it does not exist.
+    pub fn stream_version(&self, stream: &str) -> Result<u64, ReadError> {
+        let id = StreamId::parse(stream)?;
+        read::stream_version(&self.shared.db, id.as_str())
+    }
+
+    /// Events of a partition with offset ≥ `from_offset`, at most `limit`, in offset order.
+    pub fn read_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ReadError> {
+        let t = self.checked_partition(topic, partition)?;
+        read::partition(&self.shared.db, t, partition, from_offset, limit)
+    }
+
+    /// The next offset to be written in a partition (= number of events in it).
+    pub fn high_water_mark(&self, topic: &str, partition: u32) -> Result<u64, ReadError> {
+        let t = self.checked_partition(topic, partition)?;
+        read::high_water_mark(&self.shared.db, t.id, partition)
+    }
+
+    /// The committed offset of `group` on a partition: the next offset it will process.
+    pub fn group_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, ReadError> {
+        let t = self.checked_partition(topic, partition)?;
+        read::group_offset(&self.shared.db, group, t.id, partition)
+    }
+
+    /// Every committed group offset: `(group, topic, partition, next offset)`.
+    pub fn group_offsets(&self) -> Result<Vec<(String, String, u32, u64)>, ReadError> {
+        let rows = read::all_group_offsets(&self.shared.db)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(g, tid, p, o)| {
+                let t = self.shared.topics_by_id.get(tid as usize)?;
+                Some((g, t.name.clone(), p, o))
+            })
+            .collect())
+    }
+
+    /// A consistent snapshot of read models, for queries and for a handler's batch.
+    pub fn read_models(&self) -> Result<ReadModelView, ReadError> {
+        ReadModelView::begin(&self.shared.db)
+    }
+
+    fn checked_partition(&self, topic: &str, partition: u32) -> Result<&TopicInfo, ReadError> {
+        let t = self
+            .shared
+            .topics
+            .get(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.to_owned()))?;
+        if partition >= t.partitions {
+            return Err(ReadError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+            });
+        }
+        Ok(t)
+    }
+}
+
+/// Reads the stored topics of a data directory without a writer (for offline inspection).
+pub fn stored_topics(db_path: &Path) -> Result<Vec<TopicInfo>, ReadError> {
+    let db = redb::ReadOnlyDatabase::open(db_path).map_err(|e| ReadError::Storage(storage(e)))?;
+    let txn = db.begin_read().map_err(|e| ReadError::Storage(storage(e)))?;
+    let table = match txn.open_table(format::TOPICS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(ReadError::Storage(storage(e))),
+    };
+    let mut out = Vec::new();
+    for row in table.iter().map_err(|e| ReadError::Storage(storage(e)))? {
+        let (k, v) = row.map_err(|e| ReadError::Storage(storage(e)))?;
+        let (id, partitions) = v.value();
+        out.push(TopicInfo {
+            name: k.value().to_owned(),
+            id,
+            partitions,
+        });
+    }
+    out.sort_by_key(|t| t.id);
+    Ok(out)
+}

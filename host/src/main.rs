@@ -1,0 +1,7 @@
+//! The `factline` binary: thin glue over the library (see `cli/`).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

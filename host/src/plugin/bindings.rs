@@ -1,0 +1,48 @@
+//! Host-side bindings generated from `wit/` (one module per world; the shared interfaces are
+//! generated once, in `aggregate`, and reused by the others through `with`).
+
+pub mod aggregate {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/aggregate",
+    });
+}
+
+pub mod projector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/projector",
+        // A storage error inside a read-model call must stop the call, not be hidden from it.
+        imports: { "factline:plugin/read-model": trappable },
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+        },
+    });
+}
+
+pub mod policy {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/policy",
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+        },
+    });
+}
+
+pub mod saga {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/saga",
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+        },
+    });
+}
+
+pub use aggregate::factline::plugin::logging;
+pub use aggregate::factline::plugin::types;
+pub use projector::factline::plugin::read_model;

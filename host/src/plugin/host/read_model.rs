@@ -1,0 +1,155 @@
+//! `factline:plugin/read-model`: a projector's key-value store, scoped to that projector.
+//!
+//! Reads see the committed read model (one snapshot per batch) overlaid with the batch's own
+//! writes; writes stay in the overlay until the batch commits with its offset.
+
+use std::collections::BTreeMap;
+
+use crate::log::{ReadModelView, ReadModelWrite};
+use crate::plugin::bindings::read_model::Host;
+use crate::plugin::state::HostState;
+
+/// Longest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Most entries one scan returns.
+pub const MAX_SCAN: u32 = 10_000;
+
+/// The read model as one batch sees and changes it.
+pub struct ReadModelSession {
+    scope: String,
+    view: ReadModelView,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    max_value_bytes: usize,
+}
+
+impl std::fmt::Debug for ReadModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadModelSession")
+            .field("scope", &self.scope)
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+impl ReadModelSession {
+    pub fn new(scope: impl Into<String>, view: ReadModelView, max_value_bytes: usize) -> Self {
+        ReadModelSession {
+            scope: scope.into(),
+            view,
+            writes: BTreeMap::new(),
+            max_value_bytes,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self.writes.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.get(&self.scope, key).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+        check_key(&key)?;
+        if value.len() > self.max_value_bytes {
+            return Err(format!(
+                "read-model value for {key:?} is {} bytes, over the limit of {}",
+                value.len(),
+                self.max_value_bytes
+            ));
+        }
+        self.writes.insert(key, Some(value));
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: String) -> Result<(), String> {
+        check_key(&key)?;
+        self.writes.insert(key, None);
+        Ok(())
+    }
+
+    pub fn scan_prefix(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let limit = limit.min(MAX_SCAN) as usize;
+        // Enough committed rows that, after the overlay's deletes, `limit` can still be met.
+        let stored = self
+            .view
+            .scan_prefix(&self.scope, prefix, start_after, limit + self.writes.len())
+            .map_err(|e| e.to_string())?;
+        let mut merged: BTreeMap<String, Option<Vec<u8>>> =
+            stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for (k, v) in self.writes.range(prefix.to_owned()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if start_after.is_some_and(|s| k.as_str() <= s) {
+                continue;
+            }
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
+    }
+
+    /// The batch's writes, ready for the commit.
+    pub fn into_writes(self) -> Vec<ReadModelWrite> {
+        let scope = self.scope;
+        self.writes
+            .into_iter()
+            .map(|(key, value)| ReadModelWrite {
+                scope: scope.clone(),
+                key,
+                value,
+            })
+            .collect()
+    }
+
+    pub fn pending_writes(&self) -> usize {
+        self.writes.len()
+    }
+}
+
+fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(format!("read-model key must be 1..={MAX_KEY_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+fn session(state: &mut HostState) -> wasmtime::Result<&mut ReadModelSession> {
+    state
+        .read_model
+        .as_mut()
+        .ok_or_else(|| wasmtime::Error::msg("read-model used outside of a projector batch"))
+}
+
+impl Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        session(self)?.get(&key).map_err(wasmtime::Error::msg)
+    }
+
+    fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        session(self)?.put(key, value).map_err(wasmtime::Error::msg)
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        session(self)?.delete(key).map_err(wasmtime::Error::msg)
+    }
+
+    fn scan_prefix(
+        &mut self,
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        session(self)?
+            .scan_prefix(&prefix, start_after.as_deref(), limit)
+            .map_err(wasmtime::Error::msg)
+    }
+}

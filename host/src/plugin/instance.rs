@@ -1,0 +1,375 @@
+//! One plugin instance in its own `Store`, and the typed calls of each kind.
+//!
+//! Every call sets a fresh deadline and clears the limiter's record. Any error from wasmtime
+//! (trap, deadline, limit, host function error) poisons the `Store`: the instance is dropped and
+//! the next call builds a fresh `Store` and instance (DESIGN §4 invariant 6).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::Store;
+
+use super::bindings::{aggregate, policy, projector, saga, types};
+use super::error::{CallFailure, FailureKind};
+use super::host::read_model::ReadModelSession;
+use super::limits::Breach;
+use super::state::HostState;
+use super::{KindPre, LoadedPlugin};
+use crate::event::Event;
+
+/// A command as an aggregate's `decide` sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInput {
+    pub command_id: String,
+    pub command_type: String,
+    pub stream: String,
+    pub payload: Vec<u8>,
+    pub correlation_id: String,
+    pub causation_id: String,
+    /// Milliseconds since the epoch, set by the host on receipt.
+    pub issued_at: u64,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// An event a plugin produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducedEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: Vec<u8>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The plugin said no: a business outcome, never retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("rejected ({code}): {message}")]
+pub struct Rejection {
+    pub code: String,
+    pub message: String,
+}
+
+/// The outcome of `decide` that is not a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Accepted(Vec<ProducedEvent>),
+    Rejected(Rejection),
+}
+
+enum Exports {
+    Aggregate(aggregate::Aggregate),
+    Projector(projector::Projector),
+    Policy(policy::Policy),
+    Saga(saga::Saga),
+}
+
+struct Live {
+    store: Store<HostState>,
+    exports: Exports,
+}
+
+/// A plugin instance. Not shared: a handler owns one (or a pool) and calls it serially.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    live: Option<Live>,
+    /// Fresh stores built after a poisoned one, for tests and metrics.
+    pub rebuilds: u64,
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin.name)
+            .field("live", &self.live.is_some())
+            .finish()
+    }
+}
+
+impl PluginInstance {
+    pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, CallFailure> {
+        let mut me = PluginInstance {
+            plugin,
+            live: None,
+            rebuilds: 0,
+        };
+        me.live()?;
+        Ok(me)
+    }
+
+    pub fn plugin(&self) -> &Arc<LoadedPlugin> {
+        &self.plugin
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let tick = self.plugin.epoch_tick.as_millis().max(1);
+        (self.plugin.limits.call_timeout.as_millis() / tick).max(1) as u64 + 1
+    }
+
+    fn live(&mut self) -> Result<&mut Live, CallFailure> {
+        if self.live.is_none() {
+            let p = &self.plugin;
+            let mut store = Store::new(
+                p.pre.engine(),
+                HostState::new(p.name.as_str().into(), p.limits.clone()),
+            );
+            store.limiter(|s| &mut s.limiter);
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(self.deadline_ticks());
+            let exports = match &p.pre {
+                KindPre::Aggregate(pre) => pre.instantiate(&mut store).map(Exports::Aggregate),
+                KindPre::Projector(pre) => pre.instantiate(&mut store).map(Exports::Projector),
+                KindPre::Policy(pre) => pre.instantiate(&mut store).map(Exports::Policy),
+                KindPre::Saga(pre) => pre.instantiate(&mut store).map(Exports::Saga),
+            };
+            let exports = exports.map_err(|e| {
+                let mut f = classify(e, &store);
+                f.message = format!("instantiation failed: {}", f.message);
+                f
+            })?;
+            self.live = Some(Live { store, exports });
+        }
+        Ok(self.live.as_mut().expect("just built"))
+    }
+
+    /// Runs one call with a fresh deadline and the guest clock at `now_ms`; on any error the
+    /// store is dropped so a trapped instance is never reused.
+    fn call<R>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
+    ) -> Result<R, CallFailure> {
+        let ticks = self.deadline_ticks();
+        let live = self.live()?;
+        live.store.set_epoch_deadline(ticks);
+        live.store.data_mut().limiter.breach = None;
+        live.store.data().clock.store(now_ms, Ordering::Relaxed);
+        let Live { store, exports } = live;
+        match f(store, exports) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let failure = classify(e, store);
+                tracing::warn!(plugin = %self.plugin.name, version = %self.plugin.version, kind = %failure.kind, error = %failure.message, "plugin call failed; rebuilding its store");
+                self.live = None;
+                self.rebuilds += 1;
+                Err(failure)
+            }
+        }
+    }
+
+    fn check_output(&self, what: &str, len: usize) -> Result<(), CallFailure> {
+        let max = self.plugin.limits.max_output_bytes;
+        if len > max {
+            return Err(CallFailure::new(
+                FailureKind::BadOutput,
+                format!("{what} is {len} bytes, over the limit of {max}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn wrong_kind(&self, wanted: &str) -> CallFailure {
+        CallFailure::new(
+            FailureKind::Host,
+            format!("plugin {} is a {}, not a {wanted}", self.plugin.name, self.plugin.kind),
+        )
+    }
+
+    // ---- aggregate -----------------------------------------------------------------------
+
+    /// Event types the plugin handles (aggregates, projectors, policies); empty means all.
+    pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
+        self.call(0, |store, ex| match ex {
+            Exports::Aggregate(a) => a.factline_plugin_aggregate_handler().call_event_types(store),
+            Exports::Projector(p) => p.factline_plugin_projector_handler().call_event_types(store),
+            Exports::Policy(p) => p.factline_plugin_policy_handler().call_event_types(store),
+            Exports::Saga(s) => s
+                .factline_plugin_saga_handler()
+                .call_definition(store)
+                .map(|d| d.trigger_types.into_iter().chain(d.answer_types).collect()),
+        })
+    }
+
+    pub fn initial_state(&mut self) -> Result<Vec<u8>, CallFailure> {
+        let state = self.call(0, |store, ex| match ex {
+            Exports::Aggregate(a) => a
+                .factline_plugin_aggregate_handler()
+                .call_initial_state(store)
+                .map(Some),
+            _ => Ok(None),
+        })?;
+        let state = state.ok_or_else(|| self.wrong_kind("aggregate"))?;
+        self.check_output("initial state", state.len())?;
+        Ok(state)
+    }
+
+    /// Folds `events` into `state`.
+    pub fn evolve(&mut self, state: &[u8], events: &[Event]) -> Result<Vec<u8>, CallFailure> {
+        if events.is_empty() {
+            return Ok(state.to_vec());
+        }
+        let wit: Vec<types::Event> = events.iter().map(to_wit_event).collect();
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call(now, |store, ex| match ex {
+            Exports::Aggregate(a) => a
+                .factline_plugin_aggregate_handler()
+                .call_evolve(store, state, &wit)
+                .map(Some),
+            _ => Ok(None),
+        })?;
+        match r.ok_or_else(|| self.wrong_kind("aggregate"))? {
+            Ok(state) => {
+                self.check_output("evolved state", state.len())?;
+                Ok(state)
+            }
+            Err(f) => Err(guest_failure(f)),
+        }
+    }
+
+    /// Decides on a command given `state`.
+    pub fn decide(&mut self, state: &[u8], command: &CommandInput) -> Result<Decision, CallFailure> {
+        let cmd = types::Command {
+            command_id: command.command_id.clone(),
+            command_type: command.command_type.clone(),
+            stream: command.stream.clone(),
+            payload: command.payload.clone(),
+            correlation_id: command.correlation_id.clone(),
+            causation_id: command.causation_id.clone(),
+            issued_at: command.issued_at,
+            metadata: command.metadata.clone(),
+        };
+        let r = self.call(command.issued_at, |store, ex| match ex {
+            Exports::Aggregate(a) => a
+                .factline_plugin_aggregate_handler()
+                .call_decide(store, state, &cmd)
+                .map(Some),
+            _ => Ok(None),
+        })?;
+        match r.ok_or_else(|| self.wrong_kind("aggregate"))? {
+            Ok(events) => {
+                let total: usize = events.iter().map(|e| e.payload.len()).sum();
+                self.check_output("decided events", total)?;
+                Ok(Decision::Accepted(
+                    events
+                        .into_iter()
+                        .map(|e| ProducedEvent {
+                            event_type: e.event_type,
+                            schema_version: e.schema_version,
+                            payload: e.payload,
+                            metadata: e.metadata,
+                        })
+                        .collect(),
+                ))
+            }
+            Err(types::DecideError::Rejected(r)) => Ok(Decision::Rejected(Rejection {
+                code: r.code,
+                message: r.message,
+            })),
+            Err(types::DecideError::Failed(f)) => Err(guest_failure(f)),
+        }
+    }
+
+    // ---- projector -----------------------------------------------------------------------
+
+    /// Projects a batch through the read-model `session`; returns the session with the batch's
+    /// writes (to commit with the offset) or the failure (the writes are then discarded).
+    pub fn project(
+        &mut self,
+        events: &[Event],
+        session: ReadModelSession,
+    ) -> (Result<(), CallFailure>, Option<ReadModelSession>) {
+        if events.is_empty() {
+            return (Ok(()), Some(session));
+        }
+        let wit: Vec<types::Event> = events.iter().map(to_wit_event).collect();
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let mut session = Some(session);
+        let r = self.call(now, |store, ex| {
+            store.data_mut().read_model = session.take();
+            let r = match ex {
+                Exports::Projector(p) => p
+                    .factline_plugin_projector_handler()
+                    .call_project(&mut *store, &wit)
+                    .map(Some),
+                _ => Ok(None),
+            };
+            session = store.data_mut().read_model.take();
+            r
+        });
+        let outcome = match r {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(f))) => Err(guest_failure(f)),
+            Ok(None) => Err(self.wrong_kind("projector")),
+            Err(f) => Err(f),
+        };
+        (outcome, session)
+    }
+}
+
+fn to_wit_event(e: &Event) -> types::Event {
+    types::Event {
+        event_id: e.event_id.to_string(),
+        event_type: e.event_type.clone(),
+        stream: e.stream.clone(),
+        stream_version: e.stream_version,
+        topic: e.topic.clone(),
+        partition: e.partition,
+        offset: e.offset,
+        occurred_at: e.occurred_at,
+        correlation_id: e.correlation_id.clone(),
+        causation_id: e.causation_id.clone(),
+        schema_version: e.schema_version,
+        payload: e.payload.clone(),
+        metadata: e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+fn guest_failure(f: types::Failure) -> CallFailure {
+    CallFailure {
+        kind: FailureKind::Guest,
+        message: f.message,
+        backtrace: None,
+        event_index: f.event_index,
+    }
+}
+
+/// Turns a wasmtime error into a typed failure, with the guest backtrace when there is one.
+fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
+    let backtrace = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .filter(|s| !s.trim().is_empty());
+    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    let (kind, message) = match (store.data().limiter.breach, trap) {
+        (Some(Breach::Memory { desired, limit }), _) => (
+            FailureKind::MemoryLimit,
+            format!(
+                "memory limit: the plugin tried to grow a memory to {desired} bytes (limit {limit}); then: {}",
+                trap.map(|t| t.to_string()).unwrap_or_else(|| root_message(&err))
+            ),
+        ),
+        (Some(Breach::Table { desired, limit }), _) => (
+            FailureKind::MemoryLimit,
+            format!("table limit: the plugin tried to grow a table to {desired} elements (limit {limit})"),
+        ),
+        (None, Some(wasmtime::Trap::Interrupt)) => (
+            FailureKind::Deadline,
+            "deadline: the call ran past its time limit and was interrupted".to_owned(),
+        ),
+        (None, Some(t)) => (FailureKind::Trap, format!("trap: {t}")),
+        (None, None) => (FailureKind::Host, root_message(&err)),
+    };
+    CallFailure {
+        kind,
+        message,
+        backtrace,
+        event_index: None,
+    }
+}
+
+fn root_message(err: &wasmtime::Error) -> String {
+    err.chain()
+        .map(|c| c.to_string())
+        .filter(|s| !s.contains("wasm backtrace"))
+        .collect::<Vec<_>>()
+        .join(": ")
+}

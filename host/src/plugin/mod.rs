@@ -1,0 +1,368 @@
+//! The plugin runtime: loads WebAssembly components with wasmtime and calls them safely.
+//!
+//! **Architecture invariant:** this is the only module that imports `wasmtime`. Callers see
+//! plugin kinds, versions, typed outcomes ([`Decision`], [`CallFailure`]) and never a trap.
+//!
+//! - `bindings`: generated from `wit/`, one module per world.
+//! - `host/`: one file per imported WIT interface (logging, read-model).
+//! - `cache`: compiled artifacts on disk, keyed by content and engine.
+//! - `limits`, `state`: what each `Store` holds and may use.
+//! - `instance`: one `Store` + instance per handler; rebuilt after any trap.
+
+mod bindings;
+mod cache;
+mod error;
+mod host;
+mod instance;
+mod limits;
+mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Component, InstancePre, Linker};
+use wasmtime::{Config, Engine};
+
+pub use cache::CacheOutcome;
+pub use error::{CallFailure, FailureKind, LoadError};
+pub use host::read_model::ReadModelSession;
+pub use instance::{CommandInput, Decision, PluginInstance, ProducedEvent, Rejection};
+pub use limits::Limits;
+
+use state::HostState;
+
+/// The four plugin kinds, one WIT world each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Aggregate,
+    Projector,
+    Policy,
+    Saga,
+}
+
+impl PluginKind {
+    /// The export interface the world requires.
+    pub fn export_interface(self) -> &'static str {
+        match self {
+            PluginKind::Aggregate => "factline:plugin/aggregate-handler@0.1.0",
+            PluginKind::Projector => "factline:plugin/projector-handler@0.1.0",
+            PluginKind::Policy => "factline:plugin/policy-handler@0.1.0",
+            PluginKind::Saga => "factline:plugin/saga-handler@0.1.0",
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::Aggregate => "aggregate",
+            PluginKind::Projector => "projector",
+            PluginKind::Policy => "policy",
+            PluginKind::Saga => "saga",
+        })
+    }
+}
+
+impl std::str::FromStr for PluginKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "aggregate" => Ok(PluginKind::Aggregate),
+            "projector" => Ok(PluginKind::Projector),
+            "policy" => Ok(PluginKind::Policy),
+            "saga" => Ok(PluginKind::Saga),
+            other => Err(format!(
+                "unknown plugin kind {other:?} (aggregate, projector, policy, saga)"
+            )),
+        }
+    }
+}
+
+/// Identity of one loaded version of a plugin.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PluginVersion {
+    /// SHA-256 of the component bytes, hex.
+    pub content_hash: String,
+    /// Version string from the configuration, if any.
+    pub label: Option<String>,
+}
+
+impl std::fmt::Display for PluginVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = &self.content_hash[..12.min(self.content_hash.len())];
+        match &self.label {
+            Some(l) => write!(f, "{l}+{short}"),
+            None => f.write_str(short),
+        }
+    }
+}
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are cached; `None` disables the cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One wasmtime engine, its linkers and the artifact cache. Share it (`Arc`) across plugins.
+pub struct PluginRuntime {
+    engine: Engine,
+    cache: cache::ArtifactCache,
+    linkers: [Linker<HostState>; 4],
+    epoch_tick: Duration,
+    _ticker: Ticker,
+}
+
+impl std::fmt::Debug for PluginRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRuntime").finish_non_exhaustive()
+    }
+}
+
+fn kind_index(kind: PluginKind) -> usize {
+    match kind {
+        PluginKind::Aggregate => 0,
+        PluginKind::Projector => 1,
+        PluginKind::Policy => 2,
+        PluginKind::Saga => 3,
+    }
+}
+
+impl PluginRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
+        let engine = Engine::new(&cfg).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let engine_err = |e: wasmtime::Error| LoadError::Engine(e.to_string());
+        let mut linkers = [(); 4].map(|_| Linker::<HostState>::new(&engine));
+        for (i, linker) in linkers.iter_mut().enumerate() {
+            wasmtime_wasi::p2::add_to_linker_sync(linker).map_err(engine_err)?;
+            bindings::logging::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+                linker,
+                |s| s,
+            )
+            .map_err(engine_err)?;
+            if i == kind_index(PluginKind::Projector) {
+                bindings::read_model::add_to_linker::<
+                    HostState,
+                    wasmtime::component::HasSelf<HostState>,
+                >(linker, |s| s)
+                .map_err(engine_err)?;
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let (engine, stop, tick) = (engine.clone(), stop.clone(), config.epoch_tick);
+            std::thread::Builder::new()
+                .name("factline-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Engine(e.to_string()))?;
+        }
+        Ok(PluginRuntime {
+            cache: cache::ArtifactCache::new(&engine, config.cache_dir),
+            engine,
+            linkers,
+            epoch_tick: config.epoch_tick,
+            _ticker: Ticker { stop },
+        })
+    }
+
+    /// Loads, compiles (or takes from the cache) and validates a component file as `kind`.
+    pub fn load_file(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        path: &Path,
+        limits: Limits,
+        label: Option<String>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.load(name, kind, &bytes, limits, label)
+    }
+
+    /// Like [`PluginRuntime::load_file`], from bytes.
+    pub fn load(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: &[u8],
+        limits: Limits,
+        label: Option<String>,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let started = Instant::now();
+        let content_hash = cache::content_hash(bytes);
+        let (component, cache_outcome) = self
+            .cache
+            .load_or_compile(&self.engine, bytes, &content_hash)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        check_world(&self.engine, &component, kind)?;
+        let pre = self.linkers[kind_index(kind)]
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld {
+                kind,
+                detail: format!("{e:#}"),
+            })?;
+        let pre = KindPre::new(kind, pre)?;
+        let plugin = Arc::new(LoadedPlugin {
+            name: name.into(),
+            kind,
+            version: PluginVersion {
+                content_hash,
+                label,
+            },
+            pre,
+            limits,
+            epoch_tick: self.epoch_tick,
+            cache_outcome,
+            load_time: started.elapsed(),
+        });
+        // Instantiating once proves the component starts (start functions, memory limits).
+        plugin.instantiate().map_err(|f| LoadError::Instantiate(f.to_string()))?;
+        Ok(plugin)
+    }
+}
+
+/// WASI interfaces every plugin links against (wasmtime-wasi p2); what they may *do* is decided
+/// by the empty `WasiCtx` (no directories, env, args or sockets).
+const WASI_PREFIXES: [&str; 6] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+];
+
+/// Refuses a component of another world, or one that imports what its kind is not given,
+/// naming the export or import. `instantiate_pre` then type-checks the details.
+fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    let wanted = kind.export_interface();
+    if !exports.iter().any(|e| e == wanted) {
+        return Err(LoadError::WrongWorld {
+            kind,
+            detail: format!(
+                "it does not export `{wanted}`; it exports [{}]",
+                exports.join(", ")
+            ),
+        });
+    }
+    for (name, _) in ty.imports(engine) {
+        let allowed = WASI_PREFIXES.iter().any(|p| name.starts_with(p))
+            || name.starts_with("factline:plugin/logging@")
+            || name.starts_with("factline:plugin/types@")
+            || (kind == PluginKind::Projector && name.starts_with("factline:plugin/read-model@"));
+        if !allowed {
+            return Err(LoadError::ForbiddenImport {
+                kind,
+                import: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The typed pre-instance for a kind (type-checked once per plugin version).
+pub(crate) enum KindPre {
+    Aggregate(bindings::aggregate::AggregatePre<HostState>),
+    Projector(bindings::projector::ProjectorPre<HostState>),
+    Policy(bindings::policy::PolicyPre<HostState>),
+    Saga(bindings::saga::SagaPre<HostState>),
+}
+
+impl KindPre {
+    fn new(kind: PluginKind, pre: InstancePre<HostState>) -> Result<Self, LoadError> {
+        let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
+            kind,
+            detail: format!("{e:#}"),
+        };
+        Ok(match kind {
+            PluginKind::Aggregate => {
+                KindPre::Aggregate(bindings::aggregate::AggregatePre::new(pre).map_err(wrong)?)
+            }
+            PluginKind::Projector => {
+                KindPre::Projector(bindings::projector::ProjectorPre::new(pre).map_err(wrong)?)
+            }
+            PluginKind::Policy => {
+                KindPre::Policy(bindings::policy::PolicyPre::new(pre).map_err(wrong)?)
+            }
+            PluginKind::Saga => KindPre::Saga(bindings::saga::SagaPre::new(pre).map_err(wrong)?),
+        })
+    }
+
+    fn engine(&self) -> &Engine {
+        match self {
+            KindPre::Aggregate(p) => p.engine(),
+            KindPre::Projector(p) => p.engine(),
+            KindPre::Policy(p) => p.engine(),
+            KindPre::Saga(p) => p.engine(),
+        }
+    }
+}
+
+/// One compiled, validated version of a plugin. Instantiate it once per handler.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub kind: PluginKind,
+    pub version: PluginVersion,
+    pre: KindPre,
+    pub limits: Limits,
+    epoch_tick: Duration,
+    pub cache_outcome: CacheOutcome,
+    /// Time to read, compile or load, and validate.
+    pub load_time: Duration,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// A fresh instance in its own `Store`.
+    pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, CallFailure> {
+        PluginInstance::new(self.clone())
+    }
+}

@@ -1,0 +1,145 @@
+//! What a plugin's `Store` holds: the (empty) WASI context, limits, the deterministic clock and,
+//! during a projector batch, its read-model session. Host functions see only this.
+
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::host::read_model::ReadModelSession;
+use super::limits::{Limiter, Limits};
+
+pub(crate) struct HostState {
+    pub plugin: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    /// The guest's notion of "now" (ms since epoch): the time of the event or command being
+    /// handled, so a replay sees the same clock (DESIGN §4 invariant 8).
+    pub clock: Arc<AtomicU64>,
+    pub read_model: Option<ReadModelSession>,
+}
+
+impl HostState {
+    pub fn new(plugin: Arc<str>, limits: Limits) -> Self {
+        let clock = Arc::new(AtomicU64::new(0));
+        // Nothing is granted: no preopened directories, no environment, no arguments, no
+        // sockets (WasiCtxBuilder denies network by default), clocks from the envelope.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(GuestOutput { plugin: plugin.clone(), stream: "stdout" })
+            .stderr(GuestOutput { plugin: plugin.clone(), stream: "stderr" })
+            .wall_clock(EnvelopeClock(clock.clone()))
+            .monotonic_clock(EnvelopeClock(clock.clone()))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            plugin,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits),
+            clock,
+            read_model: None,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// A clock that reads the envelope time set by the host before each call.
+struct EnvelopeClock(Arc<AtomicU64>);
+
+impl wasmtime_wasi::HostWallClock for EnvelopeClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for EnvelopeClock {
+    fn resolution(&self) -> u64 {
+        1_000_000
+    }
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed).saturating_mul(1_000_000)
+    }
+}
+
+/// Guest stdout/stderr, line by line into `tracing`.
+struct GuestOutput {
+    plugin: Arc<str>,
+    stream: &'static str,
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineWriter {
+            plugin: self.plugin.clone(),
+            stream: self.stream,
+            line: Vec::new(),
+        })
+    }
+}
+
+struct LineWriter {
+    plugin: Arc<str>,
+    stream: &'static str,
+    line: Vec<u8>,
+}
+
+const MAX_LINE: usize = 8 * 1024;
+
+impl LineWriter {
+    fn emit(&mut self) {
+        if !self.line.is_empty() {
+            let text = String::from_utf8_lossy(&self.line);
+            tracing::info!(target: "factline::guest", plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end());
+            self.line.clear();
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        for &b in buf {
+            if b == b'\n' || self.line.len() >= MAX_LINE {
+                self.emit();
+            }
+            if b != b'\n' {
+                let _ = self.line.write(&[b]);
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.emit();
+        Poll::Ready(Ok(()))
+    }
+}
