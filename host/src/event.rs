@@ -186,7 +186,15 @@ mod tests {
         let s = StreamId::parse("order-ORD-1").unwrap();
         assert_eq!(s.category(), "order");
         assert_eq!(s.id(), "ORD-1");
-        for bad in ["", "order", "-x", "order-", "or der-1", "order-1/2", "ordér-1"] {
+        for bad in [
+            "",
+            "order",
+            "-x",
+            "order-",
+            "or der-1",
+            "order-1/2",
+            "ordér-1",
+        ] {
             assert!(StreamId::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(StreamId::parse(&format!("a-{}", "x".repeat(198))).is_ok());

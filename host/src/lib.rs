@@ -3,6 +3,9 @@
 //! Data flow, visible in the module names: `event` (the envelope) → `log` (append, partitions,
 //! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime).
 
+pub mod aggregate;
 pub mod event;
 pub mod log;
 pub mod plugin;
+pub mod projector;
+pub mod scenario;

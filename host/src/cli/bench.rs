@@ -16,11 +16,19 @@ pub enum Which {
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
     },
+    /// Plugins: the order-summary projector as WASM vs the same logic native, on the full path;
+    /// commands/s through the order aggregate.
+    Plugins {
+        /// Events to project.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
 }
 
-pub fn run(which: Which) -> anyhow::Result<()> {
+pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
     match which {
         Which::Log { scale } => log(scale),
+        Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
     }
 }
 
@@ -50,7 +58,10 @@ fn payload(i: u64) -> Vec<u8> {
 }
 
 fn fresh_log(dir: &std::path::Path) -> anyhow::Result<EventLog> {
-    Ok(EventLog::open(dir, LogOptions::with_topics([TopicConfig::new("bench", 8)]))?)
+    Ok(EventLog::open(
+        dir,
+        LogOptions::with_topics([TopicConfig::new("bench", 8)]),
+    )?)
 }
 
 fn log(scale: f64) -> anyhow::Result<()> {
@@ -59,18 +70,37 @@ fn log(scale: f64) -> anyhow::Result<()> {
 
     // Raw redb: one row per Immediate transaction (= one fsync per append) and 1,000 per one.
     let raw_single = raw_redb(n(1000), 1)?;
-    rows.push(Row { name: "raw redb, 1 row per Immediate txn", ops: n(1000), unit: "rows", elapsed: raw_single });
+    rows.push(Row {
+        name: "raw redb, 1 row per Immediate txn",
+        ops: n(1000),
+        unit: "rows",
+        elapsed: raw_single,
+    });
     let raw_batch = raw_redb(n(100), 1000)?;
-    rows.push(Row { name: "raw redb, 1,000 rows per Immediate txn (ceiling)", ops: n(100) * 1000, unit: "rows", elapsed: raw_batch });
+    rows.push(Row {
+        name: "raw redb, 1,000 rows per Immediate txn (ceiling)",
+        ops: n(100) * 1000,
+        unit: "rows",
+        elapsed: raw_batch,
+    });
 
     let dir = tempfile::tempdir()?;
     let log = fresh_log(dir.path())?;
     let count = n(1000);
     let start = Instant::now();
     for i in 0..count {
-        log.append(&format!("bench-seq{}", i % 16), ExpectedVersion::Any, vec![NewEvent::new("bench.appended", payload(i))])?;
+        log.append(
+            &format!("bench-seq{}", i % 16),
+            ExpectedVersion::Any,
+            vec![NewEvent::new("bench.appended", payload(i))],
+        )?;
     }
-    rows.push(Row { name: "sequential single-event appends", ops: count, unit: "appends", elapsed: start.elapsed() });
+    rows.push(Row {
+        name: "sequential single-event appends",
+        ops: count,
+        unit: "appends",
+        elapsed: start.elapsed(),
+    });
 
     let per_thread = n(400);
     let threads = 64;
@@ -82,7 +112,11 @@ fn log(scale: f64) -> anyhow::Result<()> {
                 barrier.wait();
                 let stream = format!("bench-c{t}");
                 for i in 0..per_thread {
-                    let v = log.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("bench.appended", payload(i))])?;
+                    let v = log.append(
+                        &stream,
+                        ExpectedVersion::Any,
+                        vec![NewEvent::new("bench.appended", payload(i))],
+                    )?;
                     debug_assert!(v.last_version > 0);
                 }
                 Ok(())
@@ -92,17 +126,30 @@ fn log(scale: f64) -> anyhow::Result<()> {
     barrier.wait();
     let start = Instant::now();
     for h in handles {
-        h.join().map_err(|_| anyhow::anyhow!("appender panicked"))??;
+        h.join()
+            .map_err(|_| anyhow::anyhow!("appender panicked"))??;
     }
-    rows.push(Row { name: "64 concurrent single-event appenders", ops: per_thread * threads as u64, unit: "appends", elapsed: start.elapsed() });
+    rows.push(Row {
+        name: "64 concurrent single-event appenders",
+        ops: per_thread * threads as u64,
+        unit: "appends",
+        elapsed: start.elapsed(),
+    });
 
     let batches = n(300);
     let start = Instant::now();
     for b in 0..batches {
-        let events = (0..100).map(|i| NewEvent::new("bench.appended", payload(b * 100 + i))).collect();
+        let events = (0..100)
+            .map(|i| NewEvent::new("bench.appended", payload(b * 100 + i)))
+            .collect();
         log.append(&format!("bench-b{}", b % 16), ExpectedVersion::Any, events)?;
     }
-    rows.push(Row { name: "batches of 100 events per append", ops: batches * 100, unit: "events", elapsed: start.elapsed() });
+    rows.push(Row {
+        name: "batches of 100 events per append",
+        ops: batches * 100,
+        unit: "events",
+        elapsed: start.elapsed(),
+    });
 
     // Sequential read of the largest partition, in pages like a consumer.
     let (p, hwm) = (0..8)
@@ -115,17 +162,33 @@ fn log(scale: f64) -> anyhow::Result<()> {
         let page = log.read_partition("bench", p, offset, 1000)?;
         offset += page.len() as u64;
     }
-    rows.push(Row { name: "sequential read of a partition", ops: hwm, unit: "events", elapsed: start.elapsed() });
+    rows.push(Row {
+        name: "sequential read of a partition",
+        ops: hwm,
+        unit: "events",
+        elapsed: start.elapsed(),
+    });
 
     print_table(&rows);
-    let rate = |name: &str| rows.iter().find(|r| r.name == name).map(Row::rate).unwrap_or(0.0);
+    let rate = |name: &str| {
+        rows.iter()
+            .find(|r| r.name == name)
+            .map(Row::rate)
+            .unwrap_or(0.0)
+    };
     let ceiling = rate("raw redb, 1,000 rows per Immediate txn (ceiling)");
     let fsync = rate("raw redb, 1 row per Immediate txn");
     let conc = rate("64 concurrent single-event appenders") / ceiling;
     let seq = rate("sequential single-event appends") / fsync;
     println!();
-    println!("64 concurrent appenders / raw ceiling: {conc:.2} (target >= 0.50) {}", verdict(conc >= 0.5));
-    println!("sequential single appends / one fsync per append: {seq:.2} (target >= 0.80) {}", verdict(seq >= 0.8));
+    println!(
+        "64 concurrent appenders / raw ceiling: {conc:.2} (target >= 0.50) {}",
+        verdict(conc >= 0.5)
+    );
+    println!(
+        "sequential single appends / one fsync per append: {seq:.2} (target >= 0.80) {}",
+        verdict(seq >= 0.8)
+    );
     Ok(())
 }
 
@@ -134,7 +197,10 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn print_table(rows: &[Row]) {
-    println!("{:<50} {:>10} {:>10} {:>14}", "case", "count", "seconds", "per second");
+    println!(
+        "{:<50} {:>10} {:>10} {:>14}",
+        "case", "count", "seconds", "per second"
+    );
     println!("{}", "-".repeat(87));
     for r in rows {
         println!(
@@ -154,5 +220,10 @@ fn raw_redb(txns: u64, per_txn: u64) -> anyhow::Result<Duration> {
     // Pad to the size of a stored envelope around the same payload.
     let mut row = payload(0);
     row.resize(row.len() + 180, 0);
-    Ok(factline_host::log::raw_redb_insert_bench(dir.path(), txns, per_txn, &row)?)
+    Ok(factline_host::log::raw_redb_insert_bench(
+        dir.path(),
+        txns,
+        per_txn,
+        &row,
+    )?)
 }

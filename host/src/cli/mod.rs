@@ -1,13 +1,19 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
 mod bench;
+mod bench_plugins;
+mod demo;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "factline", version, about = "An event log whose business logic runs as WebAssembly components")]
+#[command(
+    name = "factline",
+    version,
+    about = "An event log whose business logic runs as WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,8 +21,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the order example end to end on a fresh embedded data directory.
+    Demo(demo::Args),
     /// Measure throughput and print a table.
     Bench {
+        /// Directory of built example plugins (for `bench plugins`).
+        #[arg(
+            long,
+            global = true,
+            env = "FACTLINE_PLUGIN_DIR",
+            default_value = "target/wasm32-wasip2/release"
+        )]
+        plugins: std::path::PathBuf,
         #[command(subcommand)]
         which: bench::Which,
     },
@@ -36,7 +52,8 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Bench { which } => bench::run(which),
+        Command::Demo(args) => demo::run(args),
+        Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }
 

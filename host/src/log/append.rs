@@ -59,7 +59,6 @@ pub(crate) fn validate(
 /// The tables an append touches, opened once per transaction.
 pub(crate) struct LogTables<'txn> {
     pub events: Table<'txn, (u32, u32, u64), &'static [u8]>,
-    pub streams: Table<'txn, &'static str, u64>,
     pub stream_index: Table<'txn, (&'static str, u64), u64>,
     pub event_ids: Table<'txn, u128, (u64, u64)>,
 }
@@ -68,10 +67,19 @@ impl<'txn> LogTables<'txn> {
     pub fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, Fatal> {
         Ok(LogTables {
             events: txn.open_table(format::EVENTS)?,
-            streams: txn.open_table(format::STREAMS)?,
             stream_index: txn.open_table(format::STREAM_INDEX)?,
             event_ids: txn.open_table(format::EVENT_IDS)?,
         })
+    }
+
+    /// A stream's current version (0 = no stream): its last index entry.
+    pub fn stream_version(&self, stream: &str) -> Result<u64, Fatal> {
+        let last = self
+            .stream_index
+            .range((stream, 1)..=(stream, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        Ok(last.map(|(k, _)| k.value().1).unwrap_or(0))
     }
 
     /// Next offset of a partition, read inside the transaction (sees its own writes).
@@ -102,7 +110,10 @@ impl Overlay {
 
 /// What an append will do, decided before anything is written.
 pub(crate) enum Planned {
-    Write { current: u64, first_offset: u64 },
+    Write {
+        current: u64,
+        first_offset: u64,
+    },
     /// An exact retry of a stored append: nothing to write.
     Done(AppendResult),
 }
@@ -138,7 +149,7 @@ pub(crate) fn plan(
         .or_else(|| base.and_then(|b| b.versions.get(stream)));
     let current = match cached {
         Some(v) => *v,
-        None => tables.streams.get(stream)?.map(|v| v.value()).unwrap_or(0),
+        None => tables.stream_version(stream)?,
     };
     let ok = match req.expected {
         ExpectedVersion::Any => true,
@@ -199,7 +210,11 @@ pub(crate) fn write(
             partition: req.partition,
             offset,
             occurred_at,
-            correlation_id: ev.new.correlation_id.clone().unwrap_or_else(|| id_text.clone()),
+            correlation_id: ev
+                .new
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| id_text.clone()),
             causation_id: ev.new.causation_id.clone().unwrap_or(id_text),
             schema_version: ev.new.schema_version,
             payload: ev.new.payload.clone(),
@@ -211,10 +226,14 @@ pub(crate) fn write(
             .events
             .insert((req.topic.id, req.partition, offset), buf.as_slice())?;
         tables.stream_index.insert((stream, version), offset)?;
-        tables.event_ids.insert(ev.id.as_u128(), (version, offset))?;
+        // Only ids the caller chose can come back in a retry; generated UUIDv7s cannot.
+        if ev.caller_id {
+            tables
+                .event_ids
+                .insert(ev.id.as_u128(), (version, offset))?;
+        }
     }
     let n = req.events.len() as u64;
-    tables.streams.insert(stream, current + n)?;
     Ok(AppendResult {
         stream: stream.to_owned(),
         topic: req.topic.name.clone(),

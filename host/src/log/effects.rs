@@ -161,7 +161,9 @@ impl std::fmt::Debug for ReadModelView {
 
 impl ReadModelView {
     pub(crate) fn begin(db: &redb::Database) -> Result<Self, ReadError> {
-        let txn: ReadTransaction = db.begin_read().map_err(|e| ReadError::Storage(storage(e)))?;
+        let txn: ReadTransaction = db
+            .begin_read()
+            .map_err(|e| ReadError::Storage(storage(e)))?;
         let table = txn
             .open_table(format::READ_MODELS)
             .map_err(|e| ReadError::Storage(storage(e)))?;

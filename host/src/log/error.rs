@@ -10,15 +10,15 @@ pub enum OpenError {
         path: String,
         source: std::io::Error,
     },
-    #[error(
-        "the data directory {path} is already open in another factline process (or this one)"
-    )]
+    #[error("the data directory {path} is already open in another factline process (or this one)")]
     AlreadyOpen { path: String },
     #[error(
         "the data directory was written by a newer factline (format {found}; this build reads up to {supported}): upgrade factline"
     )]
     FormatTooNew { found: u64, supported: u64 },
-    #[error("the data directory has format {found}, which this build cannot read (expects {supported})")]
+    #[error(
+        "the data directory has format {found}, which this build cannot read (expects {supported})"
+    )]
     FormatUnsupported { found: u64, supported: u64 },
     #[error(
         "topic {topic:?} has {stored} partitions in the data directory but {configured} in the configuration; partition counts cannot change"
@@ -38,7 +38,9 @@ pub enum OpenError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// Optimistic concurrency: reload the stream and decide again.
-    #[error("wrong expected version for stream {stream}: expected {expected}, actual version {actual}")]
+    #[error(
+        "wrong expected version for stream {stream}: expected {expected}, actual version {actual}"
+    )]
     WrongExpectedVersion {
         stream: String,
         expected: ExpectedVersion,

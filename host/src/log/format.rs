@@ -24,15 +24,13 @@ pub const TOPICS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("topi
 /// `(topic id, partition, offset) -> Event` (MessagePack). Offsets are dense from 0.
 pub const EVENTS: TableDefinition<(u32, u32, u64), &[u8]> = TableDefinition::new("events");
 
-/// `stream id -> current version` (≥ 1; absent = no stream).
-pub const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
-
 /// `(stream id, version) -> offset` in the stream's partition (topic and partition follow from
-/// the stream id).
+/// the stream id). A stream's current version is its last entry here (no entry = no stream).
 pub const STREAM_INDEX: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_index");
 
-/// `event id (u128 of the UUID) -> (stream version, offset)`, for idempotent appends. The stream
-/// is read back from the event itself.
+/// `event id (u128 of the UUID) -> (stream version, offset)`, for idempotent appends. Only ids
+/// chosen by the caller are indexed (a generated UUIDv7 cannot be retried). The stream is checked
+/// through `STREAM_INDEX`.
 pub const EVENT_IDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("event_ids");
 
 /// `(group, topic id, partition) -> next offset to process` (committed consumer offsets).

@@ -383,6 +383,11 @@ impl EventLog {
         read::stream(&self.shared.db, topic, &id, from_version, limit)
     }
 
+    /// Where an event with a caller-chosen id is stored: `(stream version, offset)`.
+    pub fn find_event_id(&self, id: uuid::Uuid) -> Result<Option<(u64, u64)>, ReadError> {
+        read::event_id(&self.shared.db, id)
+    }
+
     /// The stream's current version; 0 when it does not exist.
     pub fn stream_version(&self, stream: &str) -> Result<u64, ReadError> {
         let id = StreamId::parse(stream)?;
@@ -408,7 +413,12 @@ impl EventLog {
     }
 
     /// The committed offset of `group` on a partition: the next offset it will process.
-    pub fn group_offset(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, ReadError> {
+    pub fn group_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
         read::group_offset(&self.shared.db, group, t.id, partition)
     }
@@ -449,7 +459,9 @@ impl EventLog {
 /// Reads the stored topics of a data directory without a writer (for offline inspection).
 pub fn stored_topics(db_path: &Path) -> Result<Vec<TopicInfo>, ReadError> {
     let db = redb::ReadOnlyDatabase::open(db_path).map_err(|e| ReadError::Storage(storage(e)))?;
-    let txn = db.begin_read().map_err(|e| ReadError::Storage(storage(e)))?;
+    let txn = db
+        .begin_read()
+        .map_err(|e| ReadError::Storage(storage(e)))?;
     let table = match txn.open_table(format::TOPICS) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -55,7 +55,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (input, expected) in cases {
@@ -66,7 +69,10 @@ mod tests {
     #[test]
     fn partitions_are_stable_and_in_range() {
         // Pinned values: if these change, existing logs would be split wrongly.
-        assert_eq!(partition_for("order-ORD-1", 8), partition_for("order-ORD-1", 8));
+        assert_eq!(
+            partition_for("order-ORD-1", 8),
+            partition_for("order-ORD-1", 8)
+        );
         let pinned: Vec<u32> = ["order-ORD-1", "order-ORD-2", "bank-ACC-001"]
             .iter()
             .map(|s| partition_for(s, 16))

@@ -12,7 +12,12 @@ fn st<E: std::fmt::Display>(e: E) -> ReadError {
     ReadError::Storage(storage(e))
 }
 
-fn decode(topic: &TopicInfo, partition: u32, offset: u64, bytes: &[u8]) -> Result<Event, ReadError> {
+fn decode(
+    topic: &TopicInfo,
+    partition: u32,
+    offset: u64,
+    bytes: &[u8],
+) -> Result<Event, ReadError> {
     rmp_serde::from_slice(bytes).map_err(|e| ReadError::Corrupt {
         topic: topic.name.clone(),
         partition,
@@ -78,11 +83,21 @@ pub(crate) fn stream(
 
 pub(crate) fn stream_version(db: &Database, stream: &str) -> Result<u64, ReadError> {
     let txn = db.begin_read().map_err(st)?;
-    let table = txn.open_table(format::STREAMS).map_err(st)?;
-    Ok(table.get(stream).map_err(st)?.map(|v| v.value()).unwrap_or(0))
+    let table = txn.open_table(format::STREAM_INDEX).map_err(st)?;
+    let last = table
+        .range((stream, 1)..=(stream, u64::MAX))
+        .map_err(st)?
+        .next_back()
+        .transpose()
+        .map_err(st)?;
+    Ok(last.map(|(k, _)| k.value().1).unwrap_or(0))
 }
 
-pub(crate) fn high_water_mark(db: &Database, topic_id: u32, partition: u32) -> Result<u64, ReadError> {
+pub(crate) fn high_water_mark(
+    db: &Database,
+    topic_id: u32,
+    partition: u32,
+) -> Result<u64, ReadError> {
     let txn = db.begin_read().map_err(st)?;
     let table = txn.open_table(format::EVENTS).map_err(st)?;
     let last = table
@@ -118,4 +133,10 @@ pub(crate) fn all_group_offsets(db: &Database) -> Result<Vec<(String, u32, u32, 
         out.push((g.to_owned(), t, p, v.value()));
     }
     Ok(out)
+}
+
+pub(crate) fn event_id(db: &Database, id: uuid::Uuid) -> Result<Option<(u64, u64)>, ReadError> {
+    let txn = db.begin_read().map_err(st)?;
+    let table = txn.open_table(format::EVENT_IDS).map_err(st)?;
+    Ok(table.get(id.as_u128()).map_err(st)?.map(|v| v.value()))
 }

@@ -2,13 +2,17 @@ use super::*;
 use crate::event::NewEvent;
 
 fn open(dir: &Path) -> EventLog {
-    let mut o = LogOptions::with_topics([TopicConfig::new("order", 4), TopicConfig::new("bank", 2)]);
+    let mut o =
+        LogOptions::with_topics([TopicConfig::new("order", 4), TopicConfig::new("bank", 2)]);
     o.durability = Durability::NoSyncForTests;
     EventLog::open(dir, o).unwrap()
 }
 
 fn ev(t: &str) -> NewEvent {
-    NewEvent::new(t, rmp_serde::to_vec_named(&serde_json::json!({"x": 1})).unwrap())
+    NewEvent::new(
+        t,
+        rmp_serde::to_vec_named(&serde_json::json!({"x": 1})).unwrap(),
+    )
 }
 
 #[test]
@@ -16,15 +20,28 @@ fn append_then_read_stream_and_partition() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
     let r = log
-        .append("order-1", ExpectedVersion::NoStream, vec![ev("order.created"), ev("order.item-added")])
+        .append(
+            "order-1",
+            ExpectedVersion::NoStream,
+            vec![ev("order.created"), ev("order.item-added")],
+        )
         .unwrap();
     assert_eq!((r.first_version, r.last_version), (1, 2));
     assert_eq!(r.partition, partition_for("order-1", 4));
-    let r2 = log.append("order-1", ExpectedVersion::Exact(2), vec![ev("order.placed")]).unwrap();
+    let r2 = log
+        .append(
+            "order-1",
+            ExpectedVersion::Exact(2),
+            vec![ev("order.placed")],
+        )
+        .unwrap();
     assert_eq!((r2.first_offset, r2.last_version), (2, 3));
 
     let events = log.read_stream("order-1", 1, 100).unwrap();
-    assert_eq!(events.iter().map(|e| e.stream_version).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(
+        events.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
     assert_eq!(events[2].event_type, "order.placed");
     assert_eq!(events[0].correlation_id, events[0].event_id.to_string());
     assert_eq!(log.read_stream("order-1", 3, 100).unwrap().len(), 1);
@@ -39,8 +56,11 @@ fn append_then_read_stream_and_partition() {
 fn wrong_expected_version_names_both_versions_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    log.append("order-1", ExpectedVersion::Any, vec![ev("a")]).unwrap();
-    let err = log.append("order-1", ExpectedVersion::NoStream, vec![ev("b")]).unwrap_err();
+    log.append("order-1", ExpectedVersion::Any, vec![ev("a")])
+        .unwrap();
+    let err = log
+        .append("order-1", ExpectedVersion::NoStream, vec![ev("b")])
+        .unwrap_err();
     assert_eq!(
         err,
         AppendError::WrongExpectedVersion {
@@ -49,9 +69,18 @@ fn wrong_expected_version_names_both_versions_and_writes_nothing() {
             actual: 1
         }
     );
-    assert!(err.to_string().contains("expected no stream, actual version 1"), "{err}");
-    let err = log.append("order-2", ExpectedVersion::Exact(1), vec![ev("b")]).unwrap_err();
-    assert!(matches!(err, AppendError::WrongExpectedVersion { actual: 0, .. }));
+    assert!(
+        err.to_string()
+            .contains("expected no stream, actual version 1"),
+        "{err}"
+    );
+    let err = log
+        .append("order-2", ExpectedVersion::Exact(1), vec![ev("b")])
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        AppendError::WrongExpectedVersion { actual: 0, .. }
+    ));
     assert_eq!(log.stream_version("order-1").unwrap(), 1);
     assert_eq!(log.stream_version("order-2").unwrap(), 0);
 }
@@ -62,22 +91,45 @@ fn idempotent_append_returns_original_positions() {
     let log = open(dir.path());
     let ids = [uuid::Uuid::now_v7(), uuid::Uuid::now_v7()];
     let batch = || vec![ev("a").with_id(ids[0]), ev("b").with_id(ids[1])];
-    let first = log.append("order-1", ExpectedVersion::NoStream, batch()).unwrap();
-    log.append("order-1", ExpectedVersion::Any, vec![ev("c")]).unwrap();
-    let again = log.append("order-1", ExpectedVersion::NoStream, batch()).unwrap();
+    let first = log
+        .append("order-1", ExpectedVersion::NoStream, batch())
+        .unwrap();
+    log.append("order-1", ExpectedVersion::Any, vec![ev("c")])
+        .unwrap();
+    let again = log
+        .append("order-1", ExpectedVersion::NoStream, batch())
+        .unwrap();
     assert!(again.deduplicated);
-    assert_eq!((again.first_version, again.first_offset), (first.first_version, first.first_offset));
+    assert_eq!(
+        (again.first_version, again.first_offset),
+        (first.first_version, first.first_offset)
+    );
     assert_eq!(log.stream_version("order-1").unwrap(), 3);
 
     // A partial overlap or a different stream is not a retry.
     let err = log
-        .append("order-1", ExpectedVersion::Any, vec![ev("a").with_id(ids[0]), ev("z")])
+        .append(
+            "order-1",
+            ExpectedVersion::Any,
+            vec![ev("a").with_id(ids[0]), ev("z")],
+        )
         .unwrap_err();
-    assert!(matches!(err, AppendError::IdempotencyConflict { .. }), "{err}");
-    let err = log.append("order-9", ExpectedVersion::Any, batch()).unwrap_err();
-    assert!(matches!(err, AppendError::IdempotencyConflict { .. }), "{err}");
+    assert!(
+        matches!(err, AppendError::IdempotencyConflict { .. }),
+        "{err}"
+    );
+    let err = log
+        .append("order-9", ExpectedVersion::Any, batch())
+        .unwrap_err();
+    assert!(
+        matches!(err, AppendError::IdempotencyConflict { .. }),
+        "{err}"
+    );
     let swapped = vec![ev("b").with_id(ids[1]), ev("a").with_id(ids[0])];
-    assert!(log.append("order-1", ExpectedVersion::Any, swapped).is_err());
+    assert!(
+        log.append("order-1", ExpectedVersion::Any, swapped)
+            .is_err()
+    );
     assert_eq!(log.stream_version("order-1").unwrap(), 3);
 }
 
@@ -92,11 +144,22 @@ fn bad_input_is_refused_with_typed_errors() {
         ("order-", vec![ev("a")]),
         ("shipping-1", vec![ev("a")]),
         ("order-1", vec![]),
-        ("order-1", vec![NewEvent::new("a", vec![0; DEFAULT_MAX_PAYLOAD_BYTES + 1])]),
-        ("order-1", vec![ev("a").with_id(uuid::Uuid::nil()), ev("b").with_id(uuid::Uuid::nil())]),
+        (
+            "order-1",
+            vec![NewEvent::new("a", vec![0; DEFAULT_MAX_PAYLOAD_BYTES + 1])],
+        ),
+        (
+            "order-1",
+            vec![
+                ev("a").with_id(uuid::Uuid::nil()),
+                ev("b").with_id(uuid::Uuid::nil()),
+            ],
+        ),
     ];
     for (stream, events) in cases {
-        let err = log.append(stream, ExpectedVersion::Any, events).unwrap_err();
+        let err = log
+            .append(stream, ExpectedVersion::Any, events)
+            .unwrap_err();
         assert!(!err.is_transient(), "{err}");
     }
     let long = format!("order-{}", "x".repeat(300));
@@ -118,13 +181,27 @@ fn reopen_checks_topics_and_format_version() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = open(dir.path());
-        log.append("order-1", ExpectedVersion::Any, vec![ev("a")]).unwrap();
+        log.append("order-1", ExpectedVersion::Any, vec![ev("a")])
+            .unwrap();
         // Same directory twice in one process is refused, not corrupted.
         let again = EventLog::open(dir.path(), LogOptions::default());
-        assert!(matches!(again, Err(OpenError::AlreadyOpen { .. })), "{again:?}");
+        assert!(
+            matches!(again, Err(OpenError::AlreadyOpen { .. })),
+            "{again:?}"
+        );
     }
-    let changed = EventLog::open(dir.path(), LogOptions::with_topics([TopicConfig::new("order", 8)]));
-    assert!(matches!(changed, Err(OpenError::PartitionCountChanged { stored: 4, configured: 8, .. })));
+    let changed = EventLog::open(
+        dir.path(),
+        LogOptions::with_topics([TopicConfig::new("order", 8)]),
+    );
+    assert!(matches!(
+        changed,
+        Err(OpenError::PartitionCountChanged {
+            stored: 4,
+            configured: 8,
+            ..
+        })
+    ));
     {
         let log = open(dir.path());
         assert_eq!(log.read_stream("order-1", 1, 10).unwrap().len(), 1);
@@ -133,7 +210,10 @@ fn reopen_checks_topics_and_format_version() {
     {
         let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(format::META).unwrap().insert("format_version", 99).unwrap();
+        txn.open_table(format::META)
+            .unwrap()
+            .insert("format_version", 99)
+            .unwrap();
         txn.commit().unwrap();
     }
     let err = EventLog::open(dir.path(), LogOptions::default()).unwrap_err();
@@ -145,8 +225,13 @@ fn reopen_checks_topics_and_format_version() {
 fn handler_commit_is_atomic_and_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());
-    log.append("order-1", ExpectedVersion::Any, vec![ev("a")]).unwrap();
-    let write = |k: &str| ReadModelWrite { scope: "summary".into(), key: k.into(), value: Some(vec![1]) };
+    log.append("order-1", ExpectedVersion::Any, vec![ev("a")])
+        .unwrap();
+    let write = |k: &str| ReadModelWrite {
+        scope: "summary".into(),
+        key: k.into(),
+        value: Some(vec![1]),
+    };
     let ok = HandlerCommit {
         group: "summary".into(),
         topic: "order".into(),
@@ -162,7 +247,16 @@ fn handler_commit_is_atomic_and_fenced() {
 
     // Replaying the same batch is refused by the fence: effects are not applied twice.
     let err = log.commit_handler(ok).unwrap_err();
-    assert!(matches!(err, CommitError::OffsetMismatch { actual: Some(5), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CommitError::OffsetMismatch {
+                actual: Some(5),
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // A refused append refuses the whole commit: no read-model write, no offset move.
     let bad = HandlerCommit {
@@ -192,8 +286,16 @@ fn read_model_prefix_scan_pages_within_scope() {
     let log = open(dir.path());
     let writes = ["a:1", "a:2", "a:3", "b:1"]
         .iter()
-        .map(|k| ReadModelWrite { scope: "s".into(), key: (*k).into(), value: Some(k.as_bytes().to_vec()) })
-        .chain([ReadModelWrite { scope: "t".into(), key: "a:9".into(), value: Some(vec![]) }])
+        .map(|k| ReadModelWrite {
+            scope: "s".into(),
+            key: (*k).into(),
+            value: Some(k.as_bytes().to_vec()),
+        })
+        .chain([ReadModelWrite {
+            scope: "t".into(),
+            key: "a:9".into(),
+            value: Some(vec![]),
+        }])
         .collect();
     log.commit_handler(HandlerCommit {
         group: "g".into(),
@@ -206,8 +308,14 @@ fn read_model_prefix_scan_pages_within_scope() {
     .unwrap();
     let view = log.read_models().unwrap();
     let keys = |v: Vec<(String, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(keys(view.scan_prefix("s", "a:", None, 10).unwrap()), ["a:1", "a:2", "a:3"]);
-    assert_eq!(keys(view.scan_prefix("s", "a:", Some("a:1"), 1).unwrap()), ["a:2"]);
+    assert_eq!(
+        keys(view.scan_prefix("s", "a:", None, 10).unwrap()),
+        ["a:1", "a:2", "a:3"]
+    );
+    assert_eq!(
+        keys(view.scan_prefix("s", "a:", Some("a:1"), 1).unwrap()),
+        ["a:2"]
+    );
     assert_eq!(keys(view.scan_prefix("s", "", None, 10).unwrap()).len(), 4);
     assert!(view.scan_prefix("u", "", None, 10).unwrap().is_empty());
 }

@@ -39,7 +39,10 @@ enum Outcome {
 }
 
 /// Checks the format version and registers topics (its own transaction, before any writer).
-pub(crate) fn initialize(db: &Database, topics: &[TopicConfig]) -> Result<Vec<TopicInfo>, OpenError> {
+pub(crate) fn initialize(
+    db: &Database,
+    topics: &[TopicConfig],
+) -> Result<Vec<TopicInfo>, OpenError> {
     let st = |e: &dyn std::fmt::Display| OpenError::Storage(e.to_string());
     let txn = db.begin_write().map_err(|e| st(&e))?;
     let result = {
@@ -70,7 +73,6 @@ pub(crate) fn initialize(db: &Database, topics: &[TopicConfig]) -> Result<Vec<To
         let mut table = txn.open_table(format::TOPICS).map_err(|e| st(&e))?;
         // Create every table now so readers never meet a missing one.
         txn.open_table(format::EVENTS).map_err(|e| st(&e))?;
-        txn.open_table(format::STREAMS).map_err(|e| st(&e))?;
         txn.open_table(format::STREAM_INDEX).map_err(|e| st(&e))?;
         txn.open_table(format::EVENT_IDS).map_err(|e| st(&e))?;
         txn.open_table(format::GROUP_OFFSETS).map_err(|e| st(&e))?;
@@ -85,14 +87,20 @@ pub(crate) fn initialize(db: &Database, topics: &[TopicConfig]) -> Result<Vec<To
             }
             if t.name.is_empty()
                 || t.name.contains('-')
-                || !t.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._".contains(&b))
+                || !t
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._".contains(&b))
             {
                 return Err(OpenError::InvalidTopic(format!(
                     "topic name {:?} must be ASCII letters, digits, . or _ (no '-': it separates category and id in stream ids)",
                     t.name
                 )));
             }
-            let existing = table.get(t.name.as_str()).map_err(|e| st(&e))?.map(|v| v.value());
+            let existing = table
+                .get(t.name.as_str())
+                .map_err(|e| st(&e))?
+                .map(|v| v.value());
             match existing {
                 Some((_, stored)) if stored != t.partitions => {
                     return Err(OpenError::PartitionCountChanged {
@@ -212,7 +220,9 @@ fn commit_group(
         let mut handler_tables = None;
         for op in group {
             outcomes.push(match op {
-                Op::Append(req, _) => Outcome::Append(append::apply(&mut tables, &mut overlay, req, now)?),
+                Op::Append(req, _) => {
+                    Outcome::Append(append::apply(&mut tables, &mut overlay, req, now)?)
+                }
                 Op::Commit(c, _) => {
                     let ht = match &mut handler_tables {
                         Some(t) => t,

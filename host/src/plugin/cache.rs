@@ -66,7 +66,10 @@ impl ArtifactCache {
         content_hash: &str,
     ) -> wasmtime::Result<(Component, CacheOutcome)> {
         let Some(path) = self.path(content_hash) else {
-            return Ok((Component::from_binary(engine, bytes)?, CacheOutcome::Disabled));
+            return Ok((
+                Component::from_binary(engine, bytes)?,
+                CacheOutcome::Disabled,
+            ));
         };
         let mut outcome = CacheOutcome::Miss;
         if let Ok(file) = std::fs::read(&path) {

@@ -170,7 +170,10 @@ impl PluginInstance {
     fn wrong_kind(&self, wanted: &str) -> CallFailure {
         CallFailure::new(
             FailureKind::Host,
-            format!("plugin {} is a {}, not a {wanted}", self.plugin.name, self.plugin.kind),
+            format!(
+                "plugin {} is a {}, not a {wanted}",
+                self.plugin.name, self.plugin.kind
+            ),
         )
     }
 
@@ -179,8 +182,12 @@ impl PluginInstance {
     /// Event types the plugin handles (aggregates, projectors, policies); empty means all.
     pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
         self.call(0, |store, ex| match ex {
-            Exports::Aggregate(a) => a.factline_plugin_aggregate_handler().call_event_types(store),
-            Exports::Projector(p) => p.factline_plugin_projector_handler().call_event_types(store),
+            Exports::Aggregate(a) => a
+                .factline_plugin_aggregate_handler()
+                .call_event_types(store),
+            Exports::Projector(p) => p
+                .factline_plugin_projector_handler()
+                .call_event_types(store),
             Exports::Policy(p) => p.factline_plugin_policy_handler().call_event_types(store),
             Exports::Saga(s) => s
                 .factline_plugin_saga_handler()
@@ -226,7 +233,11 @@ impl PluginInstance {
     }
 
     /// Decides on a command given `state`.
-    pub fn decide(&mut self, state: &[u8], command: &CommandInput) -> Result<Decision, CallFailure> {
+    pub fn decide(
+        &mut self,
+        state: &[u8],
+        command: &CommandInput,
+    ) -> Result<Decision, CallFailure> {
         let cmd = types::Command {
             command_id: command.command_id.clone(),
             command_type: command.command_type.clone(),
@@ -319,7 +330,11 @@ fn to_wit_event(e: &Event) -> types::Event {
         causation_id: e.causation_id.clone(),
         schema_version: e.schema_version,
         payload: e.payload.clone(),
-        metadata: e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        metadata: e
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -344,12 +359,15 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
             FailureKind::MemoryLimit,
             format!(
                 "memory limit: the plugin tried to grow a memory to {desired} bytes (limit {limit}); then: {}",
-                trap.map(|t| t.to_string()).unwrap_or_else(|| root_message(&err))
+                trap.map(|t| t.to_string())
+                    .unwrap_or_else(|| root_message(&err))
             ),
         ),
         (Some(Breach::Table { desired, limit }), _) => (
             FailureKind::MemoryLimit,
-            format!("table limit: the plugin tried to grow a table to {desired} elements (limit {limit})"),
+            format!(
+                "table limit: the plugin tried to grow a table to {desired} elements (limit {limit})"
+            ),
         ),
         (None, Some(wasmtime::Trap::Interrupt)) => (
             FailureKind::Deadline,

@@ -253,7 +253,9 @@ impl PluginRuntime {
             load_time: started.elapsed(),
         });
         // Instantiating once proves the component starts (start functions, memory limits).
-        plugin.instantiate().map_err(|f| LoadError::Instantiate(f.to_string()))?;
+        plugin
+            .instantiate()
+            .map_err(|f| LoadError::Instantiate(f.to_string()))?;
         Ok(plugin)
     }
 }

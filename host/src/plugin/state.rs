@@ -31,8 +31,14 @@ impl HostState {
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // sockets (WasiCtxBuilder denies network by default), clocks from the envelope.
         let wasi = WasiCtxBuilder::new()
-            .stdout(GuestOutput { plugin: plugin.clone(), stream: "stdout" })
-            .stderr(GuestOutput { plugin: plugin.clone(), stream: "stderr" })
+            .stdout(GuestOutput {
+                plugin: plugin.clone(),
+                stream: "stdout",
+            })
+            .stderr(GuestOutput {
+                plugin: plugin.clone(),
+                stream: "stderr",
+            })
             .wall_clock(EnvelopeClock(clock.clone()))
             .monotonic_clock(EnvelopeClock(clock.clone()))
             .allow_tcp(false)
@@ -121,7 +127,11 @@ impl LineWriter {
 }
 
 impl tokio::io::AsyncWrite for LineWriter {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         for &b in buf {
             if b == b'\n' || self.line.len() >= MAX_LINE {
                 self.emit();

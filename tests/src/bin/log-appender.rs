@@ -8,9 +8,14 @@ use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: log-appender <data dir>");
-    let log = EventLog::open(&dir, LogOptions::with_topics([TopicConfig::new("crash", 3)]))
-        .expect("open log");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: log-appender <data dir>");
+    let log = EventLog::open(
+        &dir,
+        LogOptions::with_topics([TopicConfig::new("crash", 3)]),
+    )
+    .expect("open log");
     let streams: Vec<String> = (0..5).map(|i| format!("crash-{i}")).collect();
     let mut versions: Vec<u64> = streams
         .iter()
@@ -25,11 +30,20 @@ fn main() {
             .map(|k| NewEvent::new("crash.appended", rmp_serde::to_vec(&(i, k)).unwrap()))
             .collect();
         let r = log
-            .append(&streams[s], ExpectedVersion::from_current(versions[s]), events)
+            .append(
+                &streams[s],
+                ExpectedVersion::from_current(versions[s]),
+                events,
+            )
             .expect("append");
         versions[s] = r.last_version;
         let mut out = stdout.lock();
-        writeln!(out, "ack {} {} {} {}", r.stream, r.last_version, r.partition, r.last_offset).unwrap();
+        writeln!(
+            out,
+            "ack {} {} {} {}",
+            r.stream, r.last_version, r.partition, r.last_offset
+        )
+        .unwrap();
         out.flush().unwrap();
         i += 1;
     }

@@ -44,18 +44,28 @@ fn acknowledged_appends_survive_sigkill() {
             this_round += 1;
         }
 
-        let log = EventLog::open(dir.path(), LogOptions::with_topics([TopicConfig::new("crash", 3)]))
-            .unwrap();
+        let log = EventLog::open(
+            dir.path(),
+            LogOptions::with_topics([TopicConfig::new("crash", 3)]),
+        )
+        .unwrap();
         for (stream, &v) in &acked {
             let stored = log.stream_version(stream).unwrap();
-            assert!(stored >= v, "round {round}: {stream} acknowledged v{v} but stored v{stored}");
+            assert!(
+                stored >= v,
+                "round {round}: {stream} acknowledged v{v} but stored v{stored}"
+            );
             let versions: Vec<u64> = log
                 .read_stream(stream, 1, usize::MAX)
                 .unwrap()
                 .iter()
                 .map(|e| e.stream_version)
                 .collect();
-            assert_eq!(versions, (1..=stored).collect::<Vec<_>>(), "gap in {stream}");
+            assert_eq!(
+                versions,
+                (1..=stored).collect::<Vec<_>>(),
+                "gap in {stream}"
+            );
         }
         for p in 0..3 {
             let hwm = log.high_water_mark("crash", p).unwrap();
@@ -65,10 +75,17 @@ fn acknowledged_appends_survive_sigkill() {
                 .iter()
                 .map(|e| e.offset)
                 .collect();
-            assert_eq!(offsets, (0..hwm).collect::<Vec<_>>(), "gap in partition {p}");
+            assert_eq!(
+                offsets,
+                (0..hwm).collect::<Vec<_>>(),
+                "gap in partition {p}"
+            );
         }
         assert!(round > 2 || this_round > 0 || !acked.is_empty() || round == 0);
     }
     let total: u64 = acked.values().sum();
-    assert!(total > 100, "the child barely appended ({total}); the test proves nothing");
+    assert!(
+        total > 100,
+        "the child barely appended ({total}); the test proves nothing"
+    );
 }

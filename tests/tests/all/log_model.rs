@@ -12,7 +12,11 @@ const TOPICS: [(&str, u32); 2] = [("alpha", 3), ("beta", 1)];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { stream: usize, expected: Exp, n: usize },
+    Append {
+        stream: usize,
+        expected: Exp,
+        n: usize,
+    },
     Reopen,
 }
 

@@ -8,7 +8,11 @@ use factline_host::log::{AppendError, EventLog, LogOptions, TopicConfig};
 #[test]
 fn eight_racing_appenders_one_winner_per_round() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EventLog::open(dir.path(), LogOptions::with_topics([TopicConfig::new("race", 2)])).unwrap();
+    let log = EventLog::open(
+        dir.path(),
+        LogOptions::with_topics([TopicConfig::new("race", 2)]),
+    )
+    .unwrap();
     const THREADS: usize = 8;
     const ROUNDS: u64 = 150;
     let barrier = Arc::new(Barrier::new(THREADS));
@@ -38,9 +42,16 @@ fn eight_racing_appenders_one_winner_per_round() {
             })
         })
         .collect();
-    let mut wins: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut wins: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     wins.sort();
-    assert_eq!(wins, (0..ROUNDS).collect::<Vec<_>>(), "exactly one winner each round");
+    assert_eq!(
+        wins,
+        (0..ROUNDS).collect::<Vec<_>>(),
+        "exactly one winner each round"
+    );
     let events = log.read_stream("race-1", 1, usize::MAX).unwrap();
     let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
     assert_eq!(versions, (1..=ROUNDS).collect::<Vec<_>>());

@@ -1,5 +1,20 @@
 //! Workspace integration tests: one binary, one module per area (link time matters with wasmtime).
+//!
+//! Every plugin under `plugins/` and `tests/plugins/` must have an end-to-end module here named
+//! after it: `foreach_plugin!` below fails to compile otherwise.
 
+mod hostile_plugin;
 mod log_crash;
 mod log_model;
 mod log_race;
+mod order;
+mod order_summary;
+mod support;
+
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+factline_tests::foreach_plugin!(assert_test_exists);

@@ -1,0 +1,835 @@
+//! The language-neutral scenario format: given events, when a command, then events or a
+//! rejection (aggregates); given events, then read-model rows (projectors).
+//!
+//! Scenarios are plain serde data, so they are written in Rust with [`crate::testing`], or read
+//! from JSON or TOML files, and run natively against a Rust type or against any built `.wasm`
+//! (Rust, Python, JavaScript …). A runner turns what the plugin returned into an
+//! [`AggregateOutcome`] or [`ProjectorOutcome`] and calls [`verify`]. Payloads are compared as
+//! JSON values: MessagePack decoded to JSON, integers by value whatever their width.
+//!
+//! # Running an aggregate scenario (what a runner must do)
+//! 1. `state = initial-state()`; if [`AggregateScenario::given_events`] is not empty,
+//!    `state = evolve(state, given_events)` (one batch).
+//! 2. `decide(state, command())`: a rejection gives [`AggregateOutcome::Rejected`], a failure
+//!    [`AggregateOutcome::Failed`].
+//! 3. `state = evolve(state, emitted_events(new_events))`, then
+//!    [`AggregateOutcome::from_msgpack`]`(new_events, given.len() + new_events.len(), state)`.
+//!
+//! # Running a projector scenario
+//! `project(given_events)` as one batch into an empty read model, then
+//! [`ProjectorOutcome::from_msgpack`] over all rows (a failure gives `Failed`).
+//!
+//! Envelopes are deterministic: given event `i` has id `given-{i}`, offset `i`, partition 0, topic
+//! = the stream's category (text before the first `-`), `occurred_at` =
+//! [`default_occurred_at`]`(i)` unless set; the command has id `command` and `issued_at` =
+//! `default_occurred_at(given.len())` unless set; emitted event `j` has id `command-{j}` and occurs
+//! at `issued_at`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::codec::{self, CodecError};
+use crate::types::{CommandContext, EventMeta, RawCommand, RawEvent, RawNewEvent};
+
+/// 2023-11-14T22:13:20Z: the clock of a scenario that sets no times.
+pub const BASE_TIME_MS: u64 = 1_700_000_000_000;
+
+/// `occurred_at` of given event `index` when the scenario sets none: one second apart.
+pub fn default_occurred_at(index: usize) -> u64 {
+    BASE_TIME_MS + index as u64 * 1_000
+}
+
+const CORRELATION_ID: &str = "scenario";
+const COMMAND_ID: &str = "command";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Scenario {
+    Aggregate(AggregateScenario),
+    Projector(ProjectorScenario),
+}
+
+impl Scenario {
+    pub fn name(&self) -> &str {
+        match self {
+            Scenario::Aggregate(s) => &s.name,
+            Scenario::Projector(s) => &s.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateScenario {
+    pub name: String,
+    /// The aggregate's stream, e.g. `order-ORD-1`.
+    pub stream: String,
+    #[serde(default)]
+    pub given: Vec<GivenEvent>,
+    pub when: WhenCommand,
+    pub then: AggregateExpectation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GivenEvent {
+    pub event_type: String,
+    /// Required in projector scenarios; in aggregate scenarios absent or the scenario's stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(default = "one")]
+    pub schema_version: u32,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenCommand {
+    pub command_type: String,
+    /// `null` (or absent) reads as `{}` for commands without fields.
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AggregateExpectation {
+    /// Exactly these new events, in order; optionally the stream version and the full state after.
+    Events {
+        events: Vec<ExpectedEvent>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        state: Option<Value>,
+    },
+    /// A rejection, optionally with this code and a message containing this text.
+    Rejected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_contains: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedEvent {
+    pub event_type: String,
+    #[serde(default)]
+    pub payload: Value,
+    /// Checked only when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorScenario {
+    pub name: String,
+    #[serde(default)]
+    pub given: Vec<GivenEvent>,
+    /// Only the listed keys are checked.
+    pub then: Vec<ExpectedRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedRow {
+    pub key: String,
+    /// `None` (absent or `null`): there must be no row with this key.
+    #[serde(default)]
+    pub value: Option<Value>,
+}
+
+impl AggregateScenario {
+    /// The given events as the host would deliver them (see the module docs).
+    pub fn given_events(&self) -> Result<Vec<RawEvent>, String> {
+        if let Some((index, event)) = self
+            .given
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.stream.as_ref().is_some_and(|s| *s != self.stream))
+        {
+            return Err(format!(
+                "invalid scenario: given event #{index} is on stream `{}`, but an aggregate scenario's \
+                 events belong to `{}`",
+                event.stream.as_deref().unwrap_or_default(),
+                self.stream
+            ));
+        }
+        raw_events(&self.given, Some(&self.stream))
+    }
+
+    /// The command, with its payload as named MessagePack.
+    pub fn command(&self) -> RawCommand {
+        RawCommand {
+            command_type: self.when.command_type.clone(),
+            payload: codec::json_to_msgpack(&self.when.payload),
+            ctx: CommandContext {
+                command_id: COMMAND_ID.into(),
+                stream: self.stream.clone(),
+                issued_at: self.issued_at(),
+                correlation_id: CORRELATION_ID.into(),
+                causation_id: CORRELATION_ID.into(),
+                metadata: Vec::new(),
+            },
+        }
+    }
+
+    /// Envelopes for the events `decide` returned, as if the host had appended them.
+    pub fn emitted_events(&self, new_events: &[RawNewEvent]) -> Vec<RawEvent> {
+        new_events
+            .iter()
+            .enumerate()
+            .map(|(j, event)| RawEvent {
+                event_type: event.event_type.clone(),
+                payload: event.payload.clone(),
+                meta: EventMeta {
+                    event_id: format!("{COMMAND_ID}-{j}"),
+                    stream: self.stream.clone(),
+                    stream_version: (self.given.len() + j + 1) as u64,
+                    occurred_at: self.issued_at(),
+                    correlation_id: CORRELATION_ID.into(),
+                    causation_id: COMMAND_ID.into(),
+                    schema_version: event.schema_version,
+                    topic: category(&self.stream).into(),
+                    partition: 0,
+                    offset: (self.given.len() + j) as u64,
+                    metadata: event.metadata.clone(),
+                },
+            })
+            .collect()
+    }
+
+    fn issued_at(&self) -> u64 {
+        self.when
+            .issued_at
+            .unwrap_or_else(|| default_occurred_at(self.given.len()))
+    }
+
+    pub fn verify(&self, outcome: &AggregateOutcome) -> Result<(), Mismatch> {
+        use AggregateExpectation as E;
+        use AggregateOutcome as O;
+        let mut diffs = Vec::new();
+        match (&self.then, outcome) {
+            (
+                E::Events {
+                    events,
+                    version,
+                    state,
+                },
+                O::Events {
+                    events: got,
+                    version: got_version,
+                    state: got_state,
+                },
+            ) => {
+                let expected: Vec<Value> = events.iter().map(ExpectedEvent::to_json).collect();
+                let actual: Vec<Value> = got
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        e.to_json(events.get(i).is_some_and(|x| x.schema_version.is_some()))
+                    })
+                    .collect();
+                diff(
+                    "events",
+                    &Value::Array(expected),
+                    &Value::Array(actual),
+                    &mut diffs,
+                );
+                if let Some(version) = version
+                    && version != got_version
+                {
+                    diffs.push(format!("version: expected {version}, got {got_version}"));
+                }
+                if let Some(state) = state {
+                    diff("state", state, got_state, &mut diffs);
+                }
+            }
+            (
+                E::Rejected {
+                    code,
+                    message_contains,
+                },
+                O::Rejected { code: got, message },
+            ) => {
+                if let Some(code) = code
+                    && code != got
+                {
+                    diffs.push(format!(
+                        "rejection code: expected `{code}`, got `{got}` ({message})"
+                    ));
+                }
+                if let Some(part) = message_contains
+                    && !message.contains(part.as_str())
+                {
+                    diffs.push(format!(
+                        "rejection message: expected it to contain {part:?}, got {message:?}"
+                    ));
+                }
+            }
+            (E::Events { .. }, O::Rejected { code, message }) => {
+                diffs.push(format!(
+                    "expected events, but the command was rejected ({code}): {message}"
+                ));
+            }
+            (E::Rejected { .. }, O::Events { events, .. }) => {
+                let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+                diffs.push(format!(
+                    "expected a rejection, but the command was accepted with events {types:?}"
+                ));
+            }
+            (_, O::Failed { message }) => diffs.push(format!("the plugin failed: {message}")),
+        }
+        Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
+    }
+}
+
+impl ProjectorScenario {
+    /// The given events as the host would deliver them; each must name its stream.
+    pub fn given_events(&self) -> Result<Vec<RawEvent>, String> {
+        raw_events(&self.given, None)
+    }
+
+    pub fn verify(&self, outcome: &ProjectorOutcome) -> Result<(), Mismatch> {
+        let mut diffs = Vec::new();
+        let expected: serde_json::Map<String, Value> = self
+            .then
+            .iter()
+            .map(|row| (row.key.clone(), row.value.clone().unwrap_or(Value::Null)))
+            .collect();
+        let actual = match outcome {
+            ProjectorOutcome::Failed { message } => {
+                diffs.push(format!("the projector failed: {message}"));
+                to_json(outcome)
+            }
+            ProjectorOutcome::Rows { rows } => {
+                for row in &self.then {
+                    let path = format!("rows[{:?}]", row.key);
+                    match (&row.value, rows.get(&row.key)) {
+                        (None, None) => {}
+                        (None, Some(got)) => {
+                            diffs.push(format!("{path}: expected no row, got {}", compact(got)))
+                        }
+                        (Some(want), None) => diffs.push(format!(
+                            "{path}: expected {}, but there is no row",
+                            compact(want)
+                        )),
+                        (Some(want), Some(got)) => diff(&path, want, got, &mut diffs),
+                    }
+                }
+                // Only the rows the scenario names, so the report stays readable.
+                let shown = self.then.iter().map(|row| {
+                    (
+                        row.key.clone(),
+                        rows.get(&row.key).cloned().unwrap_or(Value::Null),
+                    )
+                });
+                Value::Object(shown.collect())
+            }
+        };
+        Mismatch::check(&self.name, diffs, Value::Object(expected), actual)
+    }
+}
+
+fn raw_events(given: &[GivenEvent], default_stream: Option<&str>) -> Result<Vec<RawEvent>, String> {
+    let mut versions: BTreeMap<&str, u64> = BTreeMap::new();
+    given
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let stream =
+                event.stream.as_deref().or(default_stream).ok_or_else(|| {
+                    format!("invalid scenario: given event #{index} names no stream")
+                })?;
+            let version = versions.entry(stream).or_default();
+            *version += 1;
+            Ok(RawEvent {
+                event_type: event.event_type.clone(),
+                payload: codec::json_to_msgpack(&event.payload),
+                meta: EventMeta {
+                    event_id: format!("given-{index}"),
+                    stream: stream.to_owned(),
+                    stream_version: *version,
+                    occurred_at: event
+                        .occurred_at
+                        .unwrap_or_else(|| default_occurred_at(index)),
+                    correlation_id: CORRELATION_ID.into(),
+                    causation_id: CORRELATION_ID.into(),
+                    schema_version: event.schema_version,
+                    topic: category(stream).into(),
+                    partition: 0,
+                    offset: index as u64,
+                    metadata: Vec::new(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// `order` for `order-ORD-1`.
+fn category(stream: &str) -> &str {
+    stream
+        .split_once('-')
+        .map_or(stream, |(category, _)| category)
+}
+
+impl ExpectedEvent {
+    fn to_json(&self) -> Value {
+        let mut value = json!({ "event_type": self.event_type, "payload": self.payload });
+        if let Some(version) = self.schema_version {
+            value["schema_version"] = version.into();
+        }
+        value
+    }
+}
+
+/// A new event as a runner saw it, payload decoded to JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActualEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: Value,
+}
+
+impl ActualEvent {
+    pub fn from_msgpack(event: &RawNewEvent) -> Result<Self, CodecError> {
+        Ok(Self {
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            payload: codec::msgpack_to_json(&event.payload)
+                .map_err(|e| CodecError::new(format!("payload of `{}`: {e}", event.event_type)))?,
+        })
+    }
+
+    fn to_json(&self, with_schema_version: bool) -> Value {
+        let mut value = json!({ "event_type": self.event_type, "payload": self.payload });
+        if with_schema_version {
+            value["schema_version"] = self.schema_version.into();
+        }
+        value
+    }
+}
+
+/// What running an aggregate scenario produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum AggregateOutcome {
+    /// The command was accepted: the new events, the stream version after them, the state after
+    /// evolving them.
+    Events {
+        events: Vec<ActualEvent>,
+        version: u64,
+        state: Value,
+    },
+    Rejected {
+        code: String,
+        message: String,
+    },
+    /// A failure or trap anywhere in the run (including bytes that are not MessagePack).
+    Failed {
+        message: String,
+    },
+}
+
+impl AggregateOutcome {
+    /// From the new events, the stream version after them, and the state bytes after them.
+    pub fn from_msgpack(new_events: &[RawNewEvent], version: u64, state: &[u8]) -> Self {
+        let events = new_events
+            .iter()
+            .map(ActualEvent::from_msgpack)
+            .collect::<Result<Vec<_>, _>>();
+        let state =
+            codec::msgpack_to_json(state).map_err(|e| CodecError::new(format!("state: {e}")));
+        match (events, state) {
+            (Ok(events), Ok(state)) => Self::Events {
+                events,
+                version,
+                state,
+            },
+            (Err(e), _) | (_, Err(e)) => Self::Failed {
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What running a projector scenario produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum ProjectorOutcome {
+    Rows { rows: BTreeMap<String, Value> },
+    Failed { message: String },
+}
+
+impl ProjectorOutcome {
+    /// From the read model's rows (named MessagePack values).
+    pub fn from_msgpack(rows: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
+        let rows = rows
+            .into_iter()
+            .map(|(key, bytes)| match codec::msgpack_to_json(&bytes) {
+                Ok(value) => Ok((key, value)),
+                Err(e) => Err(format!("row `{key}`: {e}")),
+            })
+            .collect();
+        match rows {
+            Ok(rows) => Self::Rows { rows },
+            Err(message) => Self::Failed { message },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Aggregate(AggregateOutcome),
+    Projector(ProjectorOutcome),
+}
+
+impl From<AggregateOutcome> for Outcome {
+    fn from(outcome: AggregateOutcome) -> Self {
+        Self::Aggregate(outcome)
+    }
+}
+
+impl From<ProjectorOutcome> for Outcome {
+    fn from(outcome: ProjectorOutcome) -> Self {
+        Self::Projector(outcome)
+    }
+}
+
+/// Checks an outcome against the scenario's expectation.
+pub fn verify(scenario: &Scenario, outcome: &Outcome) -> Result<(), Mismatch> {
+    match (scenario, outcome) {
+        (Scenario::Aggregate(s), Outcome::Aggregate(o)) => s.verify(o),
+        (Scenario::Projector(s), Outcome::Projector(o)) => s.verify(o),
+        (s, o) => Mismatch::check(
+            s.name(),
+            vec!["the outcome is of another plugin kind than the scenario".into()],
+            to_json(s),
+            match o {
+                Outcome::Aggregate(o) => to_json(o),
+                Outcome::Projector(o) => to_json(o),
+            },
+        ),
+    }
+}
+
+/// A scenario whose outcome differs from its expectation; `Display` is the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    pub scenario: String,
+    /// One line per difference, each starting with where (`events[0].payload.total`, `state.status`).
+    pub differences: Vec<String>,
+    pub expected: Value,
+    pub actual: Value,
+}
+
+impl Mismatch {
+    fn check(
+        scenario: &str,
+        differences: Vec<String>,
+        expected: Value,
+        actual: Value,
+    ) -> Result<(), Self> {
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(Self {
+            scenario: scenario.to_owned(),
+            differences,
+            expected,
+            actual,
+        })
+    }
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "scenario `{}` does not match:", self.scenario)?;
+        for difference in &self.differences {
+            writeln!(f, "  - {difference}")?;
+        }
+        let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+        writeln!(f, "expected:\n{}", pretty(&self.expected))?;
+        write!(f, "actual:\n{}", pretty(&self.actual))
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+fn to_json<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or_else(|e| Value::String(format!("<{e}>")))
+}
+
+fn compact(value: &Value) -> String {
+    value.to_string()
+}
+
+/// Appends one line per difference between `expected` and `actual` below `path`.
+fn diff(path: &str, expected: &Value, actual: &Value, out: &mut Vec<String>) {
+    match (expected, actual) {
+        (Value::Object(want), Value::Object(got)) => {
+            for (key, want) in want {
+                let path = format!("{path}.{key}");
+                match got.get(key) {
+                    Some(got) => diff(&path, want, got, out),
+                    None => out.push(format!(
+                        "{path}: expected {}, but it is missing",
+                        compact(want)
+                    )),
+                }
+            }
+            for (key, got) in got.iter().filter(|(key, _)| !want.contains_key(*key)) {
+                out.push(format!("{path}.{key}: unexpected {}", compact(got)));
+            }
+        }
+        (Value::Array(want), Value::Array(got)) => {
+            if want.len() != got.len() {
+                out.push(format!(
+                    "{path}: expected {} items, got {}",
+                    want.len(),
+                    got.len()
+                ));
+            }
+            for i in 0..want.len().max(got.len()) {
+                let path = format!("{path}[{i}]");
+                match (want.get(i), got.get(i)) {
+                    (Some(want), Some(got)) => diff(&path, want, got, out),
+                    (Some(want), None) => out.push(format!(
+                        "{path}: expected {}, but it is missing",
+                        compact(want)
+                    )),
+                    (None, Some(got)) => out.push(format!("{path}: unexpected {}", compact(got))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Number(want), Value::Number(got)) if numbers_equal(want, got) => {}
+        _ if expected == actual => {}
+        _ => out.push(format!(
+            "{path}: expected {}, got {}",
+            compact(expected),
+            compact(actual)
+        )),
+    }
+}
+
+fn numbers_equal(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    let int = |n: &serde_json::Number| {
+        n.as_u64()
+            .map(i128::from)
+            .or_else(|| n.as_i64().map(i128::from))
+    };
+    match (int(a), int(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a.as_f64() == b.as_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(then: Value) -> AggregateScenario {
+        serde_json::from_value(json!({
+            "name": "confirm",
+            "stream": "order-ORD-1",
+            "given": [{"event_type": "order.created", "payload": {"order_id": "ORD-1"}}],
+            "when": {"command_type": "confirm"},
+            "then": then,
+        }))
+        .unwrap()
+    }
+
+    fn events(payload: Value) -> AggregateOutcome {
+        AggregateOutcome::Events {
+            events: vec![ActualEvent {
+                event_type: "order.placed".into(),
+                schema_version: 2,
+                payload,
+            }],
+            version: 2,
+            state: json!({"status": "confirmed"}),
+        }
+    }
+
+    #[test]
+    fn scenarios_read_from_json_and_toml_shapes() {
+        let parsed: Scenario = serde_json::from_value(json!({
+            "kind": "projector",
+            "name": "rows",
+            "given": [{"event_type": "order.created", "stream": "order-ORD-1", "payload": {"customer_id": "C"}}],
+            "then": [{"key": "ORD-1", "value": {"status": "created"}}, {"key": "ORD-2"}],
+        }))
+        .unwrap();
+        let Scenario::Projector(p) = &parsed else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(p.given[0].schema_version, 1);
+        assert_eq!(p.then[1].value, None);
+        let back: Scenario =
+            serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
+        assert_eq!(back, parsed);
+        let typo = serde_json::from_value::<Scenario>(json!({
+            "kind": "aggregate", "name": "x", "stream": "s",
+            "when": {"command_type": "c", "payload_": {}}, "then": {"outcome": "rejected"},
+        }));
+        assert!(typo.unwrap_err().to_string().contains("payload_"));
+    }
+
+    #[test]
+    fn envelopes_are_deterministic() {
+        let s = scenario(json!({"outcome": "rejected"}));
+        let given = s.given_events().unwrap();
+        assert_eq!(given[0].meta.stream_version, 1);
+        assert_eq!(given[0].meta.topic, "order");
+        assert_eq!(given[0].meta.occurred_at, BASE_TIME_MS);
+        assert_eq!(s.command().ctx.issued_at, BASE_TIME_MS + 1_000);
+        assert_eq!(s.command().payload, codec::NIL);
+        let emitted = s.emitted_events(&[RawNewEvent {
+            event_type: "x".into(),
+            schema_version: 2,
+            ..Default::default()
+        }]);
+        assert_eq!(
+            (emitted[0].meta.stream_version, emitted[0].meta.offset),
+            (2, 1)
+        );
+        let mut wrong = s.clone();
+        wrong.given[0].stream = Some("order-ORD-2".into());
+        assert!(wrong.given_events().unwrap_err().contains("order-ORD-2"));
+    }
+
+    #[test]
+    fn matching_outcome_verifies_with_numbers_compared_by_value() {
+        let s = scenario(json!({
+            "outcome": "events",
+            "events": [{"event_type": "order.placed", "payload": {"total": 4000.0}}],
+            "version": 2,
+            "state": {"status": "confirmed"},
+        }));
+        s.verify(&events(json!({"total": 4000}))).unwrap();
+    }
+
+    #[test]
+    fn mismatch_names_each_difference_by_path() {
+        let s = scenario(json!({
+            "outcome": "events",
+            "events": [{"event_type": "order.placed", "schema_version": 1, "payload": {"total": 4000, "currency": "JPY"}}],
+            "version": 3,
+            "state": {"status": "created"},
+        }));
+        let mismatch = s
+            .verify(&events(json!({"total": 3000, "discount": 0})))
+            .unwrap_err();
+        // Key order follows serde_json's map, which a feature elsewhere may change.
+        let mut differences = mismatch.differences.clone();
+        differences.sort();
+        assert_eq!(
+            differences,
+            [
+                "events[0].payload.currency: expected \"JPY\", but it is missing",
+                "events[0].payload.discount: unexpected 0",
+                "events[0].payload.total: expected 4000, got 3000",
+                "events[0].schema_version: expected 1, got 2",
+                "state.status: expected \"created\", got \"confirmed\"",
+                "version: expected 3, got 2",
+            ]
+        );
+        let report = mismatch.to_string();
+        assert!(
+            report.starts_with("scenario `confirm` does not match:\n  - events[0]"),
+            "{report}"
+        );
+        assert!(
+            report.contains("\n  - version: expected 3, got 2\n"),
+            "{report}"
+        );
+        assert!(
+            report.contains("expected:\n{") && report.contains("actual:\n{"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn rejections_are_checked_by_code_and_message() {
+        let s = scenario(
+            json!({"outcome": "rejected", "code": "order-empty", "message_contains": "empty"}),
+        );
+        let rejected = |code: &str, message: &str| AggregateOutcome::Rejected {
+            code: code.into(),
+            message: message.into(),
+        };
+        s.verify(&rejected("order-empty", "an empty order"))
+            .unwrap();
+        let wrong = s.verify(&rejected("not-open", "closed")).unwrap_err();
+        assert_eq!(wrong.differences.len(), 2, "{wrong}");
+        let accepted = s.verify(&events(json!({}))).unwrap_err();
+        assert!(
+            accepted.differences[0].contains("accepted with events [\"order.placed\"]"),
+            "{accepted}"
+        );
+        let failed = s
+            .verify(&AggregateOutcome::Failed {
+                message: "trap".into(),
+            })
+            .unwrap_err();
+        assert_eq!(failed.differences, ["the plugin failed: trap"]);
+    }
+
+    #[test]
+    fn projector_rows_present_absent_and_different() {
+        let s: ProjectorScenario = serde_json::from_value(json!({
+            "name": "rows",
+            "then": [
+                {"key": "A", "value": {"n": 1}},
+                {"key": "B"},
+                {"key": "C", "value": {"n": 3}},
+            ],
+        }))
+        .unwrap();
+        let outcome = ProjectorOutcome::from_msgpack([
+            ("A".to_owned(), codec::json_to_msgpack(&json!({"n": 1}))),
+            ("B".to_owned(), codec::json_to_msgpack(&json!({"n": 2}))),
+            ("D".to_owned(), codec::json_to_msgpack(&json!({"n": 4}))),
+        ]);
+        let mismatch = s.verify(&outcome).unwrap_err();
+        assert_eq!(
+            mismatch.differences,
+            [
+                "rows[\"B\"]: expected no row, got {\"n\":2}",
+                "rows[\"C\"]: expected {\"n\":3}, but there is no row"
+            ]
+        );
+        assert_eq!(
+            mismatch.actual,
+            json!({"A": {"n": 1}, "B": {"n": 2}, "C": null})
+        );
+        assert!(matches!(
+            ProjectorOutcome::from_msgpack([("x".to_owned(), vec![0x92])]),
+            ProjectorOutcome::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn outcome_of_the_wrong_kind_is_a_mismatch() {
+        let s = Scenario::Aggregate(scenario(json!({"outcome": "rejected"})));
+        let outcome = Outcome::Projector(ProjectorOutcome::Rows {
+            rows: BTreeMap::new(),
+        });
+        assert!(verify(&s, &outcome).is_err());
+    }
+}

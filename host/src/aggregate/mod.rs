@@ -1,0 +1,348 @@
+//! Command handling for aggregates (the decider model):
+//! load the stream (cached state + newer events) → `evolve` → `decide` → append with the
+//! expected version → on a concurrency error, reload and decide again (bounded).
+//!
+//! Commands carry ids. The ids of the events a command produces are derived from the command id
+//! (UUIDv5), so a redelivered command finds its events already stored and returns them instead
+//! of deciding twice.
+
+mod cache;
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::event::{Event, ExpectedVersion, NewEvent, now_millis};
+use crate::log::{AppendError, EventLog, ReadError};
+use crate::plugin::{CallFailure, CommandInput, Decision, LoadedPlugin, PluginInstance, Rejection};
+use cache::{CachedState, StateCache};
+
+/// A command for an aggregate instance.
+#[derive(Clone, Debug, Default)]
+pub struct CommandRequest {
+    /// Id within the aggregate, e.g. `ORD-1` (the stream is `<topic>-<id>`).
+    pub id: String,
+    pub command_type: String,
+    /// MessagePack body.
+    pub payload: Vec<u8>,
+    /// Makes redelivery safe; a fresh id is used when absent.
+    pub command_id: Option<Uuid>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What a handled command did.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommandOutcome {
+    pub stream: String,
+    pub command_id: Uuid,
+    /// The stream's version after the command.
+    pub version: u64,
+    /// The events the command appended (or had appended, for a redelivered command).
+    pub events: Vec<Event>,
+    /// True when the command had already been handled.
+    pub deduplicated: bool,
+    /// Decisions taken (more than one after concurrency conflicts).
+    pub attempts: u32,
+}
+
+/// Why a command produced no events. Each variant says what the caller should do.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The aggregate said no. Not retried; show it to the user.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The plugin failed (trap, limit, its own failure). Retrying may help if transient.
+    #[error("the {plugin} plugin failed: {failure}")]
+    Failed {
+        plugin: String,
+        failure: CallFailure,
+    },
+    /// Still conflicting after the configured number of attempts: contention on one stream.
+    #[error("stream {stream} kept changing; gave up after {attempts} attempts")]
+    Conflict { stream: String, attempts: u32 },
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+/// Settings of one aggregate handler.
+#[derive(Clone, Debug)]
+pub struct AggregateOptions {
+    /// Topic (= stream category) of its streams.
+    pub topic: String,
+    /// Decisions tried before giving up on a contended stream.
+    pub max_attempts: u32,
+    /// Hot states kept in memory.
+    pub cache_capacity: NonZeroUsize,
+}
+
+impl AggregateOptions {
+    pub fn new(topic: impl Into<String>) -> Self {
+        AggregateOptions {
+            topic: topic.into(),
+            max_attempts: 5,
+            cache_capacity: NonZeroUsize::new(10_000).expect("non-zero"),
+        }
+    }
+}
+
+/// Handles commands for one aggregate plugin.
+pub struct AggregateHandler {
+    name: String,
+    log: EventLog,
+    options: AggregateOptions,
+    instance: Mutex<PluginInstance>,
+    cache: StateCache,
+}
+
+impl std::fmt::Debug for AggregateHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateHandler")
+            .field("topic", &self.options.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events read per step while loading a stream.
+const LOAD_PAGE: usize = 1000;
+
+impl AggregateHandler {
+    pub fn new(
+        log: EventLog,
+        plugin: Arc<LoadedPlugin>,
+        options: AggregateOptions,
+    ) -> Result<Self, CallFailure> {
+        let instance = plugin.instantiate()?;
+        Ok(AggregateHandler {
+            name: plugin.name.clone(),
+            log,
+            cache: StateCache::new(options.cache_capacity),
+            options,
+            instance: Mutex::new(instance),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PluginInstance> {
+        // A panic while holding the lock cannot leave the instance half-updated in a way that
+        // matters: every call starts from explicit state bytes.
+        self.instance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The stream a command id addresses.
+    pub fn stream_of(&self, id: &str) -> String {
+        format!("{}-{id}", self.options.topic)
+    }
+
+    fn failed(&self, failure: CallFailure) -> CommandError {
+        CommandError::Failed {
+            plugin: self.name.clone(),
+            failure,
+        }
+    }
+
+    /// Handles one command.
+    pub fn handle(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
+        let stream = self.stream_of(&request.id);
+        self.log.locate(&stream)?;
+        let command_id = request.command_id.unwrap_or_else(Uuid::now_v7);
+        if let Some(done) = self.already_handled(&stream, command_id)? {
+            return Ok(done);
+        }
+        let input = CommandInput {
+            command_id: command_id.to_string(),
+            command_type: request.command_type.clone(),
+            stream: stream.clone(),
+            payload: request.payload.clone(),
+            correlation_id: request
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| command_id.to_string()),
+            causation_id: request
+                .causation_id
+                .clone()
+                .unwrap_or_else(|| command_id.to_string()),
+            issued_at: now_millis(),
+            metadata: request.metadata.clone(),
+        };
+        for attempt in 1..=self.options.max_attempts {
+            let (current, decision) = {
+                let mut instance = self.lock();
+                let current = self.load(&mut instance, &stream)?;
+                let decision = instance
+                    .decide(&current.state, &input)
+                    .map_err(|f| self.failed(f))?;
+                (current, decision)
+            };
+            let produced = match decision {
+                Decision::Rejected(r) => return Err(CommandError::Rejected(r)),
+                Decision::Accepted(events) => events,
+            };
+            if produced.is_empty() {
+                return Ok(CommandOutcome {
+                    stream,
+                    command_id,
+                    version: current.version,
+                    events: Vec::new(),
+                    deduplicated: false,
+                    attempts: attempt,
+                });
+            }
+            let new_events = produced
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| NewEvent {
+                    event_id: Some(derived_event_id(command_id, i)),
+                    event_type: e.event_type,
+                    schema_version: e.schema_version,
+                    payload: e.payload,
+                    metadata: e.metadata.into_iter().collect(),
+                    correlation_id: Some(input.correlation_id.clone()),
+                    causation_id: Some(input.causation_id.clone()),
+                })
+                .collect();
+            let expected = ExpectedVersion::from_current(current.version);
+            match self.log.append(&stream, expected, new_events) {
+                Ok(r) => {
+                    let events = self.log.read_stream(
+                        &stream,
+                        r.first_version,
+                        (r.last_version - r.first_version + 1) as usize,
+                    )?;
+                    self.remember(&stream, current, &events);
+                    return Ok(CommandOutcome {
+                        stream,
+                        command_id,
+                        version: r.last_version,
+                        events,
+                        deduplicated: r.deduplicated,
+                        attempts: attempt,
+                    });
+                }
+                Err(AppendError::WrongExpectedVersion { .. }) => {
+                    tracing::debug!(%stream, attempt, "concurrent change; deciding again");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CommandError::Conflict {
+            stream,
+            attempts: self.options.max_attempts,
+        })
+    }
+
+    /// The current state of a stream (cached state plus newer events).
+    pub fn state(&self, id: &str) -> Result<(u64, Vec<u8>), CommandError> {
+        let stream = self.stream_of(id);
+        let mut instance = self.lock();
+        let s = self.load(&mut instance, &stream)?;
+        Ok((s.version, s.state.to_vec()))
+    }
+
+    /// Cached state, evolved with whatever the stream has beyond it.
+    fn load(
+        &self,
+        instance: &mut PluginInstance,
+        stream: &str,
+    ) -> Result<CachedState, CommandError> {
+        let plugin_hash = instance.plugin().version.content_hash.clone();
+        let mut current = match self.cache.get(stream, &plugin_hash) {
+            Some(c) => c,
+            None => CachedState {
+                version: 0,
+                state: Arc::new(instance.initial_state().map_err(|f| self.failed(f))?),
+                plugin_hash: plugin_hash.clone(),
+            },
+        };
+        let start_version = current.version;
+        loop {
+            let events = self
+                .log
+                .read_stream(stream, current.version + 1, LOAD_PAGE)?;
+            let Some(last) = events.last() else { break };
+            let version = last.stream_version;
+            let state = instance
+                .evolve(&current.state, &events)
+                .map_err(|f| self.failed(f))?;
+            current = CachedState {
+                version,
+                state: Arc::new(state),
+                plugin_hash: plugin_hash.clone(),
+            };
+            if events.len() < LOAD_PAGE {
+                break;
+            }
+        }
+        if current.version > start_version {
+            self.cache.put(stream, current.clone());
+        }
+        Ok(current)
+    }
+
+    /// Caches the state after our own append, so the next command does not re-read it.
+    fn remember(&self, stream: &str, before: CachedState, events: &[Event]) {
+        let mut instance = self.lock();
+        if let Ok(state) = instance.evolve(&before.state, events) {
+            let version = events.last().map_or(before.version, |e| e.stream_version);
+            self.cache.put(
+                stream,
+                CachedState {
+                    version,
+                    state: Arc::new(state),
+                    plugin_hash: before.plugin_hash,
+                },
+            );
+        }
+    }
+
+    /// A redelivered command: its first derived event id is already stored.
+    fn already_handled(
+        &self,
+        stream: &str,
+        command_id: Uuid,
+    ) -> Result<Option<CommandOutcome>, CommandError> {
+        let Some((version, _)) = self.log.find_event_id(derived_event_id(command_id, 0))? else {
+            return Ok(None);
+        };
+        let mut events = Vec::new();
+        for (i, e) in self
+            .log
+            .read_stream(stream, version, LOAD_PAGE)?
+            .into_iter()
+            .enumerate()
+        {
+            if e.event_id != derived_event_id(command_id, i) {
+                break;
+            }
+            events.push(e);
+        }
+        if events.is_empty() {
+            // Stored under another stream: the same command id was reused for a different target.
+            return Err(CommandError::Append(AppendError::IdempotencyConflict {
+                detail: format!("command {command_id} was already used for another stream"),
+            }));
+        }
+        Ok(Some(CommandOutcome {
+            stream: stream.to_owned(),
+            command_id,
+            version: events.last().map_or(version, |e| e.stream_version),
+            events,
+            deduplicated: true,
+            attempts: 0,
+        }))
+    }
+}
+
+/// The id of the `index`-th event produced by a command: stable across redeliveries.
+pub fn derived_event_id(command_id: Uuid, index: usize) -> Uuid {
+    Uuid::new_v5(&command_id, &(index as u64).to_be_bytes())
+}

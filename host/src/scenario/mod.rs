@@ -1,0 +1,224 @@
+//! Runs the guest SDK's language-neutral scenarios (`factline_guest::scenario`) against a built
+//! component inside the real engine, so the same given/when/then runs natively (in the SDK's
+//! harness) and as `.wasm` (here), for a plugin written in any language.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use factline_host::scenario::ScenarioRunner;
+//! let runner = ScenarioRunner::new()?;
+//! let scenarios: Vec<factline_guest::scenario::Scenario> = vec![/* e.g. order::scenarios::all() */];
+//! for s in &scenarios {
+//!     runner.run("target/wasm32-wasip2/release/order.wasm".as_ref(), s)?;
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use factline_guest::scenario::{
+    AggregateOutcome, AggregateScenario, Mismatch, Outcome, ProjectorOutcome, ProjectorScenario,
+    Scenario,
+};
+use factline_guest::{RawEvent, RawNewEvent};
+use uuid::Uuid;
+
+use crate::event::Event;
+use crate::log::{Durability, EventLog, LogOptions};
+use crate::plugin::{
+    CommandInput, Decision, Limits, LoadError, LoadedPlugin, PluginKind, PluginRuntime,
+    ReadModelSession, RuntimeConfig,
+};
+
+/// Why a scenario did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot load {path}: {source}")]
+    Load { path: String, source: LoadError },
+    #[error("invalid scenario: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Mismatch(#[from] Mismatch),
+    #[error("scenario setup failed: {0}")]
+    Setup(String),
+}
+
+/// Loads each component once and runs scenarios against fresh instances of it.
+pub struct ScenarioRunner {
+    runtime: PluginRuntime,
+    loaded: Mutex<HashMap<(PathBuf, PluginKind), Arc<LoadedPlugin>>>,
+}
+
+impl std::fmt::Debug for ScenarioRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScenarioRunner").finish_non_exhaustive()
+    }
+}
+
+impl ScenarioRunner {
+    pub fn new() -> Result<Self, LoadError> {
+        Ok(ScenarioRunner {
+            runtime: PluginRuntime::new(RuntimeConfig::default())?,
+            loaded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn plugin(&self, path: &Path, kind: PluginKind) -> Result<Arc<LoadedPlugin>, ScenarioError> {
+        let key = (path.to_path_buf(), kind);
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = loaded.get(&key) {
+            return Ok(p.clone());
+        }
+        let name = path
+            .file_stem()
+            .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
+        let p = self
+            .runtime
+            .load_file(&name, kind, path, Limits::default(), None)
+            .map_err(|source| ScenarioError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        loaded.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Runs `scenario` against the component at `wasm` and checks its expectation.
+    pub fn run(&self, wasm: &Path, scenario: &Scenario) -> Result<(), ScenarioError> {
+        let outcome = self.outcome(wasm, scenario)?;
+        factline_guest::scenario::verify(scenario, &outcome)?;
+        Ok(())
+    }
+
+    /// What the component did for `scenario`, without judging it.
+    pub fn outcome(&self, wasm: &Path, scenario: &Scenario) -> Result<Outcome, ScenarioError> {
+        Ok(match scenario {
+            Scenario::Aggregate(s) => self.aggregate(wasm, s)?.into(),
+            Scenario::Projector(s) => self.projector(wasm, s)?.into(),
+        })
+    }
+
+    fn aggregate(
+        &self,
+        wasm: &Path,
+        s: &AggregateScenario,
+    ) -> Result<AggregateOutcome, ScenarioError> {
+        let plugin = self.plugin(wasm, PluginKind::Aggregate)?;
+        let given = s.given_events().map_err(ScenarioError::Invalid)?;
+        let failed = |f: crate::plugin::CallFailure| AggregateOutcome::Failed {
+            message: f.to_string(),
+        };
+        let mut instance = match plugin.instantiate() {
+            Ok(i) => i,
+            Err(f) => return Ok(failed(f)),
+        };
+        let state = match instance.initial_state() {
+            Ok(s) => s,
+            Err(f) => return Ok(failed(f)),
+        };
+        let state = match instance.evolve(&state, &envelopes(&given)) {
+            Ok(s) => s,
+            Err(f) => return Ok(failed(f)),
+        };
+        let raw = s.command();
+        let input = CommandInput {
+            command_id: raw.ctx.command_id.clone(),
+            command_type: raw.command_type.clone(),
+            stream: raw.ctx.stream.clone(),
+            payload: raw.payload.clone(),
+            correlation_id: raw.ctx.correlation_id.clone(),
+            causation_id: raw.ctx.causation_id.clone(),
+            issued_at: raw.ctx.issued_at,
+            metadata: raw.ctx.metadata.clone(),
+        };
+        let produced = match instance.decide(&state, &input) {
+            Ok(Decision::Accepted(events)) => events,
+            Ok(Decision::Rejected(r)) => {
+                return Ok(AggregateOutcome::Rejected {
+                    code: r.code,
+                    message: r.message,
+                });
+            }
+            Err(f) => return Ok(failed(f)),
+        };
+        let new_events: Vec<RawNewEvent> = produced
+            .into_iter()
+            .map(|e| RawNewEvent {
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                payload: e.payload,
+                metadata: e.metadata,
+            })
+            .collect();
+        let emitted = s.emitted_events(&new_events);
+        let state = match instance.evolve(&state, &envelopes(&emitted)) {
+            Ok(s) => s,
+            Err(f) => return Ok(failed(f)),
+        };
+        let version = (given.len() + new_events.len()) as u64;
+        Ok(AggregateOutcome::from_msgpack(&new_events, version, &state))
+    }
+
+    fn projector(
+        &self,
+        wasm: &Path,
+        s: &ProjectorScenario,
+    ) -> Result<ProjectorOutcome, ScenarioError> {
+        let plugin = self.plugin(wasm, PluginKind::Projector)?;
+        let given = s.given_events().map_err(ScenarioError::Invalid)?;
+        // The read model lives in a real (scratch) log, as in the host.
+        let dir = tempfile::tempdir().map_err(|e| ScenarioError::Setup(e.to_string()))?;
+        let options = LogOptions {
+            durability: Durability::NoSyncForTests,
+            ..LogOptions::default()
+        };
+        let log =
+            EventLog::open(dir.path(), options).map_err(|e| ScenarioError::Setup(e.to_string()))?;
+        let view = log
+            .read_models()
+            .map_err(|e| ScenarioError::Setup(e.to_string()))?;
+        let mut instance = match plugin.instantiate() {
+            Ok(i) => i,
+            Err(f) => {
+                return Ok(ProjectorOutcome::Failed {
+                    message: f.to_string(),
+                });
+            }
+        };
+        let session = ReadModelSession::new(&plugin.name, view, crate::projector::MAX_VALUE_BYTES);
+        let (result, session) = instance.project(&envelopes(&given), session);
+        if let Err(f) = result {
+            return Ok(ProjectorOutcome::Failed {
+                message: f.to_string(),
+            });
+        }
+        let rows = session
+            .map(ReadModelSession::into_writes)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|w| w.value.map(|v| (w.key, v)));
+        Ok(ProjectorOutcome::from_msgpack(rows))
+    }
+}
+
+/// Host envelopes for the SDK's raw events (ids made into UUIDs deterministically).
+fn envelopes(raw: &[RawEvent]) -> Vec<Event> {
+    raw.iter()
+        .map(|e| Event {
+            event_id: Uuid::new_v5(&Uuid::NAMESPACE_OID, e.meta.event_id.as_bytes()),
+            event_type: e.event_type.clone(),
+            stream: e.meta.stream.clone(),
+            stream_version: e.meta.stream_version,
+            topic: e.meta.topic.clone(),
+            partition: e.meta.partition,
+            offset: e.meta.offset,
+            occurred_at: e.meta.occurred_at,
+            correlation_id: e.meta.correlation_id.clone(),
+            causation_id: e.meta.causation_id.clone(),
+            schema_version: e.meta.schema_version,
+            payload: e.payload.clone(),
+            metadata: e.meta.metadata.iter().cloned().collect(),
+        })
+        .collect()
+}

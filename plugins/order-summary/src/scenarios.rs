@@ -1,0 +1,131 @@
+//! The summary's behaviour as scenarios: run natively by this crate's tests and, through [`all`],
+//! against the built `order_summary.wasm` by the workspace's end-to-end tests.
+//!
+//! Given events occur one second apart from [`BASE_TIME_MS`] (see [`default_occurred_at`]).
+
+use factline_guest::scenario::{BASE_TIME_MS, Scenario, default_occurred_at as at};
+use factline_guest::testing::{ProjectorTest, Value, json};
+
+use crate::{Event, OrderSummary};
+
+/// Lists the scenarios once: [`all`] exports them, and each becomes a native `#[test]`.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario of this module, for runners outside this crate.
+        pub fn all() -> Vec<Scenario> {
+            vec![$($name().into()),*]
+        }
+
+        #[cfg(test)]
+        mod tests {
+            $(#[test]
+            fn $name() {
+                super::$name().run();
+            })*
+        }
+    };
+}
+
+scenarios!(
+    a_created_order_gets_a_row,
+    items_add_to_count_and_total,
+    placing_confirms_the_order,
+    shipping_marks_it_shipped,
+    cancelling_marks_it_cancelled,
+    one_row_per_order,
+);
+
+const ORD_1: &str = "order-ORD-1";
+const ORD_2: &str = "order-ORD-2";
+
+fn created(customer_id: &str) -> Event {
+    Event::Created {
+        customer_id: customer_id.into(),
+    }
+}
+
+fn item(quantity: u32, unit_price: u64) -> Event {
+    Event::ItemAdded {
+        quantity,
+        unit_price,
+    }
+}
+
+fn row(
+    order_id: &str,
+    status: &str,
+    item_count: u64,
+    total: u64,
+    created_at: u64,
+    updated_at: u64,
+) -> Value {
+    json!({
+        "order_id": order_id, "customer_id": format!("C-{order_id}"), "status": status,
+        "item_count": item_count, "total": total, "created_at": created_at, "updated_at": updated_at,
+    })
+}
+
+fn two_items() -> [(&'static str, Event); 3] {
+    [
+        (ORD_1, created("C-ORD-1")),
+        (ORD_1, item(2, 1000)),
+        (ORD_1, item(1, 2000)),
+    ]
+}
+
+pub fn a_created_order_gets_a_row() -> ProjectorTest<OrderSummary> {
+    ProjectorTest::given([(ORD_1, created("C-ORD-1"))])
+        .named("a created order gets a row")
+        .then_read_model(
+            "ORD-1",
+            row("ORD-1", "created", 0, 0, BASE_TIME_MS, BASE_TIME_MS),
+        )
+}
+
+pub fn items_add_to_count_and_total() -> ProjectorTest<OrderSummary> {
+    ProjectorTest::given(two_items())
+        .named("items add to count and total")
+        .then_read_model("ORD-1", row("ORD-1", "created", 3, 4000, at(0), at(2)))
+}
+
+pub fn placing_confirms_the_order() -> ProjectorTest<OrderSummary> {
+    let events = two_items()
+        .into_iter()
+        .chain([(ORD_1, Event::Placed { total: 4000 })]);
+    ProjectorTest::given(events)
+        .named("placing confirms the order")
+        .then_read_model("ORD-1", row("ORD-1", "confirmed", 3, 4000, at(0), at(3)))
+}
+
+pub fn shipping_marks_it_shipped() -> ProjectorTest<OrderSummary> {
+    let events = two_items().into_iter().chain([
+        (ORD_1, Event::Placed { total: 4000 }),
+        (ORD_1, Event::Shipped),
+    ]);
+    ProjectorTest::given(events)
+        .named("shipping marks it shipped")
+        .then_read_model("ORD-1", row("ORD-1", "shipped", 3, 4000, at(0), at(4)))
+}
+
+pub fn cancelling_marks_it_cancelled() -> ProjectorTest<OrderSummary> {
+    ProjectorTest::given([
+        (ORD_1, created("C-ORD-1")),
+        (ORD_1, item(1, 500)),
+        (ORD_1, Event::Cancelled),
+    ])
+    .named("cancelling marks it cancelled")
+    .then_read_model("ORD-1", row("ORD-1", "cancelled", 1, 500, at(0), at(2)))
+}
+
+pub fn one_row_per_order() -> ProjectorTest<OrderSummary> {
+    ProjectorTest::given([
+        (ORD_1, created("C-ORD-1")),
+        (ORD_2, created("C-ORD-2")),
+        (ORD_2, item(5, 100)),
+        (ORD_1, item(1, 700)),
+    ])
+    .named("one row per order")
+    .then_read_model("ORD-1", row("ORD-1", "created", 1, 700, at(0), at(3)))
+    .then_read_model("ORD-2", row("ORD-2", "created", 5, 500, at(1), at(2)))
+    .then_absent("ORD-3")
+}

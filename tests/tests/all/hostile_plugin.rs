@@ -1,0 +1,193 @@
+//! Fault isolation (DESIGN §4 invariant 6): a plugin that traps, allocates without bound or loops
+//! forever gets a typed failure, and the same handler serves the next command.
+
+use std::time::{Duration, Instant};
+
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::plugin::{
+    FailureKind, Limits, LoadError, PluginKind, PluginRuntime, RuntimeConfig,
+};
+
+use crate::support::{load, log, msgpack, runtime};
+
+fn cmd(t: &str) -> CommandRequest {
+    CommandRequest {
+        id: "H-1".into(),
+        command_type: t.into(),
+        payload: msgpack(serde_json::json!(null)),
+        ..Default::default()
+    }
+}
+
+fn failure(
+    r: Result<factline_host::aggregate::CommandOutcome, CommandError>,
+) -> factline_host::plugin::CallFailure {
+    match r {
+        Err(CommandError::Failed { failure, .. }) => failure,
+        other => panic!("expected a failed call, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_fault_is_typed_and_the_host_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let rt = runtime();
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let plugin = load(
+        &rt,
+        "hostile",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        limits,
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    h.handle(cmd("ok")).unwrap();
+
+    let trap = failure(h.handle(cmd("trap")));
+    assert_eq!(trap.kind, FailureKind::Trap, "{trap:?}");
+    let bt = trap.backtrace.as_deref().unwrap_or_default();
+    assert!(
+        bt.contains("decide") || bt.contains("hostile"),
+        "a guest backtrace: {bt}"
+    );
+    assert_eq!(h.handle(cmd("ok")).unwrap().version, 2);
+
+    let mem = failure(h.handle(cmd("alloc")));
+    assert_eq!(mem.kind, FailureKind::MemoryLimit, "{mem:?}");
+    assert!(mem.message.contains("limit"), "{}", mem.message);
+    assert_eq!(h.handle(cmd("ok")).unwrap().version, 3);
+
+    let start = Instant::now();
+    let dl = failure(h.handle(cmd("loop")));
+    assert_eq!(dl.kind, FailureKind::Deadline, "{dl:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "interrupted near its 300 ms deadline"
+    );
+    assert_eq!(h.handle(cmd("ok")).unwrap().version, 4);
+
+    // Failures appended nothing.
+    assert_eq!(log.stream_version("hostile-H-1").unwrap(), 4);
+}
+
+#[test]
+fn a_component_of_the_wrong_world_is_refused_naming_what_is_missing() {
+    let rt = runtime();
+    let err = rt
+        .load_file(
+            "x",
+            PluginKind::Aggregate,
+            factline_tests::ORDER_SUMMARY.as_ref(),
+            Limits::default(),
+            None,
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("aggregate-handler") && msg.contains("projector-handler"),
+        "{msg}"
+    );
+
+    let err = rt
+        .load(
+            "x",
+            PluginKind::Projector,
+            b"not wasm at all",
+            Limits::default(),
+            None,
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Compile(_)), "{err}");
+
+    // The runtime still loads good components afterwards.
+    load(
+        &rt,
+        "order",
+        PluginKind::Aggregate,
+        factline_tests::ORDER,
+        Limits::default(),
+    );
+}
+
+#[test]
+fn compiled_artifacts_are_cached_and_a_corrupt_entry_is_recompiled() {
+    use factline_host::plugin::CacheOutcome;
+    let cache = tempfile::tempdir().unwrap();
+    let config = || RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let path = factline_tests::ORDER.as_ref();
+    let first = PluginRuntime::new(config())
+        .unwrap()
+        .load_file(
+            "order",
+            PluginKind::Aggregate,
+            path,
+            Limits::default(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(first.cache_outcome, CacheOutcome::Miss);
+    let second = PluginRuntime::new(config())
+        .unwrap()
+        .load_file(
+            "order",
+            PluginKind::Aggregate,
+            path,
+            Limits::default(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(second.cache_outcome, CacheOutcome::Hit);
+    assert_eq!(first.version, second.version);
+
+    // Flip one byte in the middle of the cached artifact.
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    let third = PluginRuntime::new(config())
+        .unwrap()
+        .load_file(
+            "order",
+            PluginKind::Aggregate,
+            path,
+            Limits::default(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(third.cache_outcome, CacheOutcome::Corrupt);
+    let mut inst = third.instantiate().unwrap();
+    assert!(
+        !inst.initial_state().unwrap().is_empty(),
+        "the recompiled plugin works"
+    );
+    let fourth = PluginRuntime::new(config())
+        .unwrap()
+        .load_file(
+            "order",
+            PluginKind::Aggregate,
+            path,
+            Limits::default(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        fourth.cache_outcome,
+        CacheOutcome::Hit,
+        "the entry was replaced"
+    );
+}

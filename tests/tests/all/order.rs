@@ -1,0 +1,151 @@
+//! The order aggregate end to end: the same scenarios natively and as `.wasm` in the engine,
+//! then through the host's command path (load, decide, append, retry, dedupe).
+
+use std::sync::Arc;
+
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::plugin::{Limits, PluginKind};
+use factline_host::scenario::ScenarioRunner;
+use serde_json::json;
+
+use crate::support::{load, log, msgpack, runtime};
+
+#[test]
+fn scenarios_pass_natively_and_as_wasm() {
+    let scenarios = order::scenarios::all();
+    assert!(scenarios.len() >= 6, "the order rules need their scenarios");
+    let runner = ScenarioRunner::new().unwrap();
+    for s in &scenarios {
+        crate::support::native_aggregate::<order::Order>(s);
+        runner
+            .run(factline_tests::ORDER.as_ref(), s)
+            .unwrap_or_else(|e| panic!("wasm: {e}"));
+    }
+}
+
+fn cmd(id: &str, t: &str, v: serde_json::Value) -> CommandRequest {
+    CommandRequest {
+        id: id.into(),
+        command_type: t.into(),
+        payload: msgpack(v),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn commands_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("order", 4)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "order",
+        PluginKind::Aggregate,
+        factline_tests::ORDER,
+        Limits::default(),
+    );
+    let h =
+        AggregateHandler::new(log.clone(), plugin.clone(), AggregateOptions::new("order")).unwrap();
+    h.handle(cmd("ORD-1", "create", json!({"customer_id": "C-1"})))
+        .unwrap();
+    h.handle(cmd(
+        "ORD-1",
+        "add-item",
+        json!({"product_id": "A", "quantity": 2, "unit_price": 1000}),
+    ))
+    .unwrap();
+    let o = h
+        .handle(cmd(
+            "ORD-1",
+            "add-item",
+            json!({"product_id": "B", "quantity": 1, "unit_price": 2000}),
+        ))
+        .unwrap();
+    assert_eq!(o.version, 3);
+    let (v, state) = h.state("ORD-1").unwrap();
+    let state = factline_guest::codec::msgpack_to_json(&state).unwrap();
+    assert_eq!(
+        (v, &state["total"], &state["status"]),
+        (3, &json!(4000), &json!("created"))
+    );
+
+    // A rejection is a business outcome: typed, nothing appended.
+    let err = h.handle(cmd("ORD-2", "confirm", json!({}))).unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(_)), "{err}");
+    h.handle(cmd("ORD-2", "create", json!({"customer_id": "C-2"})))
+        .unwrap();
+    let err = h.handle(cmd("ORD-2", "confirm", json!({}))).unwrap_err();
+    let CommandError::Rejected(r) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(r.code, "order-empty");
+    assert_eq!(log.stream_version("order-ORD-2").unwrap(), 1);
+
+    // A redelivered command (same id) is not decided twice.
+    let id = uuid::Uuid::now_v7();
+    let mut c = cmd(
+        "ORD-1",
+        "add-item",
+        json!({"product_id": "C", "quantity": 1, "unit_price": 5}),
+    );
+    c.command_id = Some(id);
+    let first = h.handle(c.clone()).unwrap();
+    let again = h.handle(c).unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(again.events, first.events);
+    assert_eq!(log.stream_version("order-ORD-1").unwrap(), 4);
+
+    // A second handler (another host instance's cache) sees the same stream and state.
+    let h2 = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("order")).unwrap();
+    let (v2, s2) = h2.state("ORD-1").unwrap();
+    assert_eq!(v2, 4);
+    assert_eq!(
+        factline_guest::codec::msgpack_to_json(&s2).unwrap()["total"],
+        json!(4005)
+    );
+}
+
+#[test]
+fn concurrent_commands_on_one_stream_all_land_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("order", 2)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "order",
+        PluginKind::Aggregate,
+        factline_tests::ORDER,
+        Limits::default(),
+    );
+    // Two handlers share the log but not a cache: their decisions race on the stream version.
+    let mut opts = AggregateOptions::new("order");
+    opts.max_attempts = 50;
+    let a = Arc::new(AggregateHandler::new(log.clone(), plugin.clone(), opts.clone()).unwrap());
+    let b = Arc::new(AggregateHandler::new(log.clone(), plugin, opts).unwrap());
+    a.handle(cmd("ORD-9", "create", json!({"customer_id": "C"})))
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let h = if t % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    h.handle(cmd(
+                        "ORD-9",
+                        "add-item",
+                        json!({"product_id": "P", "quantity": 1, "unit_price": 1}),
+                    ))
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(log.stream_version("order-ORD-9").unwrap(), 101);
+    for h in [&a, &b] {
+        let (v, s) = h.state("ORD-9").unwrap();
+        let s = factline_guest::codec::msgpack_to_json(&s).unwrap();
+        assert_eq!((v, &s["total"]), (101, &json!(100)));
+    }
+}
