@@ -4,6 +4,7 @@
 //! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime).
 
 pub mod aggregate;
+pub mod consumer;
 pub mod event;
 pub mod log;
 pub mod plugin;

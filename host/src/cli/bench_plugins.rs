@@ -201,6 +201,33 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
         );
     }
 
+    // The boundary alone: events the guest decodes only far enough to skip (unknown type), so
+    // the time is lowering the batch into the guest, the call, and the guest's dispatch.
+    println!("\nboundary cost (project() of events the guest skips), per event:");
+    let mut instance = summary.instantiate()?;
+    let sample = log
+        .read_partition("order", 0, 0, 1)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no events"))?;
+    for batch_size in [1usize, 10, 100, 1000] {
+        let batch: Vec<Event> = (0..batch_size)
+            .map(|i| Event {
+                event_type: "order.noted".into(),
+                offset: i as u64,
+                ..sample.clone()
+            })
+            .collect();
+        let calls = (20_000 / batch_size).max(20);
+        let start = Instant::now();
+        for _ in 0..calls {
+            let session = ReadModelSession::new("boundary", log.read_models()?, 1 << 20);
+            let (r, _) = instance.project(&batch, session);
+            r?;
+        }
+        let per_event = start.elapsed().as_secs_f64() * 1e6 / (calls * batch_size) as f64;
+        println!("  batch {batch_size:>5}: {per_event:>7.3} µs/event");
+    }
+
     // Commands through the order aggregate: sequential and 16 concurrent clients.
     let order = runtime.load_file(
         "order",

@@ -5,10 +5,16 @@
 //! offset its batch started from, and is refused if the stored offset differs (the batch was
 //! already committed, or another runner owns the partition). Since effects and offset share the
 //! transaction, "offset advanced" and "effects applied" are the same fact after any crash.
+//!
+//! Dead letters ride in the same commit: parking an event with `skip` moves the offset past it
+//! in the transaction that stores the record, and re-running a parked event commits its effects
+//! with the record's removal. A commit that resolves a record is refused if the record is gone,
+//! which fences two retries of one dead letter the way the offset fences two runs of a batch.
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, Table};
 
 use super::append::{self, Fatal, LogTables, Overlay};
+use super::dead_letter::DeadLetter;
 use super::error::{AppendError, ReadError, storage};
 use super::format;
 use super::{AppendRequest, AppendResult, TopicInfo};
@@ -36,6 +42,14 @@ pub struct HandlerCommit {
     pub read_model_writes: Vec<ReadModelWrite>,
     /// Events the handler appends: `(stream, expected version, events)`.
     pub appends: Vec<(String, ExpectedVersion, Vec<NewEvent>)>,
+    /// Dead letters to store (or overwrite), all of this commit's group, topic and partition.
+    pub park: Vec<DeadLetter>,
+    /// Offsets (same group, topic, partition) whose dead letters this commit removes. Each must
+    /// exist, else the whole commit is refused.
+    pub resolve: Vec<u64>,
+    /// Leave the group's offset alone: `expected_offset` and `next_offset` are ignored (a DLQ
+    /// operation on an event the offset already passed; `resolve` is then the fence).
+    pub keep_offset: bool,
 }
 
 /// A handler commit was refused or failed; nothing of it was written.
@@ -61,6 +75,17 @@ pub enum CommitError {
     Invalid(#[from] AppendError),
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    /// The dead letter was already retried or discarded (or never parked).
+    #[error("no dead letter of group {group} at {topic}/{partition}@{offset}")]
+    DeadLetterMissing {
+        group: String,
+        topic: String,
+        partition: u32,
+        offset: u64,
+    },
+    /// A parked record names another group, topic or partition than its commit.
+    #[error("dead letter {0} does not belong to this commit's group, topic and partition")]
+    ForeignDeadLetter(String),
     #[error("storage error, nothing was written: {0}")]
     Storage(String),
     #[error("the event log is closed")]
@@ -83,6 +108,7 @@ pub(crate) struct PreparedCommit {
 pub(crate) struct HandlerTables<'txn> {
     offsets: Table<'txn, (&'static str, u32, u32), u64>,
     read_models: Table<'txn, (&'static str, &'static str), &'static [u8]>,
+    dead_letters: Table<'txn, (&'static str, u32, u32, u64), &'static [u8]>,
 }
 
 impl<'txn> HandlerTables<'txn> {
@@ -90,6 +116,7 @@ impl<'txn> HandlerTables<'txn> {
         Ok(HandlerTables {
             offsets: txn.open_table(format::GROUP_OFFSETS)?,
             read_models: txn.open_table(format::READ_MODELS)?,
+            dead_letters: txn.open_table(format::DEAD_LETTERS)?,
         })
     }
 }
@@ -104,7 +131,7 @@ pub(crate) fn apply(
     let c = &prepared.commit;
     let key = (c.group.as_str(), prepared.topic.id, c.partition);
     let actual = tables.offsets.get(key)?.map(|v| v.value());
-    if actual != c.expected_offset {
+    if !c.keep_offset && actual != c.expected_offset {
         return Ok(Err(CommitError::OffsetMismatch {
             group: c.group.clone(),
             topic: c.topic.clone(),
@@ -113,11 +140,22 @@ pub(crate) fn apply(
             actual,
         }));
     }
-    if c.expected_offset.is_some_and(|from| c.next_offset < from) {
+    if !c.keep_offset && c.expected_offset.is_some_and(|from| c.next_offset < from) {
         return Ok(Err(CommitError::OffsetBackwards {
             from: c.expected_offset,
             to: c.next_offset,
         }));
+    }
+    for &offset in &c.resolve {
+        let dl_key = (c.group.as_str(), prepared.topic.id, c.partition, offset);
+        if tables.dead_letters.get(dl_key)?.is_none() {
+            return Ok(Err(CommitError::DeadLetterMissing {
+                group: c.group.clone(),
+                topic: c.topic.clone(),
+                partition: c.partition,
+                offset,
+            }));
+        }
     }
     // Plan every append before writing any, so a refusal leaves the transaction untouched.
     let mut overlay = Overlay::default();
@@ -144,7 +182,21 @@ pub(crate) fn apply(
             }
         }
     }
-    tables.offsets.insert(key, c.next_offset)?;
+    for &offset in &c.resolve {
+        tables
+            .dead_letters
+            .remove((c.group.as_str(), prepared.topic.id, c.partition, offset))?;
+    }
+    for d in &c.park {
+        let bytes = rmp_serde::to_vec_named(d)?;
+        tables.dead_letters.insert(
+            (c.group.as_str(), prepared.topic.id, c.partition, d.offset),
+            bytes.as_slice(),
+        )?;
+    }
+    if !c.keep_offset {
+        tables.offsets.insert(key, c.next_offset)?;
+    }
     Ok(Ok(results))
 }
 

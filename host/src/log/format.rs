@@ -39,3 +39,9 @@ pub const GROUP_OFFSETS: TableDefinition<(&str, u32, u32), u64> =
 
 /// `(read model scope, key) -> value` (the projector's own MessagePack bytes).
 pub const READ_MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("read_models");
+
+/// `(group, topic id, partition, offset) -> DeadLetter` (MessagePack, named fields): events a
+/// group parked after its last retry. Written and removed only by handler commits, so parking
+/// (and, with `skip`, the offset moving past the event) is one transaction.
+pub const DEAD_LETTERS: TableDefinition<(&str, u32, u32, u64), &[u8]> =
+    TableDefinition::new("dead_letters");

@@ -9,6 +9,7 @@
 
 mod append;
 mod bench;
+mod dead_letter;
 mod effects;
 mod error;
 mod format;
@@ -28,9 +29,11 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
 pub use bench::raw_redb_insert_bench;
+pub use dead_letter::{DeadLetter, DeadLetterKey};
 pub use effects::{CommitError, HandlerCommit, ReadModelView, ReadModelWrite};
 pub use error::{AppendError, OpenError, ReadError};
 pub use partition::{murmur2, partition_for};
+pub use writer::WriterStats;
 
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
 use error::storage;
@@ -144,6 +147,7 @@ struct Shared {
     max_payload_bytes: usize,
     ops: Mutex<Option<mpsc::SyncSender<writer::Op>>>,
     commits: watch::Receiver<u64>,
+    stats: Arc<WriterStats>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -198,10 +202,12 @@ impl EventLog {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::sync_channel(options.max_group.max(1) * 2);
         let (commit_tx, commit_rx) = watch::channel(0u64);
+        let stats = Arc::new(WriterStats::default());
         let handle = writer::spawn(
             db.clone(),
             rx,
             commit_tx,
+            stats.clone(),
             options.durability,
             options.max_group.max(1),
         );
@@ -214,6 +220,7 @@ impl EventLog {
                 max_payload_bytes: options.max_payload_bytes,
                 ops: Mutex::new(Some(tx)),
                 commits: commit_rx,
+                stats,
                 writer: Mutex::new(Some(handle)),
             }),
         })
@@ -250,6 +257,12 @@ impl EventLog {
                 topic: id.category().to_owned(),
                 stream: id.to_string(),
             })
+    }
+
+    /// The writer's counters (transactions, requests): requests per transaction shows how well
+    /// group commit works.
+    pub fn writer_stats(&self) -> &WriterStats {
+        &self.shared.stats
     }
 
     /// A watch that changes after every commit; consumers wait on it for new events.
@@ -347,6 +360,11 @@ impl EventLog {
             .topic(&commit.topic)
             .cloned()
             .ok_or_else(|| CommitError::UnknownTopic(commit.topic.clone()))?;
+        if let Some(d) = commit.park.iter().find(|d| {
+            d.group != commit.group || d.topic != commit.topic || d.partition != commit.partition
+        }) {
+            return Err(CommitError::ForeignDeadLetter(d.key().to_string()));
+        }
         let appends = commit
             .appends
             .iter()
@@ -433,6 +451,23 @@ impl EventLog {
                 Some((g, t.name.clone(), p, o))
             })
             .collect())
+    }
+
+    /// Parked events of `group` (of every group when `None`), in (group, topic, partition,
+    /// offset) order.
+    pub fn dead_letters(&self, group: Option<&str>) -> Result<Vec<DeadLetter>, ReadError> {
+        dead_letter::list(&self.shared.db, &self.shared.topics_by_id, group)
+    }
+
+    /// One parked event, if it is (still) parked.
+    pub fn dead_letter(&self, key: &DeadLetterKey) -> Result<Option<DeadLetter>, ReadError> {
+        let t = self.checked_partition(&key.topic, key.partition)?;
+        dead_letter::get(&self.shared.db, &key.group, t, key.partition, key.offset)
+    }
+
+    /// How many events are parked over all groups (the `dlq_messages` gauge).
+    pub fn dead_letter_count(&self) -> Result<u64, ReadError> {
+        dead_letter::count(&self.shared.db)
     }
 
     /// A consistent snapshot of read models, for queries and for a handler's batch.

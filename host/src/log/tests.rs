@@ -240,6 +240,7 @@ fn handler_commit_is_atomic_and_fenced() {
         next_offset: 5,
         read_model_writes: vec![write("k1")],
         appends: vec![("bank-1".into(), ExpectedVersion::NoStream, vec![ev("x")])],
+        ..Default::default()
     };
     log.commit_handler(ok.clone()).unwrap();
     assert_eq!(log.group_offset("summary", "order", 1).unwrap(), Some(5));
@@ -270,6 +271,7 @@ fn handler_commit_is_atomic_and_fenced() {
             ("bank-2".into(), ExpectedVersion::NoStream, vec![ev("y")]),
             ("bank-1".into(), ExpectedVersion::NoStream, vec![ev("z")]),
         ],
+        ..Default::default()
     };
     let err = log.commit_handler(bad).unwrap_err();
     assert!(matches!(err, CommitError::Append { index: 1, .. }), "{err}");
@@ -318,4 +320,106 @@ fn read_model_prefix_scan_pages_within_scope() {
     );
     assert_eq!(keys(view.scan_prefix("s", "", None, 10).unwrap()).len(), 4);
     assert!(view.scan_prefix("u", "", None, 10).unwrap().is_empty());
+}
+
+fn dead_letter(group: &str, partition: u32, offset: u64, blocking: bool) -> DeadLetter {
+    DeadLetter {
+        group: group.into(),
+        topic: "order".into(),
+        partition,
+        offset,
+        event_id: uuid::Uuid::nil(),
+        event_type: "order.created".into(),
+        stream: "order-1".into(),
+        failure_kind: "trap".into(),
+        message: "trap: unreachable".into(),
+        backtrace: Some("0: f".into()),
+        attempts: 3,
+        plugin_version: "v1".into(),
+        first_failed_at: 1,
+        last_failed_at: 2,
+        blocking,
+    }
+}
+
+#[test]
+fn parking_moves_the_offset_in_the_same_commit_and_resolving_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let park = HandlerCommit {
+        group: "g".into(),
+        topic: "order".into(),
+        partition: 2,
+        expected_offset: Some(0),
+        next_offset: 8,
+        park: vec![dead_letter("g", 2, 7, false)],
+        ..Default::default()
+    };
+    // The fence refuses the commit: neither the record nor the offset is written.
+    let err = log.commit_handler(park.clone()).unwrap_err();
+    assert!(matches!(err, CommitError::OffsetMismatch { .. }), "{err}");
+    assert_eq!(log.dead_letter_count().unwrap(), 0);
+    log.commit_handler(HandlerCommit {
+        expected_offset: None,
+        ..park
+    })
+    .unwrap();
+    assert_eq!(log.group_offset("g", "order", 2).unwrap(), Some(8));
+    let key = dead_letter("g", 2, 7, false).key();
+    assert_eq!(
+        log.dead_letter(&key).unwrap(),
+        Some(dead_letter("g", 2, 7, false))
+    );
+    assert_eq!(log.dead_letters(Some("g")).unwrap().len(), 1);
+    assert!(log.dead_letters(Some("h")).unwrap().is_empty());
+
+    // A record for another partition is refused before it reaches the writer.
+    let err = log
+        .commit_handler(HandlerCommit {
+            group: "g".into(),
+            topic: "order".into(),
+            partition: 1,
+            keep_offset: true,
+            park: vec![dead_letter("g", 2, 9, false)],
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, CommitError::ForeignDeadLetter(_)), "{err}");
+
+    // Resolving with effects, offset untouched; a second resolve is refused and writes nothing.
+    let resolve = HandlerCommit {
+        group: "g".into(),
+        topic: "order".into(),
+        partition: 2,
+        keep_offset: true,
+        resolve: vec![7],
+        read_model_writes: vec![ReadModelWrite {
+            scope: "g".into(),
+            key: "k".into(),
+            value: Some(vec![1]),
+        }],
+        ..Default::default()
+    };
+    log.commit_handler(resolve.clone()).unwrap();
+    assert_eq!(log.dead_letter(&key).unwrap(), None);
+    assert_eq!(log.group_offset("g", "order", 2).unwrap(), Some(8));
+    let err = log
+        .commit_handler(HandlerCommit {
+            read_model_writes: vec![ReadModelWrite {
+                scope: "g".into(),
+                key: "k".into(),
+                value: Some(vec![2]),
+            }],
+            ..resolve
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, CommitError::DeadLetterMissing { offset: 7, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        log.read_models().unwrap().get("g", "k").unwrap(),
+        Some(vec![1])
+    );
+    assert_eq!(log.dead_letter_count().unwrap(), 0);
 }

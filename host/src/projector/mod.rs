@@ -139,13 +139,23 @@ impl ProjectorHandler {
             return Ok(0);
         };
         let next_offset = last.offset + 1;
-        let relevant: Vec<Event> = events
+        // Usually every event is relevant: then hand the batch over without copying it.
+        let skipped = events
             .iter()
-            .filter(|e| self.projection.handles(&e.event_type))
-            .cloned()
-            .collect();
+            .any(|e| !self.projection.handles(&e.event_type));
+        let filtered: Vec<Event>;
+        let relevant: &[Event] = if skipped {
+            filtered = events
+                .iter()
+                .filter(|e| self.projection.handles(&e.event_type))
+                .cloned()
+                .collect();
+            &filtered
+        } else {
+            &events
+        };
         let session = ReadModelSession::new(&self.name, self.log.read_models()?, MAX_VALUE_BYTES);
-        let (result, session) = self.projection.project(&relevant, session);
+        let (result, session) = self.projection.project(relevant, session);
         if let Err(failure) = result {
             let offset = failure
                 .event_index
@@ -170,6 +180,7 @@ impl ProjectorHandler {
             next_offset,
             read_model_writes: writes,
             appends: Vec::new(),
+            ..Default::default()
         })?;
         Ok(events.len())
     }

@@ -9,6 +9,8 @@ mod log_model;
 mod log_race;
 mod order;
 mod order_summary;
+mod poison_fixed_plugin;
+mod poison_plugin;
 mod support;
 
 macro_rules! assert_test_exists {

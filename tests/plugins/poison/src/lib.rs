@@ -1,0 +1,103 @@
+//! A test-only projector: counts events per type under the key `count/<type>` and traps (panics)
+//! on an event whose payload says `"poison": true`, so the host's tests can prove retries and
+//! the dead-letter queue. Built twice: `poison-plugin` traps; `poison-fixed-plugin` (feature
+//! `fixed`, same source) is the "fixed release" that counts poison events like any other.
+
+use factline_guest::{EventMeta, Failure, Projector, ReadModel};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    #[serde(rename = "item.a")]
+    A {
+        #[serde(default)]
+        poison: bool,
+    },
+    #[serde(rename = "item.b")]
+    B {
+        #[serde(default)]
+        poison: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct Poison;
+
+/// The read-model key of an event type's count.
+pub fn count_key(event_type: &str) -> String {
+    format!("count/{event_type}")
+}
+
+impl Projector for Poison {
+    type Event = Event;
+
+    fn project(
+        &mut self,
+        event: Event,
+        _meta: &EventMeta,
+        model: &mut ReadModel<'_>,
+    ) -> Result<(), Failure> {
+        let (event_type, poison) = match event {
+            Event::A { poison } => ("item.a", poison),
+            Event::B { poison } => ("item.b", poison),
+        };
+        if poison && !cfg!(feature = "fixed") {
+            panic!("poison plugin: poisoned {event_type}");
+        }
+        let key = count_key(event_type);
+        let n: u64 = model.get(&key)?.unwrap_or(0);
+        model.put(&key, &(n + 1))
+    }
+}
+
+factline_guest::projector!(Poison);
+
+#[cfg(test)]
+mod tests {
+    use factline_guest::scenario::{GivenEvent, ProjectorOutcome, ProjectorScenario};
+    use factline_guest::testing::{Value, json, run_projector};
+
+    use super::*;
+
+    fn given(event_type: &str, payload: Value) -> GivenEvent {
+        GivenEvent {
+            event_type: event_type.into(),
+            stream: Some("item-1".into()),
+            schema_version: 1,
+            payload,
+            occurred_at: None,
+        }
+    }
+
+    #[test]
+    fn counts_per_type() {
+        let scenario = ProjectorScenario {
+            name: "counts".into(),
+            given: vec![
+                given("item.a", json!({})),
+                given("item.a", json!({"poison": false})),
+                given("item.b", json!({})),
+            ],
+            then: vec![],
+        };
+        let ProjectorOutcome::Rows { rows } = run_projector::<Poison>(&scenario) else {
+            panic!("expected rows");
+        };
+        assert_eq!(rows.get("count/item.a"), Some(&json!(2)));
+        assert_eq!(rows.get("count/item.b"), Some(&json!(1)));
+    }
+
+    #[test]
+    #[cfg_attr(not(feature = "fixed"), should_panic(expected = "poisoned item.b"))]
+    fn poison_traps_unless_fixed() {
+        let scenario = ProjectorScenario {
+            name: "poison".into(),
+            given: vec![given("item.b", json!({"poison": true}))],
+            then: vec![],
+        };
+        let ProjectorOutcome::Rows { rows } = run_projector::<Poison>(&scenario) else {
+            panic!("expected rows");
+        };
+        assert_eq!(rows.get("count/item.b"), Some(&json!(1)));
+    }
+}

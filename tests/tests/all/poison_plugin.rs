@@ -1,0 +1,180 @@
+//! The poison projector with `skip`: a trapping event is retried with backoff, parked with its
+//! backtrace after the configured attempts, every other event is processed, and a DLQ retry
+//! with the fixed release applies it exactly once.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub use factline_host::consumer::GroupConfig;
+use factline_host::consumer::{
+    ConsumerError, ConsumerGroup, DeadLetterPolicy, RetryOutcome, RetryPolicy,
+};
+use factline_host::event::{ExpectedVersion, NewEvent};
+use factline_host::log::EventLog;
+use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
+use factline_host::projector::{Projection, WasmProjection, query};
+use serde_json::json;
+
+use crate::support::{load, log, msgpack, runtime};
+
+pub const GROUP: &str = "poison";
+
+pub fn projection(rt: &PluginRuntime, path: &str) -> Box<dyn Projection> {
+    let plugin = load(rt, GROUP, PluginKind::Projector, path, Limits::default());
+    Box::new(WasmProjection::new(plugin.instantiate().unwrap()).unwrap())
+}
+
+pub fn append(log: &EventLog, stream: &str, event_type: &str, poison: bool) -> u64 {
+    log.append(
+        stream,
+        ExpectedVersion::Any,
+        vec![NewEvent::new(
+            event_type,
+            msgpack(json!({ "poison": poison })),
+        )],
+    )
+    .unwrap()
+    .first_offset
+}
+
+pub fn count(log: &EventLog, event_type: &str) -> u64 {
+    query(log, GROUP, &format!("count/{event_type}"))
+        .unwrap()
+        .map_or(0, |b| rmp_serde::from_slice(&b).unwrap())
+}
+
+pub fn config(on_dead_letter: DeadLetterPolicy) -> GroupConfig {
+    GroupConfig {
+        batch_size: 8,
+        retry: RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            max_attempts: 3,
+        },
+        on_dead_letter,
+        ..GroupConfig::new(GROUP, vec!["item".into()])
+    }
+}
+
+#[test]
+fn skip_parks_the_poison_event_and_processes_every_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("item", 3)]);
+    let rt = runtime();
+    for i in 0..30 {
+        let s = format!("item-{i}");
+        append(&log, &s, "item.a", false);
+        if i == 7 {
+            append(&log, &s, "item.b", true);
+        }
+        append(&log, &s, "item.b", false);
+    }
+    let (topic, partition) = log.locate("item-7").unwrap();
+    let mut group = ConsumerGroup::new(
+        log.clone(),
+        config(DeadLetterPolicy::Skip),
+        projection(&rt, factline_tests::POISON_PLUGIN),
+    )
+    .unwrap();
+    assert_eq!(group.run_until_idle().unwrap(), 61);
+    assert_eq!((count(&log, "item.a"), count(&log, "item.b")), (30, 30));
+    assert!(group.lag().unwrap().iter().all(|l| l.lag == 0));
+    assert!(group.blocked().is_empty());
+
+    let parked = group.dead_letters().unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let d = &parked[0];
+    let poison = log
+        .read_stream("item-7", 2, 1)
+        .unwrap()
+        .pop()
+        .expect("the poison event");
+    assert_eq!(
+        (&d.group[..], &d.topic, d.partition, d.offset),
+        (GROUP, &topic.name, partition, poison.offset)
+    );
+    assert_eq!((d.event_id, &d.event_type[..]), (poison.event_id, "item.b"));
+    assert_eq!(
+        (&d.failure_kind[..], d.attempts, d.blocking),
+        ("trap", 3, false)
+    );
+    assert!(d.message.contains("trap"), "{}", d.message);
+    let bt = d.backtrace.as_deref().expect("a guest backtrace");
+    assert!(bt.contains("poison") || bt.contains("project"), "{bt}");
+    assert!(d.first_failed_at <= d.last_failed_at);
+    assert_eq!(
+        d.plugin_version,
+        group_version(&rt, factline_tests::POISON_PLUGIN)
+    );
+    assert_eq!(log.dead_letter_count().unwrap(), 1);
+    assert_eq!(
+        group.metrics().dead_lettered_total.load(Ordering::Relaxed),
+        1
+    );
+
+    // Retrying with the same (broken) version fails again and counts the attempt.
+    let key = d.key();
+    let err = group.retry_dead_letter(&key).unwrap_err();
+    assert!(matches!(err, ConsumerError::RetryFailed { .. }), "{err}");
+    assert_eq!(log.dead_letter(&key).unwrap().unwrap().attempts, 4);
+
+    // Deploy the fixed release; the retry applies the event once, with the record's removal.
+    group.swap_projection(projection(&rt, factline_tests::POISON_FIXED_PLUGIN));
+    assert_eq!(
+        group.retry_dead_letter(&key).unwrap(),
+        RetryOutcome::Reprocessed
+    );
+    assert_eq!(count(&log, "item.b"), 31);
+    assert_eq!(log.dead_letter_count().unwrap(), 0);
+    let err = group.retry_dead_letter(&key).unwrap_err();
+    assert!(matches!(err, ConsumerError::NoDeadLetter(_)), "{err}");
+    assert_eq!(count(&log, "item.b"), 31, "a second retry applies nothing");
+    assert_eq!(group.run_until_idle().unwrap(), 0);
+}
+
+#[test]
+fn discarding_a_blocking_dead_letter_moves_its_partition_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("item", 1)]);
+    let rt = runtime();
+    append(&log, "item-1", "item.a", false);
+    let poison = append(&log, "item-1", "item.a", true);
+    append(&log, "item-1", "item.a", false);
+    let mut group = ConsumerGroup::new(
+        log.clone(),
+        config(DeadLetterPolicy::Block),
+        projection(&rt, factline_tests::POISON_PLUGIN),
+    )
+    .unwrap();
+    group.run_until_idle().unwrap();
+    assert_eq!(group.blocked(), vec![("item".to_owned(), 0, poison)]);
+    assert_eq!(log.group_offset(GROUP, "item", 0).unwrap(), Some(poison));
+    assert_eq!(count(&log, "item.a"), 1);
+    drop(group);
+
+    // A restarted group is still blocked: the record at its committed offset says so.
+    let mut group = ConsumerGroup::new(
+        log.clone(),
+        config(DeadLetterPolicy::Block),
+        projection(&rt, factline_tests::POISON_PLUGIN),
+    )
+    .unwrap();
+    assert_eq!(group.run_until_idle().unwrap(), 0);
+    let key = group.dead_letters().unwrap()[0].key();
+    group.discard_dead_letter(&key).unwrap();
+    assert_eq!(group.run_until_idle().unwrap(), 1);
+    assert_eq!(
+        count(&log, "item.a"),
+        2,
+        "the poison event was never applied"
+    );
+    assert_eq!(
+        log.group_offset(GROUP, "item", 0).unwrap(),
+        Some(poison + 2)
+    );
+    assert_eq!(log.dead_letter_count().unwrap(), 0);
+}
+
+fn group_version(rt: &PluginRuntime, path: &str) -> String {
+    projection(rt, path).version()
+}
