@@ -52,8 +52,10 @@ pub(crate) mod runtime {
 
     pub fn evolve<A: Aggregate>(state: &[u8], events: Vec<RawEvent>) -> Result<Vec<u8>, Failure> {
         let mut state: A = load(state)?;
+        let names = codec::variant_names_of::<A::Event>().map_err(Failure::from)?;
         for (index, event) in events.into_iter().enumerate() {
-            match codec::decode_variant::<A::Event>(&event.event_type, &event.payload) {
+            match codec::decode_variant_among::<A::Event>(names, &event.event_type, &event.payload)
+            {
                 Ok(Some(decoded)) => state.evolve(decoded, &event.meta),
                 // Not ours: the host filters by `event-types`, so this is an old or foreign type.
                 Ok(None) => {}

@@ -94,12 +94,26 @@ pub fn decode_variant<T: DeserializeOwned>(
     type_name: &str,
     payload: &[u8],
 ) -> Result<Option<T>, CodecError> {
-    let names = variant_names::<T>().ok_or_else(|| {
+    decode_variant_among::<T>(variant_names_of::<T>()?, type_name, payload)
+}
+
+/// The variant names of `T`, or an error naming `T` when it is not an externally tagged enum.
+pub fn variant_names_of<T: DeserializeOwned>() -> Result<&'static [&'static str], CodecError> {
+    variant_names::<T>().ok_or_else(|| {
         CodecError(format!(
             "`{}` must be an enum whose variant names are the type strings",
             std::any::type_name::<T>()
         ))
-    })?;
+    })
+}
+
+/// [`decode_variant`] with the names already known: loops over a batch look them up once,
+/// since finding them costs a (failing) deserialization.
+pub fn decode_variant_among<T: DeserializeOwned>(
+    names: &[&str],
+    type_name: &str,
+    payload: &[u8],
+) -> Result<Option<T>, CodecError> {
     if !names.contains(&type_name) {
         return Ok(None);
     }

@@ -31,11 +31,16 @@ pub(crate) mod runtime {
     /// One list of commands per event of the batch, in order.
     pub fn react<P: Policy>(events: Vec<RawEvent>) -> Result<Vec<Vec<OutgoingCommand>>, Failure> {
         let policy = P::default();
+        let names = codec::variant_names_of::<P::Event>().map_err(Failure::from)?;
         events
             .into_iter()
             .enumerate()
             .map(|(index, event)| {
-                match codec::decode_variant::<P::Event>(&event.event_type, &event.payload) {
+                match codec::decode_variant_among::<P::Event>(
+                    names,
+                    &event.event_type,
+                    &event.payload,
+                ) {
                     Ok(Some(decoded)) => {
                         policy.react(decoded, &event.meta).map_err(|f| f.at(index))
                     }

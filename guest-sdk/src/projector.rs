@@ -156,8 +156,10 @@ pub(crate) mod runtime {
     ) -> Result<(), Failure> {
         let mut projector = P::default();
         let mut model = ReadModel::new(store);
+        let names = codec::variant_names_of::<P::Event>().map_err(Failure::from)?;
         for (index, event) in events.into_iter().enumerate() {
-            match codec::decode_variant::<P::Event>(&event.event_type, &event.payload) {
+            match codec::decode_variant_among::<P::Event>(names, &event.event_type, &event.payload)
+            {
                 Ok(Some(decoded)) => projector
                     .project(decoded, &event.meta, &mut model)
                     .map_err(|f| f.at(index))?,

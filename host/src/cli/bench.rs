@@ -24,12 +24,22 @@ pub enum Which {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
     },
+    /// Consumer groups: a projector group over 1, 2 and 4 partitions; catching up a lag.
+    Groups {
+        /// Events per partition-count run.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Size of the lag to catch up.
+        #[arg(long, default_value_t = 1_000_000)]
+        lag: u64,
+    },
 }
 
 pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
     match which {
         Which::Log { scale } => log(scale),
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
+        Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
     }
 }
 

@@ -123,7 +123,7 @@ impl Projection for NativeSummary {
     }
 }
 
-fn order_events(i: u64) -> Vec<NewEvent> {
+pub(crate) fn order_events(i: u64) -> Vec<NewEvent> {
     let ev = |t: &str, v: serde_json::Value| NewEvent::new(t, json_to_msgpack(&v));
     vec![
         ev(

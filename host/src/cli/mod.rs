@@ -1,6 +1,7 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
 mod bench;
+mod bench_groups;
 mod bench_plugins;
 mod demo;
 

@@ -318,7 +318,11 @@ impl PluginInstance {
 
 fn to_wit_event(e: &Event) -> types::Event {
     types::Event {
-        event_id: e.event_id.to_string(),
+        event_id: e
+            .event_id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned(),
         event_type: e.event_type.clone(),
         stream: e.stream.clone(),
         stream_version: e.stream_version,
