@@ -74,6 +74,9 @@ pub struct PluginInstance {
     live: Option<Live>,
     /// Fresh stores built after a poisoned one, for tests and metrics.
     pub rebuilds: u64,
+    /// WIT-shaped copies of the last batch, reused so steady-state batches allocate nothing on
+    /// the host side (strings are overwritten in place).
+    scratch: Vec<types::Event>,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -91,6 +94,7 @@ impl PluginInstance {
             plugin,
             live: None,
             rebuilds: 0,
+            scratch: Vec::new(),
         };
         me.live()?;
         Ok(me)
@@ -214,7 +218,7 @@ impl PluginInstance {
         if events.is_empty() {
             return Ok(state.to_vec());
         }
-        let wit: Vec<types::Event> = events.iter().map(to_wit_event).collect();
+        let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let r = self.call(now, |store, ex| match ex {
             Exports::Aggregate(a) => a
@@ -222,7 +226,9 @@ impl PluginInstance {
                 .call_evolve(store, state, &wit)
                 .map(Some),
             _ => Ok(None),
-        })?;
+        });
+        self.scratch = wit;
+        let r = r?;
         match r.ok_or_else(|| self.wrong_kind("aggregate"))? {
             Ok(state) => {
                 self.check_output("evolved state", state.len())?;
@@ -291,7 +297,7 @@ impl PluginInstance {
         if events.is_empty() {
             return (Ok(()), Some(session));
         }
-        let wit: Vec<types::Event> = events.iter().map(to_wit_event).collect();
+        let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let mut session = Some(session);
         let r = self.call(now, |store, ex| {
@@ -306,6 +312,7 @@ impl PluginInstance {
             session = store.data_mut().read_model.take();
             r
         });
+        self.scratch = wit;
         let outcome = match r {
             Ok(Some(Ok(()))) => Ok(()),
             Ok(Some(Err(f))) => Err(guest_failure(f)),
@@ -314,6 +321,47 @@ impl PluginInstance {
         };
         (outcome, session)
     }
+}
+
+/// Most scratch events kept between calls (bounds the memory a huge batch leaves behind).
+const MAX_SCRATCH: usize = 4096;
+
+impl PluginInstance {
+    /// The batch in WIT form, written over the scratch copies of the previous batch.
+    fn wit_events(&mut self, events: &[Event]) -> Vec<types::Event> {
+        let mut wit = std::mem::take(&mut self.scratch);
+        wit.truncate(events.len().min(MAX_SCRATCH));
+        for (i, e) in events.iter().enumerate() {
+            match wit.get_mut(i) {
+                Some(d) => assign_wit_event(d, e),
+                None => wit.push(to_wit_event(e)),
+            }
+        }
+        wit
+    }
+}
+
+fn assign_wit_event(d: &mut types::Event, e: &Event) {
+    d.event_id.clear();
+    d.event_id.push_str(
+        e.event_id
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    d.event_type.clone_from(&e.event_type);
+    d.stream.clone_from(&e.stream);
+    d.stream_version = e.stream_version;
+    d.topic.clone_from(&e.topic);
+    d.partition = e.partition;
+    d.offset = e.offset;
+    d.occurred_at = e.occurred_at;
+    d.correlation_id.clone_from(&e.correlation_id);
+    d.causation_id.clone_from(&e.causation_id);
+    d.schema_version = e.schema_version;
+    d.payload.clone_from(&e.payload);
+    d.metadata.clear();
+    d.metadata
+        .extend(e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
 
 fn to_wit_event(e: &Event) -> types::Event {
