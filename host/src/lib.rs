@@ -1,11 +1,14 @@
 //! factline's host: the durable event log, the plugin runtime and the handlers that connect them.
 //!
 //! Data flow, visible in the module names: `event` (the envelope) → `log` (append, partitions,
-//! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime).
+//! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime); `config`
+//! (the `factline.toml` file) and `host` (all of it assembled and running) sit on top.
 
 pub mod aggregate;
+pub mod config;
 pub mod consumer;
 pub mod event;
+pub mod host;
 pub mod log;
 pub mod plugin;
 pub mod projector;

@@ -4,6 +4,7 @@ mod bench;
 mod bench_groups;
 mod bench_plugins;
 mod demo;
+mod run;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the order example end to end on a fresh embedded data directory.
     Demo(demo::Args),
+    /// Run the host as configured until SIGTERM or Ctrl-C.
+    Run(run::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

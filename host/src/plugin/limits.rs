@@ -12,7 +12,7 @@ pub struct Limits {
     /// Largest size of any one linear memory, in bytes.
     pub memory_bytes: usize,
     /// Wall-clock budget of one call (enforced by epoch interruption).
-    #[serde(with = "millis")]
+    #[serde(rename = "call_timeout_ms", with = "millis")]
     pub call_timeout: Duration,
     /// Largest number of elements in any one table.
     pub table_elements: usize,

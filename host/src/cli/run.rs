@@ -1,0 +1,122 @@
+//! `factline run --config FILE`: the long-running host. The assembly lives in the library
+//! (`factline_host::host::Host`); this is the process glue: signals, the ready line, exit code.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use factline_host::config::Config;
+use factline_host::host::Host;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration file (see factline.example.toml).
+    #[arg(long, env = "FACTLINE_CONFIG")]
+    config: PathBuf,
+    /// Exit (status 0) once every consumer group has caught up: for batch jobs and catch-up
+    /// runs. Partitions blocked on a dead letter count as caught up.
+    #[arg(long)]
+    exit_when_idle: bool,
+}
+
+/// Printed (and flushed) on stdout once everything is loaded and the groups run; scripts and
+/// tests wait for it.
+const READY: &str = "factline: ready";
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("factline")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, args.exit_when_idle))
+}
+
+async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
+    // Registered before the ready line, so a signal right after it is a clean stop, not the
+    // default action (termination mid-batch).
+    let mut stop = StopSignals::install()?;
+    let data_dir = config.data_dir.clone();
+    let host = Host::start(config)?;
+    for p in host.plugins() {
+        eprintln!(
+            "factline: loaded {} {} version {} (cache {}, {} ms)",
+            p.kind,
+            p.name,
+            p.version,
+            format!("{:?}", p.cache_outcome).to_lowercase(),
+            p.load_time.as_millis()
+        );
+    }
+    eprintln!(
+        "factline: data directory {}, {} consumer group(s) started",
+        data_dir.display(),
+        host.groups().len()
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{READY}")?;
+        out.flush()?;
+    }
+    let stopped_by = tokio::select! {
+        signal = stop.next() => Ok(signal),
+        idle = host.wait_until_idle(), if exit_when_idle => {
+            idle.map(|()| "every consumer group caught up")
+        }
+    };
+    // Stop cleanly even when the lag check failed; report its error afterwards.
+    let reason = match &stopped_by {
+        Ok(reason) => reason.to_string(),
+        Err(e) => format!("checking consumer lag failed ({e})"),
+    };
+    eprintln!("factline: {reason}; stopping the consumer groups after their in-flight batch");
+    for g in host.shutdown().await {
+        eprintln!(
+            "factline: group {} processed {} events in {} batches ({} failed calls, {} dead-lettered)",
+            g.name, g.events_processed, g.batches_committed, g.failed_calls, g.dead_lettered
+        );
+    }
+    eprintln!("factline: stopped");
+    stopped_by.context("checking consumer lag")?;
+    Ok(())
+}
+
+/// SIGTERM and Ctrl-C (SIGINT).
+struct StopSignals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                terminate: signal(SignalKind::terminate()).context("installing SIGTERM")?,
+                interrupt: signal(SignalKind::interrupt()).context("installing SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Waits for the first stop signal; returns its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The file as written (serde), and its validation into [`Config`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig, Role,
+};
+use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
+use crate::log::TopicConfig;
+use crate::plugin::{Limits, PluginKind};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Spanned<PathBuf>,
+    #[serde(default)]
+    http: RawHttp,
+    admin_token: Option<Spanned<String>>,
+    workers: Option<Spanned<usize>>,
+    #[serde(default)]
+    topics: Vec<RawTopic>,
+    #[serde(default)]
+    plugins: Vec<RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    #[serde(default = "default_address")]
+    address: SocketAddr,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            address: default_address(),
+        }
+    }
+}
+
+fn default_address() -> SocketAddr {
+    DEFAULT_HTTP_ADDRESS
+        .parse()
+        .expect("a valid default address")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopic {
+    name: Spanned<String>,
+    partitions: Spanned<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    name: Spanned<String>,
+    kind: PluginKind,
+    component: Spanned<PathBuf>,
+    version: Option<String>,
+    topic: Option<Spanned<String>>,
+    subscriptions: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    limits: Limits,
+    retry: Option<Spanned<RawRetry>>,
+    dead_letter: Option<Spanned<RawDeadLetter>>,
+    start: Option<Spanned<RawStart>>,
+    batch_size: Option<Spanned<usize>>,
+    max_events_in_memory: Option<Spanned<usize>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    base_ms: Option<u64>,
+    cap_ms: Option<u64>,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawDeadLetter {
+    Skip,
+    Block,
+}
+
+/// `"earliest"`, `"latest"` or `{ offset = N }` (toml's enum forms).
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawStart {
+    Earliest,
+    Latest,
+    Offset(u64),
+}
+
+/// Collects the first problem with its span.
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a Path,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            at: Some(Location::of(self.text, &span)),
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) fn parse(
+    text: &str,
+    origin: &Path,
+    base: &Path,
+    check_files: bool,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        at: e.span().map(|s| Location::of(text, &s)),
+        message: e.message().trim_end().to_owned(),
+    })?;
+    let c = Checker { text, origin };
+
+    let mut topics = Vec::new();
+    let mut topic_names = HashSet::new();
+    for t in &raw.topics {
+        if t.name.get_ref().is_empty() {
+            return Err(c.error(t.name.span(), "`name`: a topic needs a name"));
+        }
+        if !topic_names.insert(t.name.get_ref().as_str()) {
+            return Err(c.error(
+                t.name.span(),
+                format!("`name`: topic {:?} is declared twice", t.name.get_ref()),
+            ));
+        }
+        if *t.partitions.get_ref() == 0 {
+            return Err(c.error(t.partitions.span(), "`partitions` must be at least 1"));
+        }
+        topics.push(TopicConfig::new(t.name.get_ref(), *t.partitions.get_ref()));
+    }
+
+    let mut plugins = Vec::new();
+    let mut plugin_names = HashSet::new();
+    for p in raw.plugins {
+        let name = p.name.get_ref().clone();
+        if name.is_empty() {
+            return Err(c.error(p.name.span(), "`name`: a plugin needs a name"));
+        }
+        if !plugin_names.insert(name.clone()) {
+            return Err(c.error(
+                p.name.span(),
+                format!("`name`: plugin {name:?} is declared twice"),
+            ));
+        }
+        let component = base.join(p.component.get_ref());
+        if check_files && !component.is_file() {
+            return Err(c.error(
+                p.component.span(),
+                format!(
+                    "`component` of plugin {name:?}: no such file {}",
+                    component.display()
+                ),
+            ));
+        }
+        let known_topic = |t: &Spanned<String>, key: &str| {
+            if topic_names.contains(t.get_ref().as_str()) {
+                Ok(t.get_ref().clone())
+            } else {
+                Err(c.error(
+                    t.span(),
+                    format!(
+                        "`{key}` of plugin {name:?}: topic {:?} is not declared in [[topics]]",
+                        t.get_ref()
+                    ),
+                ))
+            }
+        };
+        let role = match p.kind {
+            PluginKind::Aggregate => {
+                // Consumer settings on an aggregate are a mistake worth naming, not ignoring.
+                let consumer_keys = [
+                    ("subscriptions", p.subscriptions.as_ref().map(|s| s.span())),
+                    ("retry", p.retry.as_ref().map(|s| s.span())),
+                    ("dead_letter", p.dead_letter.as_ref().map(|s| s.span())),
+                    ("start", p.start.as_ref().map(|s| s.span())),
+                    ("batch_size", p.batch_size.as_ref().map(|s| s.span())),
+                    (
+                        "max_events_in_memory",
+                        p.max_events_in_memory.as_ref().map(|s| s.span()),
+                    ),
+                ];
+                if let Some((key, Some(span))) =
+                    consumer_keys.into_iter().find(|(_, s)| s.is_some())
+                {
+                    return Err(c.error(
+                        span,
+                        format!(
+                            "`{key}` of plugin {name:?}: aggregates handle commands and consume no topic; `{key}` is for projectors, policies and sagas"
+                        ),
+                    ));
+                }
+                let topic = match &p.topic {
+                    Some(t) => known_topic(t, "topic")?,
+                    // The default stream category is the plugin's name.
+                    None => known_topic(&Spanned::new(p.name.span(), name.clone()), "name")?,
+                };
+                Role::Aggregate { topic }
+            }
+            PluginKind::Projector | PluginKind::Policy | PluginKind::Saga => {
+                if let Some(t) = &p.topic {
+                    return Err(c.error(
+                        t.span(),
+                        format!(
+                            "`topic` of plugin {name:?}: a {} reads topics through `subscriptions`",
+                            p.kind
+                        ),
+                    ));
+                }
+                let Some(subs) = &p.subscriptions else {
+                    return Err(c.error(
+                        p.name.span(),
+                        format!(
+                            "plugin {name:?}: a {} needs `subscriptions` (the topics it reads)",
+                            p.kind
+                        ),
+                    ));
+                };
+                if subs.get_ref().is_empty() {
+                    return Err(c.error(
+                        subs.span(),
+                        format!("`subscriptions` of plugin {name:?} is empty"),
+                    ));
+                }
+                let mut subscribed = Vec::new();
+                for t in subs.get_ref() {
+                    let t = known_topic(t, "subscriptions")?;
+                    if !subscribed.contains(&t) {
+                        subscribed.push(t);
+                    }
+                }
+                let mut group = GroupConfig::new(name.clone(), subscribed);
+                if let Some(r) = &p.retry {
+                    group.retry = retry_policy(&c, r, &name)?;
+                }
+                if let Some(d) = &p.dead_letter {
+                    group.on_dead_letter = match d.get_ref() {
+                        RawDeadLetter::Skip => DeadLetterPolicy::Skip,
+                        RawDeadLetter::Block => DeadLetterPolicy::Block,
+                    };
+                }
+                if let Some(s) = &p.start {
+                    group.start = match s.get_ref() {
+                        RawStart::Earliest => StartFrom::Earliest,
+                        RawStart::Latest => StartFrom::Latest,
+                        RawStart::Offset(o) => StartFrom::Offset(*o),
+                    };
+                }
+                if let Some(b) = &p.batch_size {
+                    group.batch_size = positive(&c, b, "batch_size", Some(&name))?;
+                }
+                if let Some(m) = &p.max_events_in_memory {
+                    group.max_events_in_memory =
+                        positive(&c, m, "max_events_in_memory", Some(&name))?;
+                }
+                Role::Consumer(group)
+            }
+        };
+        plugins.push(PluginConfig {
+            name,
+            kind: p.kind,
+            component,
+            label: p.version,
+            limits: p.limits,
+            role,
+        });
+    }
+
+    let workers = match &raw.workers {
+        Some(w) => positive(&c, w, "workers", None)?,
+        None => std::thread::available_parallelism().map_or(4, |n| n.get()),
+    };
+    let admin_token = match raw.admin_token {
+        Some(t) if t.get_ref().is_empty() => {
+            return Err(c.error(
+                t.span(),
+                "`admin_token` is empty; remove the key to leave the admin API open",
+            ));
+        }
+        t => t.map(|t| AdminToken(t.into_inner())),
+    };
+    Ok(Config {
+        data_dir: base.join(raw.data_dir.get_ref()),
+        http: HttpConfig {
+            address: raw.http.address,
+        },
+        admin_token,
+        workers,
+        topics,
+        plugins,
+    })
+}
+
+fn positive(
+    c: &Checker<'_>,
+    value: &Spanned<usize>,
+    key: &str,
+    plugin: Option<&str>,
+) -> Result<usize, ConfigError> {
+    let owner = plugin
+        .map(|p| format!(" of plugin {p:?}"))
+        .unwrap_or_default();
+    match *value.get_ref() {
+        0 => Err(c.error(value.span(), format!("`{key}`{owner} must be at least 1"))),
+        n => Ok(n),
+    }
+}
+
+fn retry_policy(
+    c: &Checker<'_>,
+    raw: &Spanned<RawRetry>,
+    plugin: &str,
+) -> Result<RetryPolicy, ConfigError> {
+    let default = RetryPolicy::default();
+    let r = raw.get_ref();
+    let policy = RetryPolicy {
+        base: r.base_ms.map_or(default.base, Duration::from_millis),
+        cap: r.cap_ms.map_or(default.cap, Duration::from_millis),
+        max_attempts: r.max_attempts.unwrap_or(default.max_attempts),
+    };
+    if policy.max_attempts == 0 {
+        return Err(c.error(
+            raw.span(),
+            format!("`retry.max_attempts` of plugin {plugin:?} must be at least 1 (the first call counts)"),
+        ));
+    }
+    if policy.base > policy.cap {
+        return Err(c.error(
+            raw.span(),
+            format!(
+                "`retry` of plugin {plugin:?}: base_ms ({} ms) is above cap_ms ({} ms)",
+                policy.base.as_millis(),
+                policy.cap.as_millis()
+            ),
+        ));
+    }
+    Ok(policy)
+}

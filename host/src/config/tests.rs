@@ -1,0 +1,283 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::consumer::{DeadLetterPolicy, StartFrom};
+
+const EXAMPLE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../factline.example.toml"
+));
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("factline.toml"), Path::new("/srv/app"))
+}
+
+fn refused(text: &str) -> (String, Option<Location>) {
+    let e = parse(text).expect_err("the config should be refused");
+    (e.to_string(), e.location().cloned())
+}
+
+/// The line (1-based) of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in the text"))
+        + 1
+}
+
+const MINIMAL: &str = r#"
+data_dir = "data"
+
+[[topics]]
+name = "tick"
+partitions = 2
+
+[[plugins]]
+name = "counter"
+kind = "projector"
+component = "counter.wasm"
+subscriptions = ["tick"]
+"#;
+
+#[test]
+fn the_example_parses() {
+    let c = Config::parse(
+        EXAMPLE,
+        Path::new("factline.example.toml"),
+        Path::new("/repo"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.data_dir, Path::new("/repo/.factline-data"));
+    assert_eq!(c.http.address.to_string(), "127.0.0.1:7070");
+    assert!(c.admin_token.is_none());
+    assert_eq!(c.topics, vec![TopicConfig::new("order", 4)]);
+    let order = c.plugin("order").unwrap();
+    assert_eq!(order.kind, PluginKind::Aggregate);
+    assert_eq!(
+        order.component,
+        Path::new("/repo/.factline-plugins/order.wasm")
+    );
+    assert_eq!(order.label.as_deref(), Some("1.0.0"));
+    assert_eq!(order.limits, Limits::default());
+    assert!(matches!(&order.role, Role::Aggregate { topic } if topic == "order"));
+    let summary = c.plugin("order-summary").unwrap();
+    assert_eq!(summary.kind, PluginKind::Projector);
+    let Role::Consumer(g) = &summary.role else {
+        panic!("order-summary is a consumer group")
+    };
+    assert_eq!(g.name, "order-summary");
+    assert_eq!(g.topics, vec!["order".to_owned()]);
+    assert_eq!(g.batch_size, 256);
+    assert_eq!(g.start, StartFrom::Earliest);
+    assert_eq!(g.on_dead_letter, DeadLetterPolicy::Skip);
+    assert_eq!(g.retry, crate::consumer::RetryPolicy::default());
+}
+
+#[test]
+fn defaults_and_every_form_of_the_consumer_keys() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.http.address.to_string(), DEFAULT_HTTP_ADDRESS);
+    assert!(c.workers >= 1);
+    let text = format!(
+        "{MINIMAL}version = \"2\"\nstart = {{ offset = 42 }}\ndead_letter = \"block\"\nbatch_size = 200\nretry = {{ base_ms = 5, max_attempts = 2 }}\nlimits = {{ call_timeout_ms = 250 }}\n"
+    );
+    let c = parse(&text).unwrap();
+    let p = c.plugin("counter").unwrap();
+    assert_eq!(p.component, Path::new("/srv/app/counter.wasm"));
+    assert_eq!(p.limits.call_timeout, Duration::from_millis(250));
+    let Role::Consumer(g) = &p.role else { panic!() };
+    assert_eq!(g.start, StartFrom::Offset(42));
+    assert_eq!(g.on_dead_letter, DeadLetterPolicy::Block);
+    assert_eq!(g.batch_size, 200);
+    assert_eq!(g.retry.base, Duration::from_millis(5));
+    assert_eq!(g.retry.max_attempts, 2);
+    assert_eq!(g.retry.cap, crate::consumer::RetryPolicy::default().cap);
+    let latest = parse(&format!("{MINIMAL}start = \"latest\"\n")).unwrap();
+    let Role::Consumer(g) = &latest.plugins[0].role else {
+        panic!()
+    };
+    assert_eq!(g.start, StartFrom::Latest);
+}
+
+#[test]
+fn a_typo_key_is_refused_naming_the_key_and_its_line() {
+    let text = MINIMAL.replace("subscriptions", "subscriptons");
+    let (message, at) = refused(&text);
+    assert!(message.contains("subscriptons"), "{message}");
+    assert_eq!(
+        at.unwrap().line,
+        line_of(&text, "subscriptons"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "factline.toml:{}:",
+            line_of(&text, "subscriptons")
+        )),
+        "{message}"
+    );
+
+    let text = MINIMAL.replace("data_dir", "dat_dir");
+    let (message, at) = refused(&text);
+    assert!(message.contains("dat_dir"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "dat_dir"), "{message}");
+
+    // Nested tables too: `Limits` refuses unknown keys.
+    let text = format!("{MINIMAL}limits = {{ memory_byte = 1 }}\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("memory_byte"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "memory_byte"), "{message}");
+
+    let text = format!("{MINIMAL}[http]\nadress = \"0.0.0.0:80\"\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("adress"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "adress"), "{message}");
+}
+
+#[test]
+fn a_missing_component_is_refused() {
+    let text = MINIMAL.replace("component = \"counter.wasm\"\n", "");
+    let (message, at) = refused(&text);
+    assert!(message.contains("missing field `component`"), "{message}");
+    // toml points at the plugin's table; its first key is on the next line.
+    let line = at.unwrap().line;
+    assert!(
+        (line_of(&text, "[[plugins]]")..=line_of(&text, "subscriptions")).contains(&line),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_component_file_that_does_not_exist_is_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("factline.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    let e = Config::load(&path).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("`component` of plugin \"counter\"") && message.contains("no such file"),
+        "{message}"
+    );
+    assert_eq!(e.location().unwrap().line, line_of(MINIMAL, "component"));
+
+    std::fs::write(dir.path().join("counter.wasm"), b"").unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.plugins[0].component, dir.path().join("counter.wasm"));
+    assert_eq!(c.data_dir, dir.path().join("data"));
+    assert!(matches!(
+        Config::load(&dir.path().join("absent.toml")),
+        Err(ConfigError::Read { .. })
+    ));
+}
+
+#[test]
+fn bad_values_are_refused_with_their_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "partitions = 2",
+            "partitions = 0",
+            "`partitions` must be at least 1",
+        ),
+        ("partitions = 2", "partitions = \"two\"", "invalid type"),
+        (
+            "kind = \"projector\"",
+            "kind = \"reactor\"",
+            "unknown variant `reactor`",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tock\"]",
+            "topic \"tock\" is not declared",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = []",
+            "is empty",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tick\"]\ndead_letter = \"park\"",
+            "unknown variant `park`",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tick\"]\nretry = { base_ms = 10, cap_ms = 5 }",
+            "base_ms (10 ms) is above cap_ms (5 ms)",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tick\"]\nbatch_size = 0",
+            "`batch_size` of plugin \"counter\" must be at least 1",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tick\"]\ntopic = \"tick\"",
+            "reads topics through `subscriptions`",
+        ),
+        (
+            "data_dir = \"data\"",
+            "data_dir = \"data\"\n[http]\naddress = \"localhost\"",
+            "invalid socket address",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let text = MINIMAL.replace(from, to);
+        let (message, at) = refused(&text);
+        assert!(message.contains(expected), "{to:?}: {message}");
+        let changed = to.lines().last().unwrap();
+        assert_eq!(
+            at.as_ref().map(|a| a.line),
+            Some(line_of(&text, changed)),
+            "{to:?}: {message}"
+        );
+    }
+}
+
+#[test]
+fn aggregates_take_a_declared_topic_and_no_consumer_keys() {
+    let aggregate = r#"
+data_dir = "data"
+[[topics]]
+name = "order"
+partitions = 1
+[[plugins]]
+name = "order"
+kind = "aggregate"
+component = "order.wasm"
+"#;
+    let c = parse(aggregate).unwrap();
+    assert!(matches!(&c.plugins[0].role, Role::Aggregate { topic } if topic == "order"));
+
+    let text = aggregate.replace("name = \"order\"\nkind", "name = \"orders\"\nkind");
+    let (message, at) = refused(&text);
+    assert!(
+        message.contains("topic \"orders\" is not declared"),
+        "{message}"
+    );
+    assert_eq!(at.unwrap().line, line_of(&text, "\"orders\""));
+
+    let text = format!("{aggregate}batch_size = 10\n");
+    let (message, at) = refused(&text);
+    assert!(
+        message.contains("`batch_size` of plugin \"order\": aggregates"),
+        "{message}"
+    );
+    assert_eq!(at.unwrap().line, line_of(&text, "batch_size"));
+}
+
+#[test]
+fn duplicates_and_an_empty_token_are_refused() {
+    let text = format!("{MINIMAL}\n[[topics]]\nname = \"tick\"\npartitions = 1\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("declared twice"), "{message}");
+    assert_eq!(at.unwrap().line, text.lines().count() - 1);
+
+    let text = format!("admin_token = \"\"\n{MINIMAL}");
+    let (message, _) = refused(&text);
+    assert!(message.contains("`admin_token` is empty"), "{message}");
+
+    let c = parse(&format!("admin_token = \"s3cret\"\n{MINIMAL}")).unwrap();
+    assert!(!format!("{c:?}").contains("s3cret"));
+    assert_eq!(c.admin_token.unwrap().0, "s3cret");
+}

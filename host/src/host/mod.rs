@@ -1,0 +1,308 @@
+//! The long-running host: everything a [`Config`] names, assembled and running.
+//!
+//! [`Host::start`] opens the log, builds one plugin runtime (compiled artifacts cached in
+//! `<data_dir>/cache`), loads and validates every plugin, creates an [`AggregateHandler`] per
+//! aggregate and starts one consumer group per projector on a shared [`ConsumerPool`].
+//! [`Host::shutdown`] stops every group after its in-flight batch and closes the log. A crash
+//! instead of a shutdown loses nothing: each batch commits its effects with its offset
+//! (ARCHITECTURE.md, "Effects and offset commit in one transaction").
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::aggregate::{AggregateHandler, AggregateOptions};
+use crate::config::{Config, Role};
+use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
+use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
+use crate::plugin::{
+    CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig,
+};
+use crate::projector::WasmProjection;
+
+/// How often [`Host::wait_until_idle`] re-checks when no commit wakes it (retry backoffs end
+/// without a commit).
+const IDLE_RECHECK: Duration = Duration::from_millis(200);
+
+/// Why the host did not start. Each names the plugin or directory at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// `Host::start` spawns the consumer groups on the current tokio runtime.
+    #[error("the host must be started inside a tokio runtime")]
+    NoRuntime,
+    #[error("opening the event log in {}: {source}", dir.display())]
+    Open {
+        dir: std::path::PathBuf,
+        source: OpenError,
+    },
+    #[error("creating the plugin runtime: {0}")]
+    Runtime(LoadError),
+    #[error("loading plugin {name:?} from {}: {source}", path.display())]
+    Load {
+        name: String,
+        path: std::path::PathBuf,
+        source: LoadError,
+    },
+    #[error("instantiating plugin {name:?}: {source}")]
+    Instantiate { name: String, source: CallFailure },
+    #[error("starting the consumer group of plugin {name:?}: {source}")]
+    Group { name: String, source: ConsumerError },
+    /// Policies and sagas parse, but the host cannot run them yet; refusing beats silently
+    /// not running a configured plugin.
+    #[error("plugin {name:?}: {kind} plugins cannot run in the host yet")]
+    Unsupported { name: String, kind: PluginKind },
+}
+
+/// What one consumer group did while this host ran it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupReport {
+    pub name: String,
+    pub events_processed: u64,
+    pub batches_committed: u64,
+    pub failed_calls: u64,
+    pub dead_lettered: u64,
+}
+
+/// A running host. Dropping it without [`Host::shutdown`] aborts nothing durable but leaves the
+/// groups' tasks to the runtime; shut down to stop them between batches.
+pub struct Host {
+    config: Config,
+    log: EventLog,
+    /// Held for the host's life: it owns the epoch ticker that enforces call deadlines.
+    runtime: Arc<PluginRuntime>,
+    plugins: Vec<Arc<LoadedPlugin>>,
+    aggregates: BTreeMap<String, AggregateHandler>,
+    groups: Vec<GroupHandle>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("data_dir", &self.config.data_dir)
+            .field("plugins", &self.plugins)
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Opens, loads and starts everything `config` names. Call it inside a tokio runtime (the
+    /// consumer groups are spawned on it); it blocks while plugins compile, so call it before
+    /// serving anything.
+    pub fn start(config: Config) -> Result<Host, HostError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(HostError::NoRuntime);
+        }
+        if let Some(p) = config
+            .plugins
+            .iter()
+            .find(|p| matches!(p.kind, PluginKind::Policy | PluginKind::Saga))
+        {
+            return Err(HostError::Unsupported {
+                name: p.name.clone(),
+                kind: p.kind,
+            });
+        }
+        let log = EventLog::open(
+            &config.data_dir,
+            LogOptions::with_topics(config.topics.iter().cloned()),
+        )
+        .map_err(|source| HostError::Open {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+        let runtime = Arc::new(
+            PluginRuntime::new(RuntimeConfig {
+                cache_dir: Some(config.data_dir.join("cache")),
+                ..RuntimeConfig::default()
+            })
+            .map_err(HostError::Runtime)?,
+        );
+
+        // Load (and validate) every plugin before starting anything, so a bad one refuses the
+        // whole start instead of leaving a half-running host.
+        let mut plugins = Vec::new();
+        for p in &config.plugins {
+            let loaded = runtime
+                .load_file(
+                    &p.name,
+                    p.kind,
+                    &p.component,
+                    p.limits.clone(),
+                    p.label.clone(),
+                )
+                .map_err(|source| HostError::Load {
+                    name: p.name.clone(),
+                    path: p.component.clone(),
+                    source,
+                })?;
+            tracing::info!(plugin = %p.name, kind = %p.kind, version = %loaded.version, cache = ?loaded.cache_outcome, load_ms = loaded.load_time.as_millis() as u64, "plugin loaded");
+            plugins.push(loaded);
+        }
+
+        let mut aggregates = BTreeMap::new();
+        let mut groups = Vec::new();
+        for (p, loaded) in config.plugins.iter().zip(&plugins) {
+            let instantiate = |source| HostError::Instantiate {
+                name: p.name.clone(),
+                source,
+            };
+            match &p.role {
+                Role::Aggregate { topic } => {
+                    let handler = AggregateHandler::new(
+                        log.clone(),
+                        loaded.clone(),
+                        AggregateOptions::new(topic.clone()),
+                    )
+                    .map_err(instantiate)?;
+                    aggregates.insert(p.name.clone(), handler);
+                }
+                Role::Consumer(group) => {
+                    let projection =
+                        WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
+                            .map_err(instantiate)?;
+                    let group =
+                        ConsumerGroup::new(log.clone(), group.clone(), Box::new(projection))
+                            .map_err(|source| HostError::Group {
+                                name: p.name.clone(),
+                                source,
+                            })?;
+                    groups.push(group);
+                }
+            }
+        }
+        // Groups start last: every plugin is loaded by now, so nothing below can fail.
+        let pool = ConsumerPool::new(config.workers);
+        let groups = groups
+            .into_iter()
+            .map(|g| {
+                tracing::info!(group = %g.name(), topics = ?g.config().topics, batch_size = g.config().batch_size, "consumer group started");
+                pool.spawn(g)
+            })
+            .collect();
+        Ok(Host {
+            config,
+            log,
+            runtime,
+            plugins,
+            aggregates,
+            groups,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The shared plugin runtime (deploying a new version compiles with it).
+    pub fn runtime(&self) -> &Arc<PluginRuntime> {
+        &self.runtime
+    }
+
+    /// Every loaded plugin, in configuration order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// The command handler of aggregate plugin `name`.
+    pub fn aggregate(&self, name: &str) -> Option<&AggregateHandler> {
+        self.aggregates.get(name)
+    }
+
+    /// The running consumer groups.
+    pub fn groups(&self) -> &[GroupHandle] {
+        &self.groups
+    }
+
+    /// Lag of every group, per partition, from storage.
+    pub fn lag(&self) -> Result<Vec<(String, Vec<PartitionLag>)>, ReadError> {
+        self.consumers()
+            .map(|(name, topics)| {
+                Ok((
+                    name.to_owned(),
+                    crate::consumer::lag(&self.log, name, topics)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// True when no group can make progress without new events: every partition is caught
+    /// up, or waits on a blocking dead letter (only an operator moves it).
+    pub fn is_idle(&self) -> Result<bool, ReadError> {
+        for (group, partitions) in self.lag()? {
+            for p in partitions.iter().filter(|p| p.lag > 0) {
+                let key = DeadLetterKey {
+                    group: group.clone(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: p.committed,
+                };
+                if !self.log.dead_letter(&key)?.is_some_and(|d| d.blocking) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Returns once [`Host::is_idle`]: woken by commits, re-checked periodically for retries
+    /// whose backoff ends without one.
+    pub async fn wait_until_idle(&self) -> Result<(), ReadError> {
+        let mut commits = self.log.commits();
+        loop {
+            commits.borrow_and_update();
+            if self.is_idle()? {
+                return Ok(());
+            }
+            // A closed watch cannot happen while we hold the log; the timeout covers it anyway.
+            let _ = tokio::time::timeout(IDLE_RECHECK, commits.changed()).await;
+        }
+    }
+
+    /// Stops every group after its in-flight batch, then closes the log (the writer drains
+    /// and joins once the last handle is gone). Returns what each group did.
+    pub async fn shutdown(self) -> Vec<GroupReport> {
+        // Stop all groups at once: each finishes its in-flight batch in parallel.
+        let stopping: Vec<_> = self
+            .groups
+            .into_iter()
+            .map(|handle| {
+                tokio::spawn(async move {
+                    let metrics = handle.metrics().clone();
+                    let group = handle.stop().await;
+                    GroupReport {
+                        name: group.name().to_owned(),
+                        events_processed: metrics.events_processed.load(Ordering::Relaxed),
+                        batches_committed: metrics.batches_committed.load(Ordering::Relaxed),
+                        failed_calls: metrics.failed_calls.load(Ordering::Relaxed),
+                        dead_lettered: metrics.dead_lettered_total.load(Ordering::Relaxed),
+                    }
+                })
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for task in stopping {
+            let report = task.await.expect("stopping a consumer group panicked");
+            tracing::info!(group = %report.name, events = report.events_processed, batches = report.batches_committed, "consumer group stopped");
+            reports.push(report);
+        }
+        drop(self.aggregates);
+        drop(self.log);
+        reports
+    }
+
+    fn consumers(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.config.plugins.iter().filter_map(|p| match &p.role {
+            Role::Consumer(g) => Some((g.name.as_str(), g.topics.as_slice())),
+            Role::Aggregate { .. } => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
