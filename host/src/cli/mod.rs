@@ -4,6 +4,7 @@ mod bench;
 mod bench_groups;
 mod bench_plugins;
 mod demo;
+mod dlq;
 mod run;
 
 use std::process::ExitCode;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the order example end to end on a fresh embedded data directory.
     Demo(demo::Args),
+    /// Dead letters of a stopped host: list, show, retry, discard.
+    Dlq(dlq::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
     /// Measure throughput and print a table.
@@ -58,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
+        Command::Dlq(args) => dlq::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

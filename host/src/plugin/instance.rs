@@ -146,6 +146,7 @@ impl PluginInstance {
         let live = self.live()?;
         live.store.set_epoch_deadline(ticks);
         live.store.data_mut().limiter.breach = None;
+        live.store.data().stderr_tail.clear();
         live.store.data().clock.store(now_ms, Ordering::Relaxed);
         let Live { store, exports } = live;
         match f(store, exports) {
@@ -425,8 +426,13 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
             FailureKind::Deadline,
             "deadline: the call ran past its time limit and was interrupted".to_owned(),
         ),
-        (None, Some(t)) => (FailureKind::Trap, format!("trap: {t}")),
+        (None, Some(t)) => (FailureKind::Trap, t.to_string()),
         (None, None) => (FailureKind::Host, root_message(&err)),
+    };
+    // A Rust guest's panic message goes to stderr just before the trap: keep it with the failure.
+    let message = match store.data().stderr_tail.text() {
+        Some(stderr) => format!("{message}; guest stderr: {stderr}"),
+        None => message,
     };
     CallFailure {
         kind,

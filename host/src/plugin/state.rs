@@ -23,21 +23,53 @@ pub(crate) struct HostState {
     /// handled, so a replay sees the same clock (DESIGN §4 invariant 8).
     pub clock: Arc<AtomicU64>,
     pub read_model: Option<ReadModelSession>,
+    /// The guest's last stderr lines (a Rust panic message lands there), for failure reports.
+    pub stderr_tail: StderrTail,
+}
+
+/// The last few lines a guest wrote to stderr during the current call.
+#[derive(Clone, Default)]
+pub(crate) struct StderrTail(Arc<std::sync::Mutex<std::collections::VecDeque<String>>>);
+
+/// Lines kept: enough for a panic message, bounded against floods.
+const TAIL_LINES: usize = 4;
+
+impl StderrTail {
+    fn push(&self, line: &str) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line.to_owned());
+    }
+
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The kept lines, joined; `None` when the guest wrote nothing.
+    pub fn text(&self) -> Option<String> {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        (!t.is_empty()).then(|| t.iter().cloned().collect::<Vec<_>>().join(" | "))
+    }
 }
 
 impl HostState {
     pub fn new(plugin: Arc<str>, limits: Limits) -> Self {
         let clock = Arc::new(AtomicU64::new(0));
+        let stderr_tail = StderrTail::default();
         // Nothing is granted: no preopened directories, no environment, no arguments, no
         // sockets (WasiCtxBuilder denies network by default), clocks from the envelope.
         let wasi = WasiCtxBuilder::new()
             .stdout(GuestOutput {
                 plugin: plugin.clone(),
                 stream: "stdout",
+                recent: None,
             })
             .stderr(GuestOutput {
                 plugin: plugin.clone(),
                 stream: "stderr",
+                recent: Some(stderr_tail.clone()),
             })
             .wall_clock(EnvelopeClock(clock.clone()))
             .monotonic_clock(EnvelopeClock(clock.clone()))
@@ -52,6 +84,7 @@ impl HostState {
             limiter: Limiter::new(limits),
             clock,
             read_model: None,
+            stderr_tail,
         }
     }
 }
@@ -90,6 +123,7 @@ impl wasmtime_wasi::HostMonotonicClock for EnvelopeClock {
 struct GuestOutput {
     plugin: Arc<str>,
     stream: &'static str,
+    recent: Option<StderrTail>,
 }
 
 impl IsTerminal for GuestOutput {
@@ -103,6 +137,7 @@ impl StdoutStream for GuestOutput {
         Box::new(LineWriter {
             plugin: self.plugin.clone(),
             stream: self.stream,
+            recent: self.recent.clone(),
             line: Vec::new(),
         })
     }
@@ -111,6 +146,7 @@ impl StdoutStream for GuestOutput {
 struct LineWriter {
     plugin: Arc<str>,
     stream: &'static str,
+    recent: Option<StderrTail>,
     line: Vec<u8>,
 }
 
@@ -120,7 +156,11 @@ impl LineWriter {
     fn emit(&mut self) {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
-            tracing::info!(target: "factline::guest", plugin = &*self.plugin, stream = self.stream, "{}", text.trim_end());
+            let text = text.trim_end();
+            tracing::info!(target: "factline::guest", plugin = &*self.plugin, stream = self.stream, "{text}");
+            if let Some(recent) = &self.recent {
+                recent.push(text);
+            }
             self.line.clear();
         }
     }

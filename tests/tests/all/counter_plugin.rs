@@ -5,7 +5,7 @@
 //! (0 lost, 0 applied twice). One stop is a SIGTERM, which must finish cleanly with status 0.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -34,7 +34,7 @@ type Appended = Vec<Vec<usize>>;
 #[test]
 fn sigkill_at_random_moments_never_loses_or_doubles_an_effect() {
     let started = Instant::now();
-    let bin = factline_binary();
+    let bin = crate::support::factline_binary();
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let appended = append_events(&data_dir);
@@ -113,24 +113,6 @@ fn sigkill_at_random_moments_never_loses_or_doubles_an_effect() {
         mid_stream >= KILLS / 2,
         "only {mid_stream} stops happened before the host caught up: slow it down (batch size)"
     );
-}
-
-/// The `factline` binary next to this test binary (`target/debug/deps/all-…` →
-/// `target/debug/factline`); `cargo test --workspace` builds it.
-fn factline_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in <target>/<profile>/deps");
-    let bin = profile_dir.join(format!("factline{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "the factline binary is missing at {}: run the tests with `cargo test --workspace` (which \
-         builds it), or `cargo build -p factline-host` first",
-        bin.display()
-    );
-    bin
 }
 
 /// Appends `EVENTS` events of the four types, `PER_APPEND` per append, round-robin over

@@ -178,3 +178,102 @@ fn discarding_a_blocking_dead_letter_moves_its_partition_past_it() {
 fn group_version(rt: &PluginRuntime, path: &str) -> String {
     projection(rt, path).version()
 }
+
+/// The DLQ through the real binary: `factline run` parks the poison event, then `factline dlq`
+/// lists and shows it, and retries it against a fixed plugin version.
+#[test]
+fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let log = crate::support::log(&data, &[("item", 2)]);
+        for i in 0..10 {
+            let poison = i == 4;
+            let payload = crate::support::msgpack(serde_json::json!({ "poison": poison }));
+            log.append(
+                &format!("item-{i}"),
+                factline_host::event::ExpectedVersion::NoStream,
+                vec![factline_host::event::NewEvent::new("item.a", payload)],
+            )
+            .unwrap();
+        }
+    }
+    let write_config = |component: &str| {
+        let text = format!(
+            "data_dir = {data:?}\n[[topics]]\nname = \"item\"\npartitions = 2\n\n[[plugins]]\nname = \"counts\"\nkind = \"projector\"\ncomponent = {component:?}\nsubscriptions = [\"item\"]\nretry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\ndead_letter = \"skip\"\n"
+        );
+        let path = dir.path().join("factline.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let bin = crate::support::factline_binary();
+    let config = write_config(factline_tests::POISON_PLUGIN);
+    let out = Command::new(&bin)
+        .args(["run", "--exit-when-idle", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dlq = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .arg("dlq")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: serde_json::Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
+    let letters = listed.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{listed:#}");
+    let l = &letters[0];
+    assert_eq!(
+        (l["failure_kind"].as_str(), l["attempts"].as_u64()),
+        (Some("trap"), Some(2))
+    );
+    let (topic, partition, offset) = (
+        l["topic"].as_str().unwrap().to_owned(),
+        l["partition"].as_u64().unwrap().to_string(),
+        l["offset"].as_u64().unwrap().to_string(),
+    );
+    let key = [
+        "counts",
+        topic.as_str(),
+        partition.as_str(),
+        offset.as_str(),
+    ];
+    let shown = dlq(&[&["show"][..], &key[..]].concat());
+    assert!(
+        shown.contains("guest stderr") && shown.contains("poisoned item.a"),
+        "the panic message is kept: {shown}"
+    );
+    assert!(
+        shown.contains("guest backtrace")
+            && shown.contains("Poison as factline_guest::projector::Projector"),
+        "{shown}"
+    );
+
+    // Deploy the fixed version (config now names it) and retry: the event is counted once.
+    write_config(factline_tests::POISON_FIXED_PLUGIN);
+    let retried = dlq(&[&["retry"][..], &key[..]].concat());
+    assert!(retried.contains("Reprocessed"), "{retried}");
+    assert!(dlq(&["list"]).contains("no dead letters"));
+    let log = crate::support::log(&data, &[("item", 2)]);
+    let count = factline_host::projector::query(&log, "counts", "count/item.a")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rmp_serde::from_slice::<u64>(&count).unwrap(), 10);
+}

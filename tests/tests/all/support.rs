@@ -47,3 +47,21 @@ pub fn native_projector<P: factline_guest::Projector>(s: &factline_guest::scenar
     p.verify(&factline_guest::testing::run_projector::<P>(p))
         .unwrap_or_else(|m| panic!("native: {m}"));
 }
+
+/// The `factline` binary next to this test binary (`target/debug/deps/all-…` →
+/// `target/debug/factline`); `cargo test --workspace` builds it.
+pub fn factline_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let bin = profile_dir.join(format!("factline{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "the factline binary is missing at {}: run the tests with `cargo test --workspace` (which \
+         builds it), or `cargo build -p factline-host` first",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,179 @@
+//! `factline dlq ...`: the dead-letter queue of a stopped host's data directory (the running
+//! host holds the directory's lock; its admin API is where live operations belong).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use factline_host::config::{Config, Role};
+use factline_host::consumer::ConsumerGroup;
+use factline_host::log::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
+use factline_host::plugin::{PluginRuntime, RuntimeConfig};
+use factline_host::projector::WasmProjection;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The host's configuration file (names the data directory and the plugins).
+    #[arg(long, env = "FACTLINE_CONFIG")]
+    config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Parked events, oldest first.
+    List {
+        /// Only this consumer group.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// One parked event with its failure and guest backtrace.
+    Show(Key),
+    /// Redeliver the event to the configured plugin version (`skip`: run it now and commit
+    /// its effects; `block`: unblock the partition so the host resumes at it).
+    Retry(Key),
+    /// Drop the event (a `block`ed partition moves past it).
+    Discard(Key),
+}
+
+#[derive(clap::Args)]
+struct Key {
+    group: String,
+    topic: String,
+    partition: u32,
+    offset: u64,
+}
+
+impl Key {
+    fn key(&self) -> DeadLetterKey {
+        DeadLetterKey {
+            group: self.group.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let log = match EventLog::open(
+        &config.data_dir,
+        LogOptions::with_topics(config.topics.iter().cloned()),
+    ) {
+        Err(OpenError::AlreadyOpen { path }) => anyhow::bail!(
+            "{path} is in use by a running factline host; stop it first (dead letters of a running host are managed through its admin API)"
+        ),
+        other => other.context("opening the data directory")?,
+    };
+    match args.action {
+        Action::List { group } => {
+            let letters = log.dead_letters(group.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                print_table(&letters);
+            }
+        }
+        Action::Show(k) => {
+            let letter = log
+                .dead_letter(&k.key())?
+                .with_context(|| format!("no dead letter at {}", describe(&k.key())))?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&letter)?);
+            } else {
+                print_one(&letter);
+            }
+        }
+        Action::Retry(k) => {
+            let mut group = open_group(&config, &log, &k.group)?;
+            let outcome = group.retry_dead_letter(&k.key())?;
+            println!("{}: {outcome:?}", describe(&k.key()));
+        }
+        Action::Discard(k) => {
+            let mut group = open_group(&config, &log, &k.group)?;
+            group.discard_dead_letter(&k.key())?;
+            println!("{}: discarded", describe(&k.key()));
+        }
+    }
+    Ok(())
+}
+
+/// The group as the host would run it, with the configured (current) plugin version.
+fn open_group(config: &Config, log: &EventLog, name: &str) -> anyhow::Result<ConsumerGroup> {
+    let plugin = config
+        .plugin(name)
+        .with_context(|| format!("no plugin named {name:?} in the configuration"))?;
+    let Role::Consumer(group) = &plugin.role else {
+        anyhow::bail!("{name} is an aggregate, not a consumer group");
+    };
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        ..RuntimeConfig::default()
+    })?;
+    let loaded = runtime.load_file(
+        &plugin.name,
+        plugin.kind,
+        &plugin.component,
+        plugin.limits.clone(),
+        plugin.label.clone(),
+    )?;
+    let projection = WasmProjection::new(loaded.instantiate()?)?;
+    Ok(ConsumerGroup::new(
+        log.clone(),
+        group.clone(),
+        Box::new(projection),
+    )?)
+}
+
+fn describe(k: &DeadLetterKey) -> String {
+    format!("{} {}/{}@{}", k.group, k.topic, k.partition, k.offset)
+}
+
+fn print_table(letters: &[DeadLetter]) {
+    if letters.is_empty() {
+        println!("no dead letters");
+        return;
+    }
+    println!(
+        "{:<20} {:<24} {:<22} {:<13} {:>8} {:<6} message",
+        "group", "position", "event type", "failure", "attempts", "block"
+    );
+    for l in letters {
+        let position = format!("{}/{}@{}", l.topic, l.partition, l.offset);
+        let message: String = l.message.chars().take(60).collect();
+        println!(
+            "{:<20} {:<24} {:<22} {:<13} {:>8} {:<6} {message}",
+            l.group, position, l.event_type, l.failure_kind, l.attempts, l.blocking
+        );
+    }
+}
+
+fn print_one(l: &DeadLetter) {
+    println!("group          {}", l.group);
+    println!("position       {}/{}@{}", l.topic, l.partition, l.offset);
+    println!(
+        "event          {} {} (stream {})",
+        l.event_type, l.event_id, l.stream
+    );
+    println!("failure        {}: {}", l.failure_kind, l.message);
+    println!("attempts       {}", l.attempts);
+    println!("plugin version {}", l.plugin_version);
+    println!("first failure  {} ms", l.first_failed_at);
+    println!("last failure   {} ms", l.last_failed_at);
+    println!(
+        "policy         {}",
+        if l.blocking {
+            "block (partition waits)"
+        } else {
+            "skip (partition went on)"
+        }
+    );
+    if let Some(bt) = &l.backtrace {
+        println!("guest backtrace:\n{bt}");
+    }
+}
