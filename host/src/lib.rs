@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod event;
 pub mod host;
 pub mod log;
+pub mod outbox;
 pub mod plugin;
 pub mod projector;
 pub mod scenario;

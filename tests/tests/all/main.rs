@@ -10,6 +10,7 @@ mod log_model;
 mod log_race;
 mod order;
 mod order_summary;
+mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
 mod support;
