@@ -50,7 +50,7 @@ impl StderrTail {
     /// The kept lines, joined; `None` when the guest wrote nothing.
     pub fn text(&self) -> Option<String> {
         let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        (!t.is_empty()).then(|| t.iter().cloned().collect::<Vec<_>>().join(" | "))
+        (!t.is_empty()).then(|| t.iter().cloned().collect::<Vec<_>>().join(" "))
     }
 }
 

@@ -191,3 +191,80 @@ fn compiled_artifacts_are_cached_and_a_corrupt_entry_is_recompiled() {
         "the entry was replaced"
     );
 }
+
+/// A plugin that tries every ambient authority gets none of it: no files, no environment, no
+/// arguments, no sockets; its clock reads the command's time (deterministic replay).
+#[test]
+fn a_plugin_sees_no_files_env_args_or_network_and_a_deterministic_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "hostile",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        Limits::default(),
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let before = factline_host::event::now_millis();
+    let out = h.handle(cmd("probe")).unwrap();
+    let after = factline_host::event::now_millis();
+    let probed = factline_guest::codec::msgpack_to_json(&out.events[0].payload).unwrap();
+    for key in ["file", "dir", "socket"] {
+        assert!(
+            probed[key].as_str().unwrap().starts_with("denied"),
+            "{key}: {probed}"
+        );
+    }
+    assert_eq!(probed["env"], serde_json::json!([]), "{probed}");
+    assert_eq!(probed["args"], serde_json::json!([]), "{probed}");
+    // The guest's "now" is the time the host received the command, not its own reading.
+    let now = probed["now_ms"].as_u64().unwrap();
+    assert!(
+        before <= now && now <= after,
+        "{now} not in [{before}, {after}]"
+    );
+}
+
+#[test]
+fn stack_overflow_and_oversized_output_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "hostile",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        Limits::default(),
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+
+    let stack = failure(h.handle(cmd("stack")));
+    assert_eq!(stack.kind, FailureKind::Trap, "{stack:?}");
+    assert!(stack.message.contains("stack"), "{}", stack.message);
+
+    // With room to build it (1 GiB), a 100 MiB event still exceeds the 16 MiB output limit.
+    let roomy = Limits {
+        memory_bytes: 1 << 30,
+        ..Limits::default()
+    };
+    let plugin = load(
+        &rt,
+        "hostile",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        roomy,
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let big = failure(h.handle(cmd("big")));
+    assert_eq!(big.kind, FailureKind::BadOutput, "{big:?}");
+    assert!(big.message.contains("over the limit"), "{}", big.message);
+
+    assert_eq!(
+        h.handle(cmd("ok")).unwrap().version,
+        1,
+        "nothing else was appended"
+    );
+}

@@ -1,6 +1,8 @@
 //! A test-only aggregate that misbehaves on purpose, so the host's tests can prove fault
 //! isolation: `trap` panics (a trap), `alloc` allocates without bound, `loop` never returns,
-//! `ok` behaves and emits `hostile.ok`.
+//! `stack` recurses without bound, `big` returns a 100 MiB event, `probe` tries every ambient
+//! authority (files, environment, arguments, sockets, clock) and reports what it got, `ok`
+//! behaves and emits `hostile.ok`.
 
 use std::hint::black_box;
 
@@ -19,6 +21,9 @@ pub enum Command {
     Trap,
     Alloc,
     Loop,
+    Stack,
+    Big,
+    Probe,
     Ok,
 }
 
@@ -26,6 +31,50 @@ pub enum Command {
 pub enum Event {
     #[serde(rename = "hostile.ok")]
     Ok,
+    #[serde(rename = "hostile.big")]
+    Big { blob: String },
+    /// What the sandbox let the plugin see.
+    #[serde(rename = "hostile.probed")]
+    Probed {
+        file: String,
+        dir: String,
+        env: Vec<String>,
+        args: Vec<String>,
+        socket: String,
+        now_ms: u64,
+    },
+}
+
+fn recurse(depth: u64) -> u64 {
+    // black_box stops the compiler from turning this into a loop.
+    black_box(depth) + recurse(black_box(depth + 1))
+}
+
+fn probe() -> Event {
+    let file = match std::fs::read_to_string("/etc/passwd") {
+        Ok(text) => format!("read {} bytes", text.len()),
+        Err(e) => format!("denied: {e}"),
+    };
+    let dir = match std::fs::read_dir("/") {
+        Ok(entries) => format!("listed {} entries", entries.count()),
+        Err(e) => format!("denied: {e}"),
+    };
+    let socket = match std::net::TcpStream::connect("127.0.0.1:7070") {
+        Ok(_) => "connected".to_owned(),
+        Err(e) => format!("denied: {e}"),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Event::Probed {
+        file,
+        dir,
+        env: std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
+        args: std::env::args().collect(),
+        socket,
+        now_ms,
+    }
 }
 
 impl Aggregate for Hostile {
@@ -51,13 +100,20 @@ impl Aggregate for Hostile {
                     spins = black_box(spins.wrapping_add(1));
                 }
             }
+            Command::Stack => Ok(vec![Event::Big {
+                blob: recurse(0).to_string(),
+            }]),
+            Command::Big => Ok(vec![Event::Big {
+                blob: "x".repeat(100 << 20),
+            }]),
+            Command::Probe => Ok(vec![probe()]),
             Command::Ok => Ok(vec![Event::Ok]),
         }
     }
 
     fn evolve(&mut self, event: Event, _meta: &EventMeta) {
-        match event {
-            Event::Ok => self.ok_count += 1,
+        if event == Event::Ok {
+            self.ok_count += 1;
         }
     }
 }
