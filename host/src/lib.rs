@@ -9,6 +9,7 @@ pub mod config;
 pub mod consumer;
 pub mod event;
 pub mod host;
+pub mod http;
 pub mod log;
 pub mod outbox;
 pub mod plugin;

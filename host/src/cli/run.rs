@@ -1,6 +1,7 @@
 //! `factline run --config FILE`: the long-running host. The assembly lives in the library
 //! (`factline_host::host::Host`); this is the process glue: signals, the ready line, exit code.
 
+use std::future::IntoFuture;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -38,7 +39,20 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
     // default action (termination mid-batch).
     let mut stop = StopSignals::install()?;
     let data_dir = config.data_dir.clone();
-    let host = Host::start(config)?;
+    // Bind first: a taken address must refuse the start before any group runs.
+    let listener = tokio::net::TcpListener::bind(config.http.address)
+        .await
+        .with_context(|| format!("binding the HTTP API to {}", config.http.address))?;
+    let address = listener.local_addr()?;
+    let host = std::sync::Arc::new(Host::start(config)?);
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, factline_host::http::router(host.clone()))
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .into_future(),
+    );
     for p in host.plugins() {
         eprintln!(
             "factline: loaded {} {} version {} (cache {}, {} ms)",
@@ -50,7 +64,7 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "factline: data directory {}, {} consumer group(s) started",
+        "factline: data directory {}, {} consumer group(s) started, HTTP API on http://{address}",
         data_dir.display(),
         host.groups().len()
     );
@@ -71,6 +85,15 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         Err(e) => format!("checking consumer lag failed ({e})"),
     };
     eprintln!("factline: {reason}; stopping the consumer groups after their in-flight batch");
+    // In-flight requests finish first; then the host is ours alone again.
+    let _ = stop_http.send(());
+    match server.await {
+        Ok(Err(e)) => eprintln!("factline: HTTP server error: {e}"),
+        Err(e) => eprintln!("factline: HTTP server task failed: {e}"),
+        Ok(Ok(())) => {}
+    }
+    let host = std::sync::Arc::try_unwrap(host)
+        .map_err(|_| anyhow::anyhow!("the HTTP server still holds the host after shutdown"))?;
     for g in host.shutdown().await {
         eprintln!(
             "factline: group {} processed {} events in {} batches ({} failed calls, {} dead-lettered)",

@@ -74,6 +74,7 @@ struct RawPlugin {
     start: Option<Spanned<RawStart>>,
     batch_size: Option<Spanned<usize>>,
     max_events_in_memory: Option<Spanned<usize>>,
+    concurrency: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +197,7 @@ pub(super) fn parse(
                         "max_events_in_memory",
                         p.max_events_in_memory.as_ref().map(|s| s.span()),
                     ),
+                    ("concurrency", p.concurrency.as_ref().map(|s| s.span())),
                 ];
                 if let Some((key, Some(span))) =
                     consumer_keys.into_iter().find(|(_, s)| s.is_some())
@@ -269,6 +271,9 @@ pub(super) fn parse(
                 if let Some(m) = &p.max_events_in_memory {
                     group.max_events_in_memory =
                         positive(&c, m, "max_events_in_memory", Some(&name))?;
+                }
+                if let Some(n) = &p.concurrency {
+                    group.concurrency = positive(&c, n, "concurrency", Some(&name))?;
                 }
                 Role::Consumer(group)
             }

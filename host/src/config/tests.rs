@@ -69,6 +69,7 @@ fn the_example_parses() {
     assert_eq!(g.name, "order-summary");
     assert_eq!(g.topics, vec!["order".to_owned()]);
     assert_eq!(g.batch_size, 256);
+    assert_eq!(g.concurrency, 1);
     assert_eq!(g.start, StartFrom::Earliest);
     assert_eq!(g.on_dead_letter, DeadLetterPolicy::Skip);
     assert_eq!(g.retry, crate::consumer::RetryPolicy::default());
@@ -80,7 +81,7 @@ fn defaults_and_every_form_of_the_consumer_keys() {
     assert_eq!(c.http.address.to_string(), DEFAULT_HTTP_ADDRESS);
     assert!(c.workers >= 1);
     let text = format!(
-        "{MINIMAL}version = \"2\"\nstart = {{ offset = 42 }}\ndead_letter = \"block\"\nbatch_size = 200\nretry = {{ base_ms = 5, max_attempts = 2 }}\nlimits = {{ call_timeout_ms = 250 }}\n"
+        "{MINIMAL}version = \"2\"\nstart = {{ offset = 42 }}\ndead_letter = \"block\"\nbatch_size = 200\nconcurrency = 4\nretry = {{ base_ms = 5, max_attempts = 2 }}\nlimits = {{ call_timeout_ms = 250 }}\n"
     );
     let c = parse(&text).unwrap();
     let p = c.plugin("counter").unwrap();
@@ -90,6 +91,7 @@ fn defaults_and_every_form_of_the_consumer_keys() {
     assert_eq!(g.start, StartFrom::Offset(42));
     assert_eq!(g.on_dead_letter, DeadLetterPolicy::Block);
     assert_eq!(g.batch_size, 200);
+    assert_eq!(g.concurrency, 4);
     assert_eq!(g.retry.base, Duration::from_millis(5));
     assert_eq!(g.retry.max_attempts, 2);
     assert_eq!(g.retry.cap, crate::consumer::RetryPolicy::default().cap);
@@ -209,6 +211,11 @@ fn bad_values_are_refused_with_their_line() {
             "subscriptions = [\"tick\"]",
             "subscriptions = [\"tick\"]\nbatch_size = 0",
             "`batch_size` of plugin \"counter\" must be at least 1",
+        ),
+        (
+            "subscriptions = [\"tick\"]",
+            "subscriptions = [\"tick\"]\nconcurrency = 0",
+            "`concurrency` of plugin \"counter\" must be at least 1",
         ),
         (
             "subscriptions = [\"tick\"]",

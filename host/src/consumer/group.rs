@@ -1,18 +1,24 @@
 //! One consumer group: a handler's committed offsets over every partition of its topics, the
 //! batches it processes, its retries and its dead letters.
 //!
-//! A group drives ONE projection instance and runs one batch at a time, interleaving its
-//! partitions round-robin. That is what keeps read-modify-write on the group's read-model scope
-//! safe: every batch reads a snapshot and commits its writes before the next batch of any of the
-//! group's partitions reads, so two partitions never race on a shared key. Concurrency comes from
-//! running many groups at once (`runner.rs`).
+//! A group splits its partitions over `concurrency` lanes (partition i -> lane i % N, over the
+//! partitions of all its topics in order). A lane owns one projection instance and its
+//! partitions, and runs one batch at a time, interleaving them round-robin, each in offset
+//! order. Lanes of one group may run at once (`runner.rs`), and two of them may read-modify-write
+//! the same read-model key: every batch commits with the read checks of its session, so the
+//! writer refuses a batch whose snapshot reads changed since (`CommitError::ReadConflict`) and
+//! the lane re-runs it on a fresh snapshot. Batches of one group are therefore serializable; no
+//! update is lost. With one lane (the default) this is the serial group it always was.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::event::{Event, now_millis};
-use crate::log::{CommitError, DeadLetter, DeadLetterKey, EventLog, HandlerCommit, ReadError};
+use crate::log::{
+    CommitError, DeadLetter, DeadLetterKey, EventLog, HandlerCommit, ReadCheck, ReadError,
+    ReadModelWrite,
+};
 use crate::plugin::{CallFailure, ReadModelSession};
 use crate::projector::{MAX_VALUE_BYTES, Projection};
 
@@ -38,12 +44,15 @@ pub struct GroupConfig {
     pub topics: Vec<String>,
     /// Most events per plugin call.
     pub batch_size: usize,
-    /// Most events the group holds in memory at once (backpressure). The group holds one batch
-    /// at a time, so this caps the batch size.
+    /// Most events the group holds in memory at once (backpressure). Each lane holds one batch
+    /// at a time, so this caps a lane's batch at its share (at least one event).
     pub max_events_in_memory: usize,
     pub retry: RetryPolicy,
     pub on_dead_letter: DeadLetterPolicy,
     pub start: StartFrom,
+    /// Lanes: how many batches of this group may run at once (each lane its own projection
+    /// instance and a share of the partitions). 1 = serial. Capped at the partition count.
+    pub concurrency: usize,
 }
 
 impl GroupConfig {
@@ -56,11 +65,15 @@ impl GroupConfig {
             retry: RetryPolicy::default(),
             on_dead_letter: DeadLetterPolicy::default(),
             start: StartFrom::default(),
+            concurrency: 1,
         }
     }
 
-    fn batch_limit(&self) -> usize {
-        self.batch_size.min(self.max_events_in_memory).max(1)
+    /// Most events per batch on each of `lanes` lanes.
+    fn batch_limit(&self, lanes: usize) -> usize {
+        self.batch_size
+            .min(self.max_events_in_memory / lanes.max(1))
+            .max(1)
     }
 }
 
@@ -89,6 +102,15 @@ pub enum ConsumerError {
         key: Box<DeadLetterKey>,
         failure: Box<CallFailure>,
     },
+    /// `concurrency > 1` needs a projection that can make more instances of itself.
+    #[error("group {group} wants {lanes} lanes but its projection runs on one lane only")]
+    NotReplicable { group: String, lanes: usize },
+    /// Making another lane's projection instance failed.
+    #[error("instantiating another lane's projection for group {group}: {failure}")]
+    Replicate {
+        group: String,
+        failure: Box<CallFailure>,
+    },
 }
 
 /// Counters for metrics; shared with whoever reports them.
@@ -100,6 +122,8 @@ pub struct GroupMetrics {
     pub failed_calls: AtomicU64,
     /// Events parked in the dead-letter queue (`dlq_messages_total`).
     pub dead_lettered_total: AtomicU64,
+    /// Batches re-run because another lane changed what they read (not failures).
+    pub read_conflicts: AtomicU64,
 }
 
 /// One partition's consumer lag.
@@ -179,13 +203,13 @@ impl PartitionState {
     }
 }
 
-/// A consumer group running one projection. See the module docs for why it is serial.
+/// A consumer group: its lanes, each one projection instance over a share of the partitions.
+/// See the module docs for why lanes may run at once.
 pub struct ConsumerGroup {
     log: EventLog,
-    config: GroupConfig,
-    projection: Box<dyn Projection>,
-    partitions: Vec<PartitionState>,
-    /// Round-robin position, so a busy partition cannot starve the others.
+    config: Arc<GroupConfig>,
+    lanes: Vec<Lane>,
+    /// Which lane [`ConsumerGroup::step`] tries first, so one busy lane cannot starve the others.
     cursor: usize,
     metrics: Arc<GroupMetrics>,
 }
@@ -194,14 +218,39 @@ impl std::fmt::Debug for ConsumerGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerGroup")
             .field("config", &self.config)
-            .field("partitions", &self.partitions)
+            .field("lanes", &self.lanes)
             .finish_non_exhaustive()
     }
+}
+
+/// `first` plus `lanes - 1` replicas of it, all made before anything is replaced, so a failure
+/// leaves the caller's projections as they were.
+pub(super) fn replicas(
+    group: &str,
+    first: Box<dyn Projection>,
+    lanes: usize,
+) -> Result<Vec<Box<dyn Projection>>, ConsumerError> {
+    let mut out = Vec::with_capacity(lanes);
+    for _ in 1..lanes {
+        let replica = first
+            .replicate()
+            .ok_or_else(|| ConsumerError::NotReplicable {
+                group: group.to_owned(),
+                lanes,
+            })?;
+        out.push(replica.map_err(|failure| ConsumerError::Replicate {
+            group: group.to_owned(),
+            failure: Box::new(failure),
+        })?);
+    }
+    out.insert(0, first);
+    Ok(out)
 }
 
 impl ConsumerGroup {
     /// Opens the group: resumes from committed offsets; on partitions without one, commits the
     /// configured start (so a `Latest` start is fixed once, not re-evaluated at each restart).
+    /// With `concurrency > 1`, the other lanes run replicas of `projection`.
     pub fn new(
         log: EventLog,
         config: GroupConfig,
@@ -242,13 +291,34 @@ impl ConsumerGroup {
                 partitions.push(state);
             }
         }
+        // A lane without partitions would only hold an idle instance.
+        let lanes = config.concurrency.clamp(1, partitions.len().max(1));
+        let projections = replicas(&config.name, projection, lanes)?;
+        let batch_limit = config.batch_limit(lanes);
+        let config = Arc::new(config);
+        let metrics = Arc::<GroupMetrics>::default();
+        let mut lanes: Vec<Lane> = projections
+            .into_iter()
+            .map(|projection| Lane {
+                log: log.clone(),
+                config: config.clone(),
+                projection,
+                partitions: Vec::new(),
+                cursor: 0,
+                batch_limit,
+                metrics: metrics.clone(),
+            })
+            .collect();
+        let n = lanes.len();
+        for (i, p) in partitions.into_iter().enumerate() {
+            lanes[i % n].partitions.push(p);
+        }
         Ok(ConsumerGroup {
             log,
             config,
-            projection,
-            partitions,
+            lanes,
             cursor: 0,
-            metrics: Arc::default(),
+            metrics,
         })
     }
 
@@ -268,21 +338,25 @@ impl ConsumerGroup {
         &self.metrics
     }
 
-    /// Replaces the projection (a new plugin version) between batches. Pending retries are due
-    /// at once: the new version deserves its own attempts.
-    pub fn swap_projection(&mut self, projection: Box<dyn Projection>) -> Box<dyn Projection> {
-        for p in &mut self.partitions {
-            p.retry = None;
+    /// Replaces the projection (a new plugin version) between batches, on every lane (the
+    /// others get replicas of `projection`). Pending retries are due at once: the new version
+    /// deserves its own attempts. Returns the first lane's old projection.
+    pub fn swap_projection(
+        &mut self,
+        projection: Box<dyn Projection>,
+    ) -> Result<Box<dyn Projection>, ConsumerError> {
+        let projections = replicas(&self.config.name, projection, self.lanes.len())?;
+        let mut old = None;
+        for (lane, p) in self.lanes.iter_mut().zip(projections) {
+            let previous = lane.swap_projection(p);
+            old.get_or_insert(previous);
         }
-        std::mem::replace(&mut self.projection, projection)
+        Ok(old.expect("a group has at least one lane"))
     }
 
     /// Partitions waiting on a dead letter (`block`): `(topic, partition, offset)`.
     pub fn blocked(&self) -> Vec<(String, u32, u64)> {
-        self.partitions
-            .iter()
-            .filter_map(|p| Some((p.topic.clone(), p.partition, p.blocked_at?)))
-            .collect()
+        self.lanes.iter().flat_map(Lane::blocked).collect()
     }
 
     /// Consumer lag per partition, from storage.
@@ -295,8 +369,187 @@ impl ConsumerGroup {
         self.log.dead_letters(Some(&self.config.name))
     }
 
-    /// Processes at most one batch of the next partition (round-robin) that has work.
+    /// Processes at most one batch: of the next lane (round-robin) that has work, and there of
+    /// its next partition (round-robin) that has work. Lanes run one after another here; a
+    /// runner runs them at once.
     pub fn step(&mut self) -> Result<Step, ConsumerError> {
+        let mut next_retry: Option<Instant> = None;
+        let n = self.lanes.len();
+        for i in 0..n {
+            let idx = (self.cursor + i) % n;
+            match self.lanes[idx].step()? {
+                Step::Idle {
+                    next_retry: Some(at),
+                } => {
+                    next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+                }
+                Step::Idle { next_retry: None } => {}
+                step => {
+                    self.cursor = (idx + 1) % n;
+                    return Ok(step);
+                }
+            }
+        }
+        Ok(Step::Idle { next_retry })
+    }
+
+    /// Steps until nothing is left to do, sleeping through retry backoffs; returns the events
+    /// consumed. Blocked partitions stay blocked. For tests, tools and catch-up runs.
+    pub fn run_until_idle(&mut self) -> Result<u64, ConsumerError> {
+        let mut total = 0u64;
+        loop {
+            match self.step()? {
+                Step::Progress { events } => total += events as u64,
+                Step::Failed => {}
+                Step::Idle { next_retry: None } => return Ok(total),
+                Step::Idle {
+                    next_retry: Some(at),
+                } => std::thread::sleep(at.saturating_duration_since(Instant::now())),
+            }
+        }
+    }
+
+    /// The lane that owns the dead letter's partition.
+    fn lane_of(&mut self, key: &DeadLetterKey) -> Result<&mut Lane, ConsumerError> {
+        let i = lane_index(&self.config.name, &self.lanes, key)?;
+        Ok(&mut self.lanes[i])
+    }
+
+    /// Redelivers a parked event to the current projection (of the lane owning its partition).
+    /// `skip`: runs that one event and commits its effects with the record's removal in one
+    /// transaction (the offset already passed it). `block`: removes the record; the partition
+    /// resumes at the event.
+    pub fn retry_dead_letter(
+        &mut self,
+        key: &DeadLetterKey,
+    ) -> Result<RetryOutcome, ConsumerError> {
+        self.lane_of(key)?.retry_dead_letter(key)
+    }
+
+    /// Drops a parked event for good. `block`: the partition moves past it in the same
+    /// transaction.
+    pub fn discard_dead_letter(&mut self, key: &DeadLetterKey) -> Result<(), ConsumerError> {
+        self.lane_of(key)?.discard_dead_letter(key)
+    }
+
+    /// Splits the group for a runner: the lanes go to their tasks, the rest (shareable across
+    /// threads, unlike a projection) stays with the handle until the lanes come back.
+    pub(super) fn into_parts(self) -> (Detached, Vec<Lane>) {
+        let detached = Detached {
+            log: self.log,
+            config: self.config,
+            metrics: self.metrics,
+        };
+        (detached, self.lanes)
+    }
+
+    /// The group again, from [`ConsumerGroup::into_parts`]'s parts (lanes in their order).
+    pub(super) fn from_parts(detached: Detached, lanes: Vec<Lane>) -> Self {
+        ConsumerGroup {
+            log: detached.log,
+            config: detached.config,
+            lanes,
+            cursor: 0,
+            metrics: detached.metrics,
+        }
+    }
+}
+
+/// A group whose lanes are out running.
+#[derive(Debug)]
+pub(super) struct Detached {
+    log: EventLog,
+    config: Arc<GroupConfig>,
+    metrics: Arc<GroupMetrics>,
+}
+
+/// Index of the lane owning `key`'s partition, if `key` is one of `group`'s.
+fn lane_index(group: &str, lanes: &[Lane], key: &DeadLetterKey) -> Result<usize, ConsumerError> {
+    if key.group != group {
+        return Err(ConsumerError::NotThisGroup(Box::new(key.clone())));
+    }
+    lanes
+        .iter()
+        .position(|l| l.owns(&key.topic, key.partition))
+        .ok_or_else(|| ConsumerError::NotThisGroup(Box::new(key.clone())))
+}
+
+/// A batch run through the projection: its outcome, writes and read checks.
+type Projected = (Result<(), CallFailure>, Vec<ReadModelWrite>, Vec<ReadCheck>);
+
+/// How a commit went.
+enum Committed {
+    Yes,
+    /// The offset fence refused it; the partition's state was re-read.
+    Fenced,
+    /// A read check failed; nothing changed: re-run the batch on a fresh snapshot.
+    ReadConflict,
+}
+
+/// One lane of a group: a projection instance and the partitions it processes, one batch at a
+/// time, round-robin, each partition in offset order.
+pub(super) struct Lane {
+    log: EventLog,
+    config: Arc<GroupConfig>,
+    projection: Box<dyn Projection>,
+    partitions: Vec<PartitionState>,
+    /// Round-robin position, so a busy partition cannot starve the others.
+    cursor: usize,
+    /// Its share of `max_events_in_memory`, capped by `batch_size`.
+    batch_limit: usize,
+    metrics: Arc<GroupMetrics>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    pub(super) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(super) fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// The partitions this lane processes: `(topic, partition)`.
+    pub(super) fn partitions(&self) -> Vec<(String, u32)> {
+        self.partitions
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect()
+    }
+
+    fn owns(&self, topic: &str, partition: u32) -> bool {
+        self.partitions
+            .iter()
+            .any(|p| p.topic == topic && p.partition == partition)
+    }
+
+    pub(super) fn swap_projection(
+        &mut self,
+        projection: Box<dyn Projection>,
+    ) -> Box<dyn Projection> {
+        for p in &mut self.partitions {
+            p.retry = None;
+        }
+        std::mem::replace(&mut self.projection, projection)
+    }
+
+    fn blocked(&self) -> Vec<(String, u32, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|p| Some((p.topic.clone(), p.partition, p.blocked_at?)))
+            .collect()
+    }
+
+    /// Processes at most one batch of the next partition (round-robin) that has work.
+    pub(super) fn step(&mut self) -> Result<Step, ConsumerError> {
         let now = Instant::now();
         let mut next_retry: Option<Instant> = None;
         let n = self.partitions.len();
@@ -319,7 +572,7 @@ impl ConsumerGroup {
                 next_retry = Some(next_retry.map_or(r.not_before, |t| t.min(r.not_before)));
                 continue;
             }
-            let limit = p.batch_limit(self.config.batch_limit());
+            let limit = p.batch_limit(self.batch_limit);
             let events = self
                 .log
                 .read_partition(&p.topic, p.partition, p.next(), limit)?;
@@ -332,22 +585,6 @@ impl ConsumerGroup {
         Ok(Step::Idle { next_retry })
     }
 
-    /// Steps until nothing is left to do, sleeping through retry backoffs; returns the events
-    /// consumed. Blocked partitions stay blocked. For tests, tools and catch-up runs.
-    pub fn run_until_idle(&mut self) -> Result<u64, ConsumerError> {
-        let mut total = 0u64;
-        loop {
-            match self.step()? {
-                Step::Progress { events } => total += events as u64,
-                Step::Failed => {}
-                Step::Idle { next_retry: None } => return Ok(total),
-                Step::Idle {
-                    next_retry: Some(at),
-                } => std::thread::sleep(at.saturating_duration_since(Instant::now())),
-            }
-        }
-    }
-
     fn process(&mut self, idx: usize, events: Vec<Event>) -> Result<Step, ConsumerError> {
         let from = self.partitions[idx].next();
         let relevant: Vec<Event> = events
@@ -355,40 +592,45 @@ impl ConsumerGroup {
             .filter(|e| self.projection.handles(&e.event_type))
             .cloned()
             .collect();
-        let (result, writes) = self.project(&relevant)?;
-        let failure = match result {
-            Ok(()) => {
-                let next = events.last().map_or(from, |e| e.offset + 1);
-                let p = &self.partitions[idx];
-                let commit = HandlerCommit {
-                    group: self.config.name.clone(),
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    expected_offset: p.committed,
-                    next_offset: next,
-                    read_model_writes: writes,
-                    ..Default::default()
-                };
-                if !self.commit(idx, commit)? {
-                    return Ok(Step::Progress { events: 0 });
-                }
-                let p = &mut self.partitions[idx];
-                p.committed = Some(next);
-                p.retry = None;
-                if p.isolation.as_ref().is_some_and(|iso| next >= iso.until) {
-                    p.isolation = None;
-                }
-                self.metrics
-                    .events_processed
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                self.metrics
-                    .batches_committed
-                    .fetch_add(1, Ordering::Relaxed);
-                return Ok(Step::Progress {
-                    events: events.len(),
-                });
+        let next = events.last().map_or(from, |e| e.offset + 1);
+        let failure = loop {
+            let (result, writes, read_checks) = self.project(&relevant)?;
+            if let Err(f) = result {
+                break f;
             }
-            Err(f) => f,
+            let p = &self.partitions[idx];
+            let commit = HandlerCommit {
+                group: self.config.name.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                expected_offset: p.committed,
+                next_offset: next,
+                read_model_writes: writes,
+                read_checks,
+                ..Default::default()
+            };
+            match self.commit(idx, commit)? {
+                Committed::Yes => {}
+                Committed::Fenced => return Ok(Step::Progress { events: 0 }),
+                // Another lane changed what this batch read: the same events again, on a
+                // fresh snapshot. Not a failure: no attempt is counted.
+                Committed::ReadConflict => continue,
+            }
+            let p = &mut self.partitions[idx];
+            p.committed = Some(next);
+            p.retry = None;
+            if p.isolation.as_ref().is_some_and(|iso| next >= iso.until) {
+                p.isolation = None;
+            }
+            self.metrics
+                .events_processed
+                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .batches_committed
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(Step::Progress {
+                events: events.len(),
+            });
         };
         self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
         // Which event failed: the plugin may say; a batch of one relevant event says itself.
@@ -485,8 +727,13 @@ impl ConsumerGroup {
             park: vec![record],
             ..Default::default()
         };
-        if !self.commit(idx, commit)? {
-            return Ok(Step::Progress { events: 0 });
+        match self.commit(idx, commit)? {
+            Committed::Yes => {}
+            // Parking reads nothing, so only the fence can refuse it; either way nothing was
+            // written and the partition's next step decides again.
+            Committed::Fenced | Committed::ReadConflict => {
+                return Ok(Step::Progress { events: 0 });
+            }
         }
         self.metrics
             .dead_lettered_total
@@ -504,35 +751,38 @@ impl ConsumerGroup {
         Ok(Step::Progress { events: 1 })
     }
 
-    /// Commits; `false` when the offset fence refused it (another runner moved the partition):
-    /// the stored offset is re-read and the partition continues from there.
-    fn commit(&mut self, idx: usize, commit: HandlerCommit) -> Result<bool, ConsumerError> {
+    /// Commits. When the offset fence refuses it (another runner moved the partition), the
+    /// stored offset is re-read and the partition continues from there.
+    fn commit(&mut self, idx: usize, commit: HandlerCommit) -> Result<Committed, ConsumerError> {
         match self.log.commit_handler(commit) {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Committed::Yes),
             Err(CommitError::OffsetMismatch { actual, .. }) => {
                 let p = &mut self.partitions[idx];
                 tracing::warn!(group = %self.config.name, topic = %p.topic, partition = p.partition, ?actual, "offset fence: the partition moved under this group; continuing from the stored offset");
                 p.committed = actual;
                 p.retry = None;
                 p.isolation = None;
-                Ok(false)
+                Ok(Committed::Fenced)
+            }
+            Err(CommitError::ReadConflict { .. }) => {
+                self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
+                Ok(Committed::ReadConflict)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn project(
-        &mut self,
-        events: &[Event],
-    ) -> Result<(Result<(), CallFailure>, Vec<crate::log::ReadModelWrite>), ReadError> {
+    /// Runs `events` through the projection on a fresh snapshot: the outcome, the writes and
+    /// what was read (the commit's read checks).
+    fn project(&mut self, events: &[Event]) -> Result<Projected, ReadError> {
         let session =
             ReadModelSession::new(&self.config.name, self.log.read_models()?, MAX_VALUE_BYTES);
         let (result, session) = self.projection.project(events, session);
-        let writes = match (&result, session) {
-            (Ok(()), Some(s)) => s.into_writes(),
-            _ => Vec::new(),
+        let (writes, checks) = match (&result, session) {
+            (Ok(()), Some(s)) => s.into_commit(),
+            _ => (Vec::new(), Vec::new()),
         };
-        Ok((result, writes))
+        Ok((result, writes, checks))
     }
 
     fn partition_index(&self, key: &DeadLetterKey) -> Result<usize, ConsumerError> {
@@ -545,10 +795,8 @@ impl ConsumerGroup {
             .ok_or_else(|| ConsumerError::NotThisGroup(Box::new(key.clone())))
     }
 
-    /// Redelivers a parked event to the current projection. `skip`: runs that one event and
-    /// commits its effects with the record's removal in one transaction (the offset already
-    /// passed it). `block`: removes the record; the partition resumes at the event.
-    pub fn retry_dead_letter(
+    /// [`ConsumerGroup::retry_dead_letter`] on the lane owning the partition.
+    pub(super) fn retry_dead_letter(
         &mut self,
         key: &DeadLetterKey,
     ) -> Result<RetryOutcome, ConsumerError> {
@@ -586,40 +834,49 @@ impl ConsumerGroup {
         } else {
             Vec::new()
         };
-        let (result, writes) = self.project(&relevant)?;
-        match result {
-            Ok(()) => {
-                self.log.commit_handler(HandlerCommit {
-                    read_model_writes: writes,
-                    ..base
-                })?;
-                Ok(RetryOutcome::Reprocessed)
-            }
-            Err(failure) => {
-                self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
-                // Count the attempt on the record (fenced by its existence).
-                let mut updated = self.dead_letter(
-                    &event,
-                    &failure,
-                    record.attempts + 1,
-                    record.first_failed_at,
-                );
-                updated.blocking = false;
-                self.log.commit_handler(HandlerCommit {
-                    park: vec![updated],
-                    ..base
-                })?;
-                Err(ConsumerError::RetryFailed {
-                    key: Box::new(key.clone()),
-                    failure: Box::new(failure),
-                })
-            }
+        loop {
+            let (result, writes, read_checks) = self.project(&relevant)?;
+            let failure = match result {
+                Ok(()) => {
+                    let commit = HandlerCommit {
+                        read_model_writes: writes,
+                        read_checks,
+                        ..base.clone()
+                    };
+                    match self.log.commit_handler(commit) {
+                        Ok(_) => return Ok(RetryOutcome::Reprocessed),
+                        // Other lanes run meanwhile: re-run on a fresh snapshot, as a batch would.
+                        Err(CommitError::ReadConflict { .. }) => {
+                            self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Err(failure) => failure,
+            };
+            self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
+            // Count the attempt on the record (fenced by its existence).
+            let mut updated = self.dead_letter(
+                &event,
+                &failure,
+                record.attempts + 1,
+                record.first_failed_at,
+            );
+            updated.blocking = false;
+            self.log.commit_handler(HandlerCommit {
+                park: vec![updated],
+                ..base
+            })?;
+            return Err(ConsumerError::RetryFailed {
+                key: Box::new(key.clone()),
+                failure: Box::new(failure),
+            });
         }
     }
 
-    /// Drops a parked event for good. `block`: the partition moves past it in the same
-    /// transaction.
-    pub fn discard_dead_letter(&mut self, key: &DeadLetterKey) -> Result<(), ConsumerError> {
+    /// [`ConsumerGroup::discard_dead_letter`] on the lane owning the partition.
+    pub(super) fn discard_dead_letter(&mut self, key: &DeadLetterKey) -> Result<(), ConsumerError> {
         let idx = self.partition_index(key)?;
         let record = self
             .log

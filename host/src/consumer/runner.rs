@@ -1,18 +1,22 @@
 //! Runs consumer groups concurrently on tokio: a bounded pool of workers (a semaphore) executes
-//! batches, one batch per group at a time, each on a blocking thread (plugin calls are
-//! synchronous). An idle group waits on the log's commit watch or its next retry, never polls.
+//! batches, each on a blocking thread (plugin calls are synchronous). A group runs one task per
+//! lane, so the lanes of one group run at once too (their commits are read-checked, see
+//! `group.rs`); each lane runs one batch at a time. An idle lane waits on the log's commit watch
+//! or its next retry, never polls.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::group::{ConsumerError, ConsumerGroup, GroupMetrics, RetryOutcome, Step};
+use super::group::{
+    ConsumerError, ConsumerGroup, Detached, GroupMetrics, Lane, RetryOutcome, Step, replicas,
+};
 use crate::log::DeadLetterKey;
 use crate::projector::Projection;
 
-/// How long a group waits after a storage error before it tries again.
+/// How long a lane waits after a storage error before it tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// A bounded pool of workers shared by many groups.
@@ -30,13 +34,23 @@ enum Command {
     Swap(Box<dyn Projection>, oneshot::Sender<()>),
 }
 
-/// A running group. Dead-letter operations go through it so they run between the group's
-/// batches (a redelivered event and a batch never race on the read model).
+/// One lane's task and its command queue.
+struct LaneTask {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<Lane>,
+    /// The partitions it owns, to route dead-letter operations without asking it.
+    owns: Vec<(String, u32)>,
+}
+
+/// A running group. Dead-letter operations go through it so they run between the batches of
+/// the lane owning the partition (a redelivered event and a batch of its partition never race;
+/// other lanes are fenced by read checks as usual).
 pub struct GroupHandle {
     name: String,
-    commands: mpsc::Sender<Command>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<ConsumerGroup>,
+    /// The group without its lanes, which the lane tasks hold until [`GroupHandle::stop`].
+    group: Detached,
+    lanes: Vec<LaneTask>,
+    stop: watch::Sender<bool>,
     metrics: Arc<GroupMetrics>,
 }
 
@@ -44,30 +58,43 @@ impl std::fmt::Debug for GroupHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupHandle")
             .field("name", &self.name)
+            .field("lanes", &self.lanes.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ConsumerPool {
-    /// A pool running at most `workers` batches at once (over all its groups).
+    /// A pool running at most `workers` batches at once (over all its groups and lanes).
     pub fn new(workers: usize) -> Self {
         ConsumerPool {
             workers: Arc::new(Semaphore::new(workers.max(1))),
         }
     }
 
-    /// Starts `group` on the current tokio runtime.
+    /// Starts `group` on the current tokio runtime: one task per lane.
     pub fn spawn(&self, group: ConsumerGroup) -> GroupHandle {
-        let (commands, rx) = mpsc::channel(16);
-        let (stop, stop_rx) = oneshot::channel();
+        let (stop, stop_rx) = watch::channel(false);
         let name = group.name().to_owned();
         let metrics = group.metrics().clone();
-        let task = tokio::spawn(run(group, self.workers.clone(), rx, stop_rx));
+        let (group, lanes) = group.into_parts();
+        let lanes = lanes
+            .into_iter()
+            .map(|lane| {
+                let (commands, rx) = mpsc::channel(16);
+                let owns = lane.partitions();
+                let task = tokio::spawn(run(lane, self.workers.clone(), rx, stop_rx.clone()));
+                LaneTask {
+                    commands,
+                    task,
+                    owns,
+                }
+            })
+            .collect();
         GroupHandle {
             name,
-            commands,
-            stop: Some(stop),
-            task,
+            group,
+            lanes,
+            stop,
             metrics,
         }
     }
@@ -86,108 +113,139 @@ impl GroupHandle {
         &self,
         key: DeadLetterKey,
     ) -> Result<RetryOutcome, ConsumerError> {
+        let lane = self.lane_of(&key)?;
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Retry(key.clone(), tx)).await?;
+        send(lane, Command::Retry(key, tx)).await?;
         rx.await.map_err(|_| ConsumerError::Stopped)?
     }
 
     pub async fn discard_dead_letter(&self, key: DeadLetterKey) -> Result<(), ConsumerError> {
+        let lane = self.lane_of(&key)?;
         let (tx, rx) = oneshot::channel();
-        self.send(Command::Discard(key, tx)).await?;
+        send(lane, Command::Discard(key, tx)).await?;
         rx.await.map_err(|_| ConsumerError::Stopped)?
     }
 
-    /// Deploys a new projection (plugin version) between two batches.
+    /// Deploys a new projection (plugin version) on every lane, each between two of its
+    /// batches. The other lanes' replicas are made first, so a failure changes nothing.
     pub async fn swap_projection(
         &self,
         projection: Box<dyn Projection>,
     ) -> Result<(), ConsumerError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Swap(projection, tx)).await?;
-        rx.await.map_err(|_| ConsumerError::Stopped)
-    }
-
-    async fn send(&self, c: Command) -> Result<(), ConsumerError> {
-        self.commands
-            .send(c)
+        let (name, n) = (self.name.clone(), self.lanes.len());
+        let projections = tokio::task::spawn_blocking(move || replicas(&name, projection, n))
             .await
-            .map_err(|_| ConsumerError::Stopped)
+            .expect("replicating a projection panicked")?;
+        let mut replies = Vec::with_capacity(n);
+        for (lane, p) in self.lanes.iter().zip(projections) {
+            let (tx, rx) = oneshot::channel();
+            send(lane, Command::Swap(p, tx)).await?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.await.map_err(|_| ConsumerError::Stopped)?;
+        }
+        Ok(())
     }
 
-    /// Stops after the current batch and hands the group back.
-    pub async fn stop(mut self) -> ConsumerGroup {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+    fn lane_of(&self, key: &DeadLetterKey) -> Result<&LaneTask, ConsumerError> {
+        let not_ours = || ConsumerError::NotThisGroup(Box::new(key.clone()));
+        if key.group != self.name {
+            return Err(not_ours());
         }
-        self.task.await.expect("consumer group task panicked")
+        self.lanes
+            .iter()
+            .find(|l| {
+                l.owns
+                    .iter()
+                    .any(|(t, p)| *t == key.topic && *p == key.partition)
+            })
+            .ok_or_else(not_ours)
+    }
+
+    /// Stops every lane after its current batch and hands the group back.
+    pub async fn stop(self) -> ConsumerGroup {
+        let _ = self.stop.send(true);
+        let mut lanes = Vec::with_capacity(self.lanes.len());
+        for l in self.lanes {
+            lanes.push(l.task.await.expect("consumer group lane task panicked"));
+        }
+        ConsumerGroup::from_parts(self.group, lanes)
     }
 }
 
-/// Runs `f` on the group on a blocking thread and gives the group back.
+async fn send(lane: &LaneTask, c: Command) -> Result<(), ConsumerError> {
+    lane.commands
+        .send(c)
+        .await
+        .map_err(|_| ConsumerError::Stopped)
+}
+
+/// Runs `f` on the lane on a blocking thread and gives the lane back.
 async fn blocking<R: Send + 'static>(
-    group: ConsumerGroup,
-    f: impl FnOnce(&mut ConsumerGroup) -> R + Send + 'static,
-) -> (ConsumerGroup, R) {
+    lane: Lane,
+    f: impl FnOnce(&mut Lane) -> R + Send + 'static,
+) -> (Lane, R) {
     tokio::task::spawn_blocking(move || {
-        let mut group = group;
-        let r = f(&mut group);
-        (group, r)
+        let mut lane = lane;
+        let r = f(&mut lane);
+        (lane, r)
     })
     .await
     .expect("consumer group step panicked")
 }
 
-async fn handle(group: ConsumerGroup, command: Command) -> ConsumerGroup {
+async fn handle(lane: Lane, command: Command) -> Lane {
     match command {
         Command::Retry(key, reply) => {
-            let (g, r) = blocking(group, move |g| g.retry_dead_letter(&key)).await;
+            let (l, r) = blocking(lane, move |l| l.retry_dead_letter(&key)).await;
             let _ = reply.send(r);
-            g
+            l
         }
         Command::Discard(key, reply) => {
-            let (g, r) = blocking(group, move |g| g.discard_dead_letter(&key)).await;
+            let (l, r) = blocking(lane, move |l| l.discard_dead_letter(&key)).await;
             let _ = reply.send(r);
-            g
+            l
         }
         Command::Swap(projection, reply) => {
-            let mut g = group;
-            drop(g.swap_projection(projection));
+            let mut l = lane;
+            drop(l.swap_projection(projection));
             let _ = reply.send(());
-            g
+            l
         }
     }
 }
 
 async fn run(
-    mut group: ConsumerGroup,
+    mut lane: Lane,
     workers: Arc<Semaphore>,
     mut commands: mpsc::Receiver<Command>,
-    mut stop: oneshot::Receiver<()>,
-) -> ConsumerGroup {
-    let mut commits = group.log().commits();
+    mut stop: watch::Receiver<bool>,
+) -> Lane {
+    let mut commits = lane.log().commits();
     loop {
         while let Ok(c) = commands.try_recv() {
-            group = handle(group, c).await;
+            lane = handle(lane, c).await;
         }
-        if stop.try_recv().is_ok() {
-            return group;
+        if *stop.borrow() {
+            return lane;
         }
         // Mark every commit so far as seen before reading, so one landing after the read wakes
         // us below.
         commits.borrow_and_update();
         let step = {
             let Ok(_permit) = workers.acquire().await else {
-                return group;
+                return lane;
             };
-            let (g, step) = blocking(group, ConsumerGroup::step).await;
-            group = g;
+            let (l, step) = blocking(lane, Lane::step).await;
+            lane = l;
             step
         };
         let wait = match step {
             Ok(Step::Progress { .. } | Step::Failed) => continue,
             Ok(Step::Idle { next_retry }) => next_retry.map(tokio::time::Instant::from_std),
             Err(e) => {
-                tracing::error!(group = %group.name(), error = %e, "consumer group step failed; pausing");
+                tracing::error!(group = %lane.name(), error = %e, "consumer group step failed; pausing");
                 Some(tokio::time::Instant::now() + ERROR_PAUSE)
             }
         };
@@ -200,15 +258,16 @@ async fn run(
         tokio::select! {
             changed = commits.changed() => {
                 if changed.is_err() {
-                    return group; // the log closed
+                    return lane; // the log closed
                 }
             }
             () = sleep => {}
             c = commands.recv() => match c {
-                Some(c) => group = handle(group, c).await,
-                None => return group,
+                Some(c) => lane = handle(lane, c).await,
+                None => return lane,
             },
-            _ = &mut stop => return group,
+            // A stop, or the handle dropped without one: either way this lane is done.
+            _ = stop.changed() => return lane,
         }
     }
 }

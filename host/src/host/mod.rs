@@ -159,6 +159,8 @@ impl Host {
                     aggregates.insert(p.name.clone(), handler);
                 }
                 Role::Consumer(group) => {
+                    // With `concurrency > 1` the group replicates this instance for its other
+                    // lanes (`Projection::replicate`: one more instance of the same plugin each).
                     let projection =
                         WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
                             .map_err(instantiate)?;
@@ -177,7 +179,7 @@ impl Host {
         let groups = groups
             .into_iter()
             .map(|g| {
-                tracing::info!(group = %g.name(), topics = ?g.config().topics, batch_size = g.config().batch_size, "consumer group started");
+                tracing::info!(group = %g.name(), topics = ?g.config().topics, batch_size = g.config().batch_size, concurrency = g.config().concurrency, "consumer group started");
                 pool.spawn(g)
             })
             .collect();

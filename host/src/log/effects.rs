@@ -10,8 +10,14 @@
 //! in the transaction that stores the record, and re-running a parked event commits its effects
 //! with the record's removal. A commit that resolves a record is refused if the record is gone,
 //! which fences two retries of one dead letter the way the offset fences two runs of a batch.
+//!
+//! Read checks make concurrent batches of one group serializable (optimistic concurrency): a
+//! batch reads a snapshot, so the commit carries what it read and is refused with
+//! [`CommitError::ReadConflict`] if any of it changed since. The writer re-reads inside its
+//! transaction, which sees every earlier commit (including earlier ones of the same group commit).
 
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable, Table};
+use sha2::{Digest, Sha256};
 
 use super::append::{self, Fatal, LogTables, Overlay};
 use super::dead_letter::DeadLetter;
@@ -26,6 +32,65 @@ pub struct ReadModelWrite {
     pub scope: String,
     pub key: String,
     pub value: Option<Vec<u8>>,
+}
+
+/// SHA-256 of a read-model value: what a read check compares instead of keeping the value
+/// (values go up to 1 MiB).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ValueDigest([u8; 32]);
+
+impl ValueDigest {
+    pub fn of(value: &[u8]) -> Self {
+        ValueDigest(Sha256::digest(value).into())
+    }
+}
+
+impl std::fmt::Debug for ValueDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        f.write_str("…")
+    }
+}
+
+/// Something a batch read from its committed snapshot; the commit is refused unless a re-read
+/// inside the write transaction gives the same answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// `get(scope, key)` saw this value (`None`: absent).
+    Get {
+        scope: String,
+        key: String,
+        seen: Option<ValueDigest>,
+    },
+    /// `scan_prefix(scope, prefix, start_after, limit)` returned exactly these rows.
+    Scan {
+        scope: String,
+        prefix: String,
+        start_after: Option<String>,
+        limit: usize,
+        seen: Vec<(String, ValueDigest)>,
+    },
+}
+
+impl ReadCheck {
+    fn describe(&self) -> String {
+        match self {
+            ReadCheck::Get { key, .. } => format!("key {key:?}"),
+            ReadCheck::Scan {
+                prefix,
+                start_after,
+                ..
+            } => format!("scan of prefix {prefix:?} after {start_after:?}"),
+        }
+    }
+
+    fn scope(&self) -> &str {
+        match self {
+            ReadCheck::Get { scope, .. } | ReadCheck::Scan { scope, .. } => scope,
+        }
+    }
 }
 
 /// Everything one handler batch changes, committed atomically with its offset.
@@ -50,6 +115,8 @@ pub struct HandlerCommit {
     /// Leave the group's offset alone: `expected_offset` and `next_offset` are ignored (a DLQ
     /// operation on an event the offset already passed; `resolve` is then the fence).
     pub keep_offset: bool,
+    /// What the batch read from its snapshot; any difference refuses the commit.
+    pub read_checks: Vec<ReadCheck>,
 }
 
 /// A handler commit was refused or failed; nothing of it was written.
@@ -86,6 +153,16 @@ pub enum CommitError {
     /// A parked record names another group, topic or partition than its commit.
     #[error("dead letter {0} does not belong to this commit's group, topic and partition")]
     ForeignDeadLetter(String),
+    /// Something the batch read changed since its snapshot (another batch of the group
+    /// committed first): re-run the batch on a fresh snapshot.
+    #[error(
+        "read conflict: group {group} read {read} of scope {scope}, which changed since its snapshot"
+    )]
+    ReadConflict {
+        group: String,
+        scope: String,
+        read: String,
+    },
     #[error("storage error, nothing was written: {0}")]
     Storage(String),
     #[error("the event log is closed")]
@@ -157,6 +234,15 @@ pub(crate) fn apply(
             }));
         }
     }
+    for check in &c.read_checks {
+        if !check_holds(&tables.read_models, check)? {
+            return Ok(Err(CommitError::ReadConflict {
+                group: c.group.clone(),
+                scope: check.scope().to_owned(),
+                read: check.describe(),
+            }));
+        }
+    }
     // Plan every append before writing any, so a refusal leaves the transaction untouched.
     let mut overlay = Overlay::default();
     let mut plans = Vec::with_capacity(prepared.appends.len());
@@ -200,6 +286,83 @@ pub(crate) fn apply(
     Ok(Ok(results))
 }
 
+type ReadModelKey = (&'static str, &'static str);
+
+/// Whether `check` gives the same answer against `table` as it did against the batch's snapshot.
+fn check_holds(
+    table: &impl ReadableTable<ReadModelKey, &'static [u8]>,
+    check: &ReadCheck,
+) -> Result<bool, redb::StorageError> {
+    match check {
+        ReadCheck::Get { scope, key, seen } => {
+            let now = table
+                .get((scope.as_str(), key.as_str()))?
+                .map(|v| ValueDigest::of(v.value()));
+            Ok(now == *seen)
+        }
+        ReadCheck::Scan {
+            scope,
+            prefix,
+            start_after,
+            limit,
+            seen,
+        } => {
+            let mut rows = seen.iter();
+            let mut same = true;
+            scan(
+                table,
+                scope,
+                prefix,
+                start_after.as_deref(),
+                *limit,
+                |k, v| {
+                    same = rows
+                        .next()
+                        .is_some_and(|(sk, sd)| sk == k && *sd == ValueDigest::of(v));
+                    same
+                },
+            )?;
+            Ok(same && rows.next().is_none())
+        }
+    }
+}
+
+/// Visits the rows of `scope` whose key starts with `prefix`, in key order, after `start_after`,
+/// at most `limit`, until `visit` returns false. One implementation for snapshot scans and
+/// their re-run in the writer, so a read check compares like with like.
+fn scan(
+    table: &impl ReadableTable<ReadModelKey, &'static [u8]>,
+    scope: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    mut visit: impl FnMut(&str, &[u8]) -> bool,
+) -> Result<(), redb::StorageError> {
+    let start = match start_after {
+        Some(s) if s >= prefix => s,
+        _ => prefix,
+    };
+    let mut n = 0;
+    for row in table.range((scope, start)..)? {
+        if n >= limit {
+            break;
+        }
+        let (k, v) = row?;
+        let (s, key) = k.value();
+        if s != scope || !key.starts_with(prefix) {
+            break;
+        }
+        if start_after == Some(key) {
+            continue;
+        }
+        n += 1;
+        if !visit(key, v.value()) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A consistent, read-only snapshot of all read models.
 pub struct ReadModelView {
     table: redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
@@ -238,29 +401,12 @@ impl ReadModelView {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
-        let start = match start_after {
-            Some(s) if s >= prefix => s,
-            _ => prefix,
-        };
         let mut out = Vec::new();
-        let range = self
-            .table
-            .range((scope, start)..)
-            .map_err(|e| ReadError::Storage(storage(e)))?;
-        for row in range {
-            if out.len() >= limit {
-                break;
-            }
-            let (k, v) = row.map_err(|e| ReadError::Storage(storage(e)))?;
-            let (s, key) = k.value();
-            if s != scope || !key.starts_with(prefix) {
-                break;
-            }
-            if start_after == Some(key) {
-                continue;
-            }
-            out.push((key.to_owned(), v.value().to_vec()));
-        }
+        scan(&self.table, scope, prefix, start_after, limit, |k, v| {
+            out.push((k.to_owned(), v.to_vec()));
+            true
+        })
+        .map_err(|e| ReadError::Storage(storage(e)))?;
         Ok(out)
     }
 }

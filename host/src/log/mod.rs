@@ -30,7 +30,9 @@ use tokio::sync::{oneshot, watch};
 
 pub use bench::raw_redb_insert_bench;
 pub use dead_letter::{DeadLetter, DeadLetterKey};
-pub use effects::{CommitError, HandlerCommit, ReadModelView, ReadModelWrite};
+pub use effects::{
+    CommitError, HandlerCommit, ReadCheck, ReadModelView, ReadModelWrite, ValueDigest,
+};
 pub use error::{AppendError, OpenError, ReadError};
 pub use partition::{murmur2, partition_for};
 pub use writer::WriterStats;

@@ -322,6 +322,105 @@ fn read_model_prefix_scan_pages_within_scope() {
     assert!(view.scan_prefix("u", "", None, 10).unwrap().is_empty());
 }
 
+fn rm_write(key: &str, value: &[u8]) -> ReadModelWrite {
+    ReadModelWrite {
+        scope: "s".into(),
+        key: key.into(),
+        value: Some(value.to_vec()),
+    }
+}
+
+#[test]
+fn a_commit_whose_reads_changed_since_its_snapshot_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let commit = |partition: u32, writes: Vec<ReadModelWrite>, read_checks: Vec<ReadCheck>| {
+        log.commit_handler(HandlerCommit {
+            group: "g".into(),
+            topic: "order".into(),
+            partition,
+            expected_offset: log.group_offset("g", "order", partition).unwrap(),
+            next_offset: log
+                .group_offset("g", "order", partition)
+                .unwrap()
+                .unwrap_or(0)
+                + 1,
+            read_model_writes: writes,
+            read_checks,
+            ..Default::default()
+        })
+    };
+    commit(
+        0,
+        vec![rm_write("count", b"1"), rm_write("a:1", b"x")],
+        vec![],
+    )
+    .unwrap();
+    // Two batches read the same snapshot: `count` = 1, the scan of `a:` = [a:1].
+    let get = |seen: &[u8]| ReadCheck::Get {
+        scope: "s".into(),
+        key: "count".into(),
+        seen: Some(ValueDigest::of(seen)),
+    };
+    let scan = |seen: Vec<(&str, &[u8])>| ReadCheck::Scan {
+        scope: "s".into(),
+        prefix: "a:".into(),
+        start_after: None,
+        limit: 10,
+        seen: seen
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ValueDigest::of(v)))
+            .collect(),
+    };
+    let absent = ReadCheck::Get {
+        scope: "s".into(),
+        key: "missing".into(),
+        seen: None,
+    };
+    // Unchanged reads commit.
+    commit(
+        1,
+        vec![rm_write("count", b"2")],
+        vec![get(b"1"), scan(vec![("a:1", b"x")]), absent.clone()],
+    )
+    .unwrap();
+    // The second read `count` = 1 too: refused, and nothing of it is written.
+    let err = commit(
+        2,
+        vec![rm_write("count", b"2"), rm_write("other", b"y")],
+        vec![get(b"1")],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, CommitError::ReadConflict { group, scope, .. } if group == "g" && scope == "s"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    let view = log.read_models().unwrap();
+    assert_eq!(view.get("s", "count").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(view.get("s", "other").unwrap(), None);
+    assert_eq!(log.group_offset("g", "order", 2).unwrap(), None);
+    // A key that appeared, and a scan whose rows changed, conflict the same way.
+    commit(
+        1,
+        vec![rm_write("missing", b"now"), rm_write("a:2", b"z")],
+        vec![],
+    )
+    .unwrap();
+    for check in [absent, scan(vec![("a:1", b"x")])] {
+        let err = commit(2, vec![], vec![check]).unwrap_err();
+        assert!(matches!(err, CommitError::ReadConflict { .. }), "{err}");
+    }
+    // Re-run on a fresh snapshot, the batch commits.
+    commit(
+        2,
+        vec![rm_write("count", b"3")],
+        vec![get(b"2"), scan(vec![("a:1", b"x"), ("a:2", b"z")])],
+    )
+    .unwrap();
+    assert_eq!(log.group_offset("g", "order", 2).unwrap(), Some(1));
+}
+
 fn dead_letter(group: &str, partition: u32, offset: u64, blocking: bool) -> DeadLetter {
     DeadLetter {
         group: group.into(),

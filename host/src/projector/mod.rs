@@ -29,6 +29,13 @@ pub trait Projection: Send {
 
     /// The version recorded with failures (the plugin's content hash, or "native").
     fn version(&self) -> String;
+
+    /// Another instance of the same projection (same version, fresh state), for the other lanes
+    /// of a consumer group with `concurrency > 1`. `None` (the default): this projection runs on
+    /// one lane only, and a group asking for more is refused.
+    fn replicate(&self) -> Option<Result<Box<dyn Projection>, CallFailure>> {
+        None
+    }
 }
 
 /// A projector plugin instance.
@@ -68,6 +75,11 @@ impl Projection for WasmProjection {
 
     fn version(&self) -> String {
         self.instance.plugin().version.to_string()
+    }
+
+    fn replicate(&self) -> Option<Result<Box<dyn Projection>, CallFailure>> {
+        let instance = self.instance.plugin().instantiate();
+        Some(instance.and_then(|i| Ok(Box::new(WasmProjection::new(i)?) as Box<dyn Projection>)))
     }
 }
 

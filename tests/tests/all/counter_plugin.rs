@@ -4,17 +4,15 @@
 //! and offset commit together, DESIGN §4 invariant 4); at the end, exactly the events per type
 //! (0 lost, 0 applied twice). One stop is a SIGTERM, which must finish cleanly with status 0.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use counter_plugin::Event as Tick;
 use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::log::{Durability, EventLog, LogOptions, TopicConfig};
 use rand::Rng;
+
+use crate::support::RunningHost;
 
 const TOPIC: &str = "tick";
 const PARTITIONS: u32 = 4;
@@ -25,8 +23,6 @@ const KILLS: usize = 20;
 const GROUP: &str = "counter";
 /// Small enough that catching up spans several kills (each batch is one fsynced commit).
 const BATCH_SIZE: usize = 200;
-const READY: &str = "factline: ready";
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The type index of every appended event, per partition, by offset.
 type Appended = Vec<Vec<usize>>;
@@ -49,7 +45,7 @@ fn sigkill_at_random_moments_never_loses_or_doubles_an_effect() {
     let mut rng = rand::rng();
     let mut progress = Vec::new();
     for round in 0..KILLS {
-        let mut host = Host::spawn(&bin, &config, &[]);
+        let mut host = RunningHost::spawn(&bin, &config, &[]);
         host.wait_ready();
         std::thread::sleep(Duration::from_millis(rng.random_range(50..=400)));
         let status = host.kill();
@@ -63,7 +59,7 @@ fn sigkill_at_random_moments_never_loses_or_doubles_an_effect() {
     }
 
     // A graceful stop mid-stream: the in-flight batch finishes, the status is 0.
-    let mut host = Host::spawn(&bin, &config, &[]);
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
     host.wait_ready();
     std::thread::sleep(Duration::from_millis(rng.random_range(50..=200)));
     let status = host.terminate();
@@ -76,7 +72,7 @@ fn sigkill_at_random_moments_never_loses_or_doubles_an_effect() {
     progress.push(check_crash_point(&data_dir, &appended, KILLS));
 
     // Catch up: the host exits by itself once every group has no lag.
-    let mut host = Host::spawn(&bin, &config, &["--exit-when-idle"]);
+    let mut host = RunningHost::spawn(&bin, &config, &["--exit-when-idle"]);
     host.wait_ready();
     let status = host.wait(Duration::from_secs(60));
     assert!(
@@ -161,6 +157,10 @@ fn config_text(data_dir: &Path) -> String {
 data_dir = '{}'
 workers = 2
 
+# Any free port: tests run hosts side by side.
+[http]
+address = "127.0.0.1:0"
+
 [[topics]]
 name = "{TOPIC}"
 partitions = {PARTITIONS}
@@ -214,124 +214,4 @@ fn check_crash_point(data_dir: &Path, appended: &Appended, round: usize) -> u64 
         "round {round}: read model vs committed offsets {committed:?}"
     );
     committed.iter().sum::<usize>() as u64
-}
-
-/// A running `factline run` child with its output collected.
-struct Host {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    /// Ends when the child's stderr closes; joined after exit so no line is missed.
-    stderr_reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Host {
-    fn spawn(bin: &Path, config: &Path, extra: &[&str]) -> Host {
-        let mut child = Command::new(bin)
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
-        let (tx, stdout) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        let stderr_reader = std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Host {
-            child,
-            stdout,
-            stderr,
-            stderr_reader: Some(stderr_reader),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match self
-                .stdout
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if line == READY => return,
-                Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    panic!("no {READY:?} within {READY_TIMEOUT:?}\n{}", self.stderr());
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    let status = self.exited(status);
-                    panic!("the host exited before ready ({status})\n{}", self.stderr());
-                }
-            }
-        }
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix).
-    fn kill(&mut self) -> ExitStatus {
-        self.child.kill().unwrap();
-        let status = self.child.wait().unwrap();
-        self.exited(status)
-    }
-
-    fn exited(&mut self, status: ExitStatus) -> ExitStatus {
-        if let Some(reader) = self.stderr_reader.take() {
-            reader.join().unwrap();
-        }
-        status
-    }
-
-    fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -TERM failed");
-        self.wait(Duration::from_secs(30))
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return self.exited(status);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "the host did not exit within {timeout:?}\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a host running on the temp dir.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

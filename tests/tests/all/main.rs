@@ -5,6 +5,7 @@
 
 mod counter_plugin;
 mod hostile_plugin;
+mod http_api;
 mod log_crash;
 mod log_model;
 mod log_race;

@@ -25,7 +25,7 @@ impl Relay for Flaky {
 
     fn publish(&mut self, events: &[Event]) -> Result<(), RelayError> {
         self.calls += 1;
-        if self.calls % 3 == 0 {
+        if self.calls.is_multiple_of(3) {
             self.inner.publish(&events[..events.len() / 2])?;
             return Err(RelayError {
                 relay: "flaky".into(),

@@ -119,7 +119,9 @@ fn skip_parks_the_poison_event_and_processes_every_other() {
     assert_eq!(log.dead_letter(&key).unwrap().unwrap().attempts, 4);
 
     // Deploy the fixed release; the retry applies the event once, with the record's removal.
-    group.swap_projection(projection(&rt, factline_tests::POISON_FIXED_PLUGIN));
+    group
+        .swap_projection(projection(&rt, factline_tests::POISON_FIXED_PLUGIN))
+        .unwrap();
     assert_eq!(
         group.retry_dead_letter(&key).unwrap(),
         RetryOutcome::Reprocessed
@@ -202,7 +204,7 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
     }
     let write_config = |component: &str| {
         let text = format!(
-            "data_dir = {data:?}\n[[topics]]\nname = \"item\"\npartitions = 2\n\n[[plugins]]\nname = \"counts\"\nkind = \"projector\"\ncomponent = {component:?}\nsubscriptions = [\"item\"]\nretry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\ndead_letter = \"skip\"\n"
+            "data_dir = {data:?}\n[http]\naddress = \"127.0.0.1:0\"\n[[topics]]\nname = \"item\"\npartitions = 2\n\n[[plugins]]\nname = \"counts\"\nkind = \"projector\"\ncomponent = {component:?}\nsubscriptions = [\"item\"]\nretry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\ndead_letter = \"skip\"\n"
         );
         let path = dir.path().join("factline.toml");
         std::fs::write(&path, text).unwrap();

@@ -1,7 +1,5 @@
 //! Shared helpers: a scratch log and a plugin runtime.
 
-use std::sync::Arc;
-
 use factline_host::log::{Durability, EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
 
@@ -64,4 +62,134 @@ pub fn factline_binary() -> std::path::PathBuf {
         bin.display()
     );
     bin
+}
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const READY: &str = "factline: ready";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `factline run` child with its output collected.
+pub struct RunningHost {
+    child: Child,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    /// Ends when the child's stderr closes; joined after exit so no line is missed.
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningHost {
+    pub fn spawn(bin: &Path, config: &Path, extra: &[&str]) -> RunningHost {
+        let mut child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let (tx, stdout) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (err, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        let stderr_reader = std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        RunningHost {
+            child,
+            stdout,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self
+                .stdout
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line == READY => return,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    panic!("no {READY:?} within {READY_TIMEOUT:?}\n{}", self.stderr());
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().unwrap();
+                    let status = self.exited(status);
+                    panic!("the host exited before ready ({status})\n{}", self.stderr());
+                }
+            }
+        }
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix).
+    pub fn kill(&mut self) -> ExitStatus {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        self.exited(status)
+    }
+
+    fn exited(&mut self, status: ExitStatus) -> ExitStatus {
+        if let Some(reader) = self.stderr_reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return self.exited(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the host did not exit within {timeout:?}\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a host running on the temp dir.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

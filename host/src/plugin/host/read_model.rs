@@ -2,10 +2,13 @@
 //!
 //! Reads see the committed read model (one snapshot per batch) overlaid with the batch's own
 //! writes; writes stay in the overlay until the batch commits with its offset.
+//!
+//! The session also records what it read from the snapshot ([`ReadModelSession::read_checks`]),
+//! so a group running batches concurrently can have the commit refused if any of it changed.
 
 use std::collections::BTreeMap;
 
-use crate::log::{ReadModelView, ReadModelWrite};
+use crate::log::{ReadCheck, ReadModelView, ReadModelWrite, ValueDigest};
 use crate::plugin::bindings::read_model::Host;
 use crate::plugin::state::HostState;
 
@@ -20,6 +23,10 @@ pub struct ReadModelSession {
     view: ReadModelView,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     max_value_bytes: usize,
+    /// Snapshot `get`s by key (one per key: the snapshot cannot change under the batch).
+    gets: BTreeMap<String, Option<ValueDigest>>,
+    /// Snapshot scans, in call order.
+    scans: Vec<ReadCheck>,
 }
 
 impl std::fmt::Debug for ReadModelSession {
@@ -38,14 +45,22 @@ impl ReadModelSession {
             view,
             writes: BTreeMap::new(),
             max_value_bytes,
+            gets: BTreeMap::new(),
+            scans: Vec::new(),
         }
     }
 
-    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        match self.writes.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => self.view.get(&self.scope, key).map_err(|e| e.to_string()),
+    pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        if let Some(v) = self.writes.get(key) {
+            // The batch's own write: nothing committed was read.
+            return Ok(v.clone());
         }
+        let value = self.view.get(&self.scope, key).map_err(|e| e.to_string())?;
+        if !self.gets.contains_key(key) {
+            self.gets
+                .insert(key.to_owned(), value.as_deref().map(ValueDigest::of));
+        }
+        Ok(value)
     }
 
     pub fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
@@ -68,17 +83,30 @@ impl ReadModelSession {
     }
 
     pub fn scan_prefix(
-        &self,
+        &mut self,
         prefix: &str,
         start_after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
         let limit = limit.min(MAX_SCAN) as usize;
         // Enough committed rows that, after the overlay's deletes, `limit` can still be met.
+        let stored_limit = limit + self.writes.len();
         let stored = self
             .view
-            .scan_prefix(&self.scope, prefix, start_after, limit + self.writes.len())
+            .scan_prefix(&self.scope, prefix, start_after, stored_limit)
             .map_err(|e| e.to_string())?;
+        // Checked as a whole (what the snapshot returned), which is stricter than what the
+        // overlay let through: a spurious conflict only costs a re-run.
+        self.scans.push(ReadCheck::Scan {
+            scope: self.scope.clone(),
+            prefix: prefix.to_owned(),
+            start_after: start_after.map(str::to_owned),
+            limit: stored_limit,
+            seen: stored
+                .iter()
+                .map(|(k, v)| (k.clone(), ValueDigest::of(v)))
+                .collect(),
+        });
         let mut merged: BTreeMap<String, Option<Vec<u8>>> =
             stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
         for (k, v) in self.writes.range(prefix.to_owned()..) {
@@ -95,6 +123,26 @@ impl ReadModelSession {
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .take(limit)
             .collect())
+    }
+
+    /// What the batch read from its committed snapshot (not its own writes), for the commit's
+    /// `read_checks`.
+    pub fn read_checks(&self) -> Vec<ReadCheck> {
+        self.gets
+            .iter()
+            .map(|(key, seen)| ReadCheck::Get {
+                scope: self.scope.clone(),
+                key: key.clone(),
+                seen: *seen,
+            })
+            .chain(self.scans.iter().cloned())
+            .collect()
+    }
+
+    /// The batch's writes and read checks, ready for the commit.
+    pub fn into_commit(self) -> (Vec<ReadModelWrite>, Vec<ReadCheck>) {
+        let checks = self.read_checks();
+        (self.into_writes(), checks)
     }
 
     /// The batch's writes, ready for the commit.

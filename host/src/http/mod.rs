@@ -1,0 +1,375 @@
+//! The HTTP API (axum): JSON in and out; payloads are stored as MessagePack.
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | POST | `/v1/aggregates/{aggregate}/{id}` | send a command `{type, payload, command_id?, correlation_id?}` |
+//! | GET | `/v1/streams/{stream}?from=1&limit=100` | read a stream |
+//! | GET | `/v1/read-models/{projector}/{key}` | one row |
+//! | GET | `/v1/read-models/{projector}?prefix=&limit=` | rows by key prefix |
+//! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag, dead letters |
+//! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
+//!
+//! Every error is `{"error": <kind>, "message": ...}` with its own status: 400 malformed body,
+//! 401 missing or wrong admin token, 404 unknown aggregate/row, 409 version conflict,
+//! 413 body too large, 422 business rejection (with `code`), 500 plugin failure or storage.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use factline_guest::codec::{json_to_msgpack, msgpack_to_json};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::aggregate::{CommandError, CommandRequest};
+use crate::event::Event;
+use crate::host::Host;
+use crate::log::{AppendError, DeadLetterKey};
+
+/// Largest request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The API's router over a running host.
+pub fn router(host: Arc<Host>) -> Router {
+    Router::new()
+        .route("/v1/aggregates/{aggregate}/{id}", post(send_command))
+        .route("/v1/streams/{stream}", get(read_stream))
+        .route("/v1/read-models/{projector}", get(query_prefix))
+        .route("/v1/read-models/{projector}/{key}", get(query_key))
+        .route("/v1/admin/plugins", get(plugins))
+        .route("/v1/admin/groups", get(groups))
+        .route("/v1/admin/dlq", get(dead_letters))
+        .route(
+            "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
+            post(dead_letter_action),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(host)
+}
+
+/// An API error: status + JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &str, message: impl std::fmt::Display) -> Self {
+        ApiError {
+            status,
+            body: json!({ "error": kind, "message": message.to_string() }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let kind = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-large"
+        } else {
+            "malformed"
+        };
+        ApiError::new(r.status(), kind, r.body_text())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
+}
+
+/// An event as JSON, its payload decoded.
+fn event_json(e: &Event) -> Value {
+    json!({
+        "event_id": e.event_id,
+        "event_type": e.event_type,
+        "stream": e.stream,
+        "stream_version": e.stream_version,
+        "topic": e.topic,
+        "partition": e.partition,
+        "offset": e.offset,
+        "occurred_at": e.occurred_at,
+        "correlation_id": e.correlation_id,
+        "causation_id": e.causation_id,
+        "schema_version": e.schema_version,
+        "payload": msgpack_to_json(&e.payload).unwrap_or(Value::Null),
+        "metadata": e.metadata,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    #[serde(rename = "type")]
+    command_type: String,
+    #[serde(default)]
+    payload: Value,
+    command_id: Option<uuid::Uuid>,
+    correlation_id: Option<String>,
+    causation_id: Option<String>,
+}
+
+async fn send_command(
+    State(host): State<Arc<Host>>,
+    Path((aggregate, id)): Path<(String, String)>,
+    body: Result<Json<CommandBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) = body?;
+    if host.aggregate(&aggregate).is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-aggregate",
+            format!("no aggregate named {aggregate:?}"),
+        ));
+    }
+    let request = CommandRequest {
+        id,
+        command_type: body.command_type,
+        payload: json_to_msgpack(&body.payload),
+        command_id: body.command_id,
+        correlation_id: body.correlation_id,
+        causation_id: body.causation_id,
+        metadata: Vec::new(),
+    };
+    // Deciding runs a plugin and appending waits for an fsync: both block.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let handler = host.aggregate(&aggregate).expect("checked above");
+        handler.handle(request)
+    })
+    .await
+    .map_err(internal)?;
+    match outcome {
+        Ok(o) => Ok(Json(json!({
+            "stream": o.stream,
+            "version": o.version,
+            "command_id": o.command_id,
+            "deduplicated": o.deduplicated,
+            "events": o.events.iter().map(event_json).collect::<Vec<_>>(),
+        }))),
+        Err(CommandError::Rejected(r)) => Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            body: json!({ "error": "rejected", "code": r.code, "message": r.message }),
+        }),
+        Err(e @ CommandError::Conflict { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, "conflict", e))
+        }
+        Err(CommandError::Failed { plugin, failure }) => Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: json!({
+                "error": "plugin-failed",
+                "plugin": plugin,
+                "kind": failure.kind,
+                "message": failure.message,
+            }),
+        }),
+        Err(CommandError::Append(e @ AppendError::InvalidStream(_))) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e))
+        }
+        Err(CommandError::Append(e)) if !e.is_transient() => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refused",
+            e,
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn read_stream(
+    State(host): State<Arc<Host>>,
+    Path(stream): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let log = host.log();
+    let events = log
+        .read_stream(
+            &stream,
+            q.from.unwrap_or(1),
+            q.limit.unwrap_or(100).min(10_000),
+        )
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e))?;
+    let version = log.stream_version(&stream).map_err(internal)?;
+    Ok(Json(json!({
+        "stream": stream,
+        "version": version,
+        "events": events.iter().map(event_json).collect::<Vec<_>>(),
+    })))
+}
+
+async fn query_key(
+    State(host): State<Arc<Host>>,
+    Path((projector, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let row = crate::projector::query(host.log(), &projector, &key).map_err(internal)?;
+    match row {
+        Some(bytes) => Ok(Json(msgpack_to_json(&bytes).map_err(internal)?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{projector} has no row {key:?}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct PrefixQuery {
+    prefix: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn query_prefix(
+    State(host): State<Arc<Host>>,
+    Path(projector): Path<String>,
+    Query(q): Query<PrefixQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = crate::projector::query_prefix(
+        host.log(),
+        &projector,
+        q.prefix.as_deref().unwrap_or(""),
+        q.limit.unwrap_or(100).min(10_000),
+    )
+    .map_err(internal)?;
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(k, v)| json!({ "key": k, "value": msgpack_to_json(v).unwrap_or(Value::Null) }))
+        .collect();
+    Ok(Json(json!({ "rows": rows })))
+}
+
+/// Admin endpoints require `Authorization: Bearer <admin_token>` when a token is configured.
+fn authorize(host: &Host, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &host.config().admin_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token must not leak through response timing.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.0.len()
+            && g.bytes()
+                .zip(token.0.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin endpoints need `Authorization: Bearer <admin_token>`",
+        ))
+    }
+}
+
+async fn plugins(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let list: Vec<Value> = host
+        .plugins()
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "kind": p.kind,
+                "version": p.version.to_string(),
+                "content_hash": p.version.content_hash,
+                "label": p.version.label,
+                "cache": p.cache_outcome,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "plugins": list })))
+}
+
+async fn groups(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let lag = host.lag().map_err(internal)?;
+    let groups: Vec<Value> = lag
+        .iter()
+        .map(|(name, partitions)| {
+            let total: u64 = partitions.iter().map(|p| p.lag).sum();
+            let parts: Vec<Value> = partitions
+                .iter()
+                .map(|p| json!({ "topic": p.topic, "partition": p.partition, "committed": p.committed, "lag": p.lag }))
+                .collect();
+            json!({ "group": name, "lag": total, "partitions": parts })
+        })
+        .collect();
+    Ok(Json(json!({ "groups": groups })))
+}
+
+async fn dead_letters(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let letters = host.log().dead_letters(None).map_err(internal)?;
+    Ok(Json(json!({ "dead_letters": letters })))
+}
+
+async fn dead_letter_action(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path((group, topic, partition, offset, action)): Path<(String, String, u32, u64, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let key = DeadLetterKey {
+        group: group.clone(),
+        topic,
+        partition,
+        offset,
+    };
+    let handle = host
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-group",
+                format!("no consumer group {group:?}"),
+            )
+        })?;
+    let not_found = |e: crate::consumer::ConsumerError| {
+        ApiError::new(StatusCode::NOT_FOUND, "no-dead-letter", e)
+    };
+    match action.as_str() {
+        "retry" => {
+            let outcome = handle.retry_dead_letter(key).await.map_err(not_found)?;
+            Ok(Json(json!({ "retried": format!("{outcome:?}") })))
+        }
+        "discard" => {
+            handle.discard_dead_letter(key).await.map_err(not_found)?;
+            Ok(Json(json!({ "discarded": true })))
+        }
+        other => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-action",
+            format!("{other:?}: use retry or discard"),
+        )),
+    }
+}
