@@ -135,7 +135,9 @@ pub struct PluginRuntime {
     cache: cache::ArtifactCache,
     linkers: [Linker<HostState>; 4],
     epoch_tick: Duration,
-    _ticker: Ticker,
+    /// Shared with every loaded plugin: deadlines must keep ticking while any plugin is in use,
+    /// even after the runtime itself is dropped.
+    ticker: Arc<Ticker>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -196,7 +198,7 @@ impl PluginRuntime {
             engine,
             linkers,
             epoch_tick: config.epoch_tick,
-            _ticker: Ticker { stop },
+            ticker: Arc::new(Ticker { stop }),
         })
     }
 
@@ -249,6 +251,7 @@ impl PluginRuntime {
             pre,
             limits,
             epoch_tick: self.epoch_tick,
+            _ticker: self.ticker.clone(),
             cache_outcome,
             load_time: started.elapsed(),
         });
@@ -347,6 +350,8 @@ pub struct LoadedPlugin {
     pre: KindPre,
     pub limits: Limits,
     epoch_tick: Duration,
+    /// Keeps the epoch ticker alive while this plugin can be called.
+    _ticker: Arc<Ticker>,
     pub cache_outcome: CacheOutcome,
     /// Time to read, compile or load, and validate.
     pub load_time: Duration,

@@ -28,16 +28,9 @@ fn failure(
     }
 }
 
-#[test]
-fn each_fault_is_typed_and_the_host_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = log(dir.path(), &[("hostile", 1)]);
+/// A handler for the hostile plugin with `limits`, on a scratch log.
+fn hostile(log: &factline_host::log::EventLog, limits: Limits) -> AggregateHandler {
     let rt = runtime();
-    let limits = Limits {
-        memory_bytes: 32 << 20,
-        call_timeout: Duration::from_millis(300),
-        ..Limits::default()
-    };
     let plugin = load(
         &rt,
         "hostile",
@@ -45,7 +38,19 @@ fn each_fault_is_typed_and_the_host_keeps_serving() {
         factline_tests::HOSTILE_PLUGIN,
         limits,
     );
-    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap()
+}
+
+#[test]
+fn each_fault_is_typed_and_the_host_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let h = hostile(&log, limits);
     h.handle(cmd("ok")).unwrap();
 
     let trap = failure(h.handle(cmd("trap")));
@@ -198,15 +203,7 @@ fn compiled_artifacts_are_cached_and_a_corrupt_entry_is_recompiled() {
 fn a_plugin_sees_no_files_env_args_or_network_and_a_deterministic_clock() {
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("hostile", 1)]);
-    let rt = runtime();
-    let plugin = load(
-        &rt,
-        "hostile",
-        PluginKind::Aggregate,
-        factline_tests::HOSTILE_PLUGIN,
-        Limits::default(),
-    );
-    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let h = hostile(&log, Limits::default());
     let before = factline_host::event::now_millis();
     let out = h.handle(cmd("probe")).unwrap();
     let after = factline_host::event::now_millis();
@@ -231,15 +228,7 @@ fn a_plugin_sees_no_files_env_args_or_network_and_a_deterministic_clock() {
 fn stack_overflow_and_oversized_output_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("hostile", 1)]);
-    let rt = runtime();
-    let plugin = load(
-        &rt,
-        "hostile",
-        PluginKind::Aggregate,
-        factline_tests::HOSTILE_PLUGIN,
-        Limits::default(),
-    );
-    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let h = hostile(&log, Limits::default());
 
     let stack = failure(h.handle(cmd("stack")));
     assert_eq!(stack.kind, FailureKind::Trap, "{stack:?}");
@@ -250,14 +239,7 @@ fn stack_overflow_and_oversized_output_fail_cleanly() {
         memory_bytes: 1 << 30,
         ..Limits::default()
     };
-    let plugin = load(
-        &rt,
-        "hostile",
-        PluginKind::Aggregate,
-        factline_tests::HOSTILE_PLUGIN,
-        roomy,
-    );
-    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let h = hostile(&log, roomy);
     let big = failure(h.handle(cmd("big")));
     assert_eq!(big.kind, FailureKind::BadOutput, "{big:?}");
     assert!(big.message.contains("over the limit"), "{}", big.message);
