@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::consumer::GroupConfig;
 use crate::log::TopicConfig;
-use crate::plugin::{Limits, PluginKind};
+use crate::plugin::{Capabilities, Limits, LoadSpec, PluginKind};
 
 /// HTTP address used when `[http] address` is absent.
 pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
@@ -63,7 +63,20 @@ pub struct PluginConfig {
     /// The version label recorded with the content hash (`version`).
     pub label: Option<String>,
     pub limits: Limits,
+    /// Real clocks or randomness, granted (nothing by default).
+    pub capabilities: Capabilities,
     pub role: Role,
+}
+
+impl PluginConfig {
+    /// How to load this plugin (any version of it).
+    pub fn load_spec(&self) -> LoadSpec {
+        LoadSpec {
+            limits: self.limits.clone(),
+            capabilities: self.capabilities.clone(),
+            label: self.label.clone(),
+        }
+    }
 }
 
 /// What the host does with a plugin, by kind.

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
 use crate::log::TopicConfig;
-use crate::plugin::{Limits, PluginKind};
+use crate::plugin::{Capabilities, Limits, PluginKind};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +69,8 @@ struct RawPlugin {
     subscriptions: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    capabilities: Capabilities,
     retry: Option<Spanned<RawRetry>>,
     dead_letter: Option<Spanned<RawDeadLetter>>,
     start: Option<Spanned<RawStart>>,
@@ -284,6 +286,7 @@ pub(super) fn parse(
             component,
             label: p.version,
             limits: p.limits,
+            capabilities: p.capabilities,
             role,
         });
     }

@@ -17,7 +17,7 @@ use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
 use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
 use crate::plugin::{
-    CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig,
+    CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
 };
 use crate::projector::WasmProjection;
 
@@ -115,6 +115,7 @@ impl Host {
         let runtime = Arc::new(
             PluginRuntime::new(RuntimeConfig {
                 cache_dir: Some(config.data_dir.join("cache")),
+                fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
                 ..RuntimeConfig::default()
             })
             .map_err(HostError::Runtime)?,
@@ -124,14 +125,8 @@ impl Host {
         // whole start instead of leaving a half-running host.
         let mut plugins = Vec::new();
         for p in &config.plugins {
-            let loaded = runtime
-                .load_file(
-                    &p.name,
-                    p.kind,
-                    &p.component,
-                    p.limits.clone(),
-                    p.label.clone(),
-                )
+            let loaded = read_component(&p.component)
+                .and_then(|bytes| runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec()))
                 .map_err(|source| HostError::Load {
                     name: p.name.clone(),
                     path: p.component.clone(),

@@ -23,6 +23,10 @@ pub enum LoadError {
     WrongWorld { kind: PluginKind, detail: String },
     #[error("component failed to instantiate: {0}")]
     Instantiate(String),
+    #[error(
+        "the plugin has a fuel limit but the runtime does not meter fuel (RuntimeConfig::fuel)"
+    )]
+    FuelDisabled,
     #[error("engine error: {0}")]
     Engine(String),
 }
@@ -37,6 +41,8 @@ pub enum FailureKind {
     MemoryLimit,
     /// The call ran past its deadline (epoch interruption).
     Deadline,
+    /// The call used up its fuel (deterministic instruction budget).
+    Fuel,
     /// The guest returned its own `failure` (bad input, a bug it detected).
     Guest,
     /// The guest returned something the host refuses (undecodable, oversized).
@@ -51,6 +57,7 @@ impl std::fmt::Display for FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::MemoryLimit => "memory limit",
             FailureKind::Deadline => "deadline",
+            FailureKind::Fuel => "fuel limit",
             FailureKind::Guest => "plugin failure",
             FailureKind::BadOutput => "bad output",
             FailureKind::Host => "host error",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 
 use super::bindings::{aggregate, policy, projector, saga, types};
+use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind};
 use super::host::read_model::ReadModelSession;
 use super::limits::Breach;
@@ -114,11 +115,17 @@ impl PluginInstance {
             let p = &self.plugin;
             let mut store = Store::new(
                 p.pre.engine(),
-                HostState::new(p.name.as_str().into(), p.limits.clone()),
+                HostState::new(p.name.as_str().into(), p.limits.clone(), &p.capabilities),
             );
             store.limiter(|s| &mut s.limiter);
             store.epoch_deadline_trap();
             store.set_epoch_deadline(self.deadline_ticks());
+            if p.fuel_enabled {
+                // Start functions get the same budget as a call.
+                store
+                    .set_fuel(p.limits.fuel.unwrap_or(u64::MAX))
+                    .expect("fuel is enabled in this engine");
+            }
             let exports = match &p.pre {
                 KindPre::Aggregate(pre) => pre.instantiate(&mut store).map(Exports::Aggregate),
                 KindPre::Projector(pre) => pre.instantiate(&mut store).map(Exports::Projector),
@@ -135,16 +142,28 @@ impl PluginInstance {
         Ok(self.live.as_mut().expect("just built"))
     }
 
-    /// Runs one call with a fresh deadline and the guest clock at `now_ms`; on any error the
-    /// store is dropped so a trapped instance is never reused.
+    /// Runs one call with a fresh deadline (and fuel), the guest clock at `now_ms` and its
+    /// randomness seeded with `seed`; on any error the store is dropped so a trapped instance
+    /// is never reused.
     fn call<R>(
         &mut self,
         now_ms: u64,
+        seed: u64,
         f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
     ) -> Result<R, CallFailure> {
         let ticks = self.deadline_ticks();
+        let fuel = self
+            .plugin
+            .fuel_enabled
+            .then(|| self.plugin.limits.fuel.unwrap_or(u64::MAX));
         let live = self.live()?;
         live.store.set_epoch_deadline(ticks);
+        if let Some(fuel) = fuel {
+            live.store
+                .set_fuel(fuel)
+                .expect("fuel is enabled in this engine");
+        }
+        live.store.data().random.reseed(seed);
         live.store.data_mut().limiter.breach = None;
         live.store.data().stderr_tail.clear();
         live.store.data().clock.store(now_ms, Ordering::Relaxed);
@@ -186,7 +205,7 @@ impl PluginInstance {
 
     /// Event types the plugin handles (aggregates, projectors, policies); empty means all.
     pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
-        self.call(0, |store, ex| match ex {
+        self.call(0, 0, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_event_types(store),
@@ -202,7 +221,7 @@ impl PluginInstance {
     }
 
     pub fn initial_state(&mut self) -> Result<Vec<u8>, CallFailure> {
-        let state = self.call(0, |store, ex| match ex {
+        let state = self.call(0, 0, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_initial_state(store)
@@ -221,7 +240,7 @@ impl PluginInstance {
         }
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
-        let r = self.call(now, |store, ex| match ex {
+        let r = self.call(now, batch_seed(events), |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_evolve(store, state, &wit)
@@ -255,7 +274,8 @@ impl PluginInstance {
             issued_at: command.issued_at,
             metadata: command.metadata.clone(),
         };
-        let r = self.call(command.issued_at, |store, ex| match ex {
+        let seed = seed_of([command.command_id.as_bytes()]);
+        let r = self.call(command.issued_at, seed, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_decide(store, state, &cmd)
@@ -266,6 +286,17 @@ impl PluginInstance {
             Ok(events) => {
                 let total: usize = events.iter().map(|e| e.payload.len()).sum();
                 self.check_output("decided events", total)?;
+                for (i, e) in events.iter().enumerate() {
+                    check_msgpack(&e.payload).map_err(|why| {
+                        CallFailure::new(
+                            FailureKind::BadOutput,
+                            format!(
+                                "decided event {i} ({}) has a payload that is not one MessagePack value: {why}",
+                                e.event_type
+                            ),
+                        )
+                    })?;
+                }
                 Ok(Decision::Accepted(
                     events
                         .into_iter()
@@ -301,7 +332,7 @@ impl PluginInstance {
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let mut session = Some(session);
-        let r = self.call(now, |store, ex| {
+        let r = self.call(now, batch_seed(events), |store, ex| {
             store.data_mut().read_model = session.take();
             let r = match ex {
                 Exports::Projector(p) => p
@@ -391,6 +422,22 @@ fn to_wit_event(e: &Event) -> types::Event {
     }
 }
 
+/// Payloads are stored as MessagePack and every consumer decodes them: refuse anything that is
+/// not exactly one well-formed value before it reaches the log.
+fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
+    let mut rest = bytes;
+    rmpv::decode::read_value_ref(&mut rest).map_err(|e| e.to_string())?;
+    if !rest.is_empty() {
+        return Err(format!("{} trailing bytes after the value", rest.len()));
+    }
+    Ok(())
+}
+
+/// A batch's randomness seed: its event ids, so a redelivered batch draws the same numbers.
+fn batch_seed(events: &[Event]) -> u64 {
+    seed_of(events.iter().map(|e| e.event_id.as_bytes().as_slice()))
+}
+
 fn guest_failure(f: types::Failure) -> CallFailure {
     CallFailure {
         kind: FailureKind::Guest,
@@ -425,6 +472,11 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
         (None, Some(wasmtime::Trap::Interrupt)) => (
             FailureKind::Deadline,
             "deadline: the call ran past its time limit and was interrupted".to_owned(),
+        ),
+        (None, Some(wasmtime::Trap::OutOfFuel)) => (
+            FailureKind::Fuel,
+            "fuel limit: the call used up its fuel (instructions budget) and was stopped"
+                .to_owned(),
         ),
         (None, Some(t)) => (FailureKind::Trap, t.to_string()),
         (None, None) => (FailureKind::Host, root_message(&err)),

@@ -20,6 +20,10 @@ pub struct Limits {
     pub instances: usize,
     /// Largest state, payload or value a guest may hand back, in bytes.
     pub max_output_bytes: usize,
+    /// Fuel (roughly, wasm instructions) of one call: a deterministic budget where the
+    /// wall-clock deadline would make replays differ. `None` = no fuel limit. Setting it on any
+    /// plugin turns on fuel metering in the engine (a few percent slower for every plugin).
+    pub fuel: Option<u64>,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
             table_elements: 100_000,
             instances: 64,
             max_output_bytes: 16 << 20,
+            fuel: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 mod bindings;
 mod cache;
+mod capabilities;
 mod error;
 mod host;
 mod instance;
@@ -27,6 +28,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 pub use cache::CacheOutcome;
+pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
 pub use instance::{CommandInput, Decision, PluginInstance, ProducedEvent, Rejection};
@@ -108,6 +110,9 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Granularity of call deadlines.
     pub epoch_tick: Duration,
+    /// Meter fuel, so plugins may have a fuel limit (`Limits::fuel`). Off by default: metering
+    /// costs every plugin a little, and only plugins that need a deterministic budget use it.
+    pub fuel: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -115,6 +120,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             cache_dir: None,
             epoch_tick: Duration::from_millis(10),
+            fuel: false,
         }
     }
 }
@@ -135,9 +141,19 @@ pub struct PluginRuntime {
     cache: cache::ArtifactCache,
     linkers: [Linker<HostState>; 4],
     epoch_tick: Duration,
+    fuel: bool,
     /// Shared with every loaded plugin: deadlines must keep ticking while any plugin is in use,
     /// even after the runtime itself is dropped.
     ticker: Arc<Ticker>,
+}
+
+/// How to load one plugin version: its sandbox, grants and version label.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadSpec {
+    pub limits: Limits,
+    pub capabilities: Capabilities,
+    /// Version string from the configuration, recorded with the content hash.
+    pub label: Option<String>,
 }
 
 impl std::fmt::Debug for PluginRuntime {
@@ -160,6 +176,7 @@ impl PluginRuntime {
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(config.fuel)
             .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(64))
             .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable);
         let engine = Engine::new(&cfg).map_err(|e| LoadError::Engine(e.to_string()))?;
@@ -198,6 +215,7 @@ impl PluginRuntime {
             engine,
             linkers,
             epoch_tick: config.epoch_tick,
+            fuel: config.fuel,
             ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -211,14 +229,11 @@ impl PluginRuntime {
         limits: Limits,
         label: Option<String>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = read_component(path)?;
         self.load(name, kind, &bytes, limits, label)
     }
 
-    /// Like [`PluginRuntime::load_file`], from bytes.
+    /// Like [`PluginRuntime::load_file`], from bytes, with no capabilities granted.
     pub fn load(
         &self,
         name: &str,
@@ -227,6 +242,31 @@ impl PluginRuntime {
         limits: Limits,
         label: Option<String>,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let spec = LoadSpec {
+            limits,
+            label,
+            ..LoadSpec::default()
+        };
+        self.load_spec(name, kind, bytes, spec)
+    }
+
+    /// Loads one version of a plugin from its bytes: compile (or take the cached artifact),
+    /// check the world, pre-instantiate, and instantiate once to prove it starts.
+    pub fn load_spec(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        bytes: &[u8],
+        spec: LoadSpec,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let LoadSpec {
+            limits,
+            capabilities,
+            label,
+        } = spec;
+        if limits.fuel.is_some() && !self.fuel {
+            return Err(LoadError::FuelDisabled);
+        }
         let started = Instant::now();
         let content_hash = cache::content_hash(bytes);
         let (component, cache_outcome) = self
@@ -250,6 +290,8 @@ impl PluginRuntime {
             },
             pre,
             limits,
+            capabilities,
+            fuel_enabled: self.fuel,
             epoch_tick: self.epoch_tick,
             _ticker: self.ticker.clone(),
             cache_outcome,
@@ -261,6 +303,14 @@ impl PluginRuntime {
             .map_err(|f| LoadError::Instantiate(f.to_string()))?;
         Ok(plugin)
     }
+}
+
+/// Reads a component file, naming it in the error.
+pub fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// WASI interfaces every plugin links against (wasmtime-wasi p2); what they may *do* is decided
@@ -280,14 +330,20 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     let wanted = kind.export_interface();
-    if !exports.iter().any(|e| e == wanted) {
-        return Err(LoadError::WrongWorld {
-            kind,
-            detail: format!(
-                "it does not export `{wanted}`; it exports [{}]",
-                exports.join(", ")
-            ),
-        });
+    let missing = || LoadError::WrongWorld {
+        kind,
+        detail: format!(
+            "it does not export `{wanted}`; it exports [{}]",
+            exports.join(", ")
+        ),
+    };
+    // A plugin of another kind is named as such; otherwise imports come first, so a component
+    // needing something the host never provides (say `wasi:http`) is refused for that.
+    let other_kind = exports
+        .iter()
+        .any(|e| e.starts_with("factline:plugin/") && e.as_str() != wanted);
+    if other_kind && !exports.iter().any(|e| e == wanted) {
+        return Err(missing());
     }
     for (name, _) in ty.imports(engine) {
         let allowed = WASI_PREFIXES.iter().any(|p| name.starts_with(p))
@@ -300,6 +356,9 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
                 import: name.to_owned(),
             });
         }
+    }
+    if !exports.iter().any(|e| e == wanted) {
+        return Err(missing());
     }
     Ok(())
 }
@@ -349,6 +408,9 @@ pub struct LoadedPlugin {
     pub version: PluginVersion,
     pre: KindPre,
     pub limits: Limits,
+    pub capabilities: Capabilities,
+    /// The engine meters fuel: every call gets `limits.fuel` (or unlimited).
+    fuel_enabled: bool,
     epoch_tick: Duration,
     /// Keeps the epoch ticker alive while this plugin can be called.
     _ticker: Arc<Ticker>,

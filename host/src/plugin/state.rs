@@ -11,6 +11,7 @@ use std::time::Duration;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use super::capabilities::{Capabilities, SeededRandom};
 use super::host::read_model::ReadModelSession;
 use super::limits::{Limiter, Limits};
 
@@ -22,6 +23,8 @@ pub(crate) struct HostState {
     /// The guest's notion of "now" (ms since epoch): the time of the event or command being
     /// handled, so a replay sees the same clock (DESIGN §4 invariant 8).
     pub clock: Arc<AtomicU64>,
+    /// Reseeded from each call's input, unless real randomness is granted.
+    pub random: SeededRandom,
     pub read_model: Option<ReadModelSession>,
     /// The guest's last stderr lines (a Rust panic message lands there), for failure reports.
     pub stderr_tail: StderrTail,
@@ -55,12 +58,24 @@ impl StderrTail {
 }
 
 impl HostState {
-    pub fn new(plugin: Arc<str>, limits: Limits) -> Self {
+    pub fn new(plugin: Arc<str>, limits: Limits, capabilities: &Capabilities) -> Self {
         let clock = Arc::new(AtomicU64::new(0));
+        let random = SeededRandom::default();
         let stderr_tail = StderrTail::default();
         // Nothing is granted: no preopened directories, no environment, no arguments, no
-        // sockets (WasiCtxBuilder denies network by default), clocks from the envelope.
-        let wasi = WasiCtxBuilder::new()
+        // sockets (WasiCtxBuilder denies network by default), clocks from the envelope,
+        // randomness seeded from the input.
+        let mut wasi = WasiCtxBuilder::new();
+        if !capabilities.real_clock {
+            wasi.wall_clock(EnvelopeClock(clock.clone()))
+                .monotonic_clock(EnvelopeClock(clock.clone()));
+        }
+        if !capabilities.real_random {
+            wasi.secure_random(random.clone())
+                .insecure_random(random.clone())
+                .insecure_random_seed(0);
+        }
+        let wasi = wasi
             .stdout(GuestOutput {
                 plugin: plugin.clone(),
                 stream: "stdout",
@@ -71,8 +86,6 @@ impl HostState {
                 stream: "stderr",
                 recent: Some(stderr_tail.clone()),
             })
-            .wall_clock(EnvelopeClock(clock.clone()))
-            .monotonic_clock(EnvelopeClock(clock.clone()))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
@@ -83,6 +96,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: Limiter::new(limits),
             clock,
+            random,
             read_model: None,
             stderr_tail,
         }

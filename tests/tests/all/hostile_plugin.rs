@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
 use factline_host::plugin::{
-    FailureKind, Limits, LoadError, PluginKind, PluginRuntime, RuntimeConfig,
+    Capabilities, CommandInput, Decision, FailureKind, Limits, LoadError, LoadSpec, PluginKind,
+    PluginRuntime, RuntimeConfig,
 };
 
 use crate::support::{load, log, msgpack, runtime};
@@ -248,5 +249,134 @@ fn stack_overflow_and_oversized_output_fail_cleanly() {
         h.handle(cmd("ok")).unwrap().version,
         1,
         "nothing else was appended"
+    );
+}
+
+/// Decides `probe` on a bare instance with `command_id` and returns what the plugin saw.
+fn probe_with(
+    instance: &mut factline_host::plugin::PluginInstance,
+    command_id: &str,
+) -> serde_json::Value {
+    let input = CommandInput {
+        command_id: command_id.into(),
+        command_type: "probe".into(),
+        stream: "hostile-H-1".into(),
+        payload: msgpack(serde_json::json!(null)),
+        correlation_id: command_id.into(),
+        causation_id: command_id.into(),
+        issued_at: 1_700_000_000_000,
+        metadata: Vec::new(),
+    };
+    let state = instance.initial_state().unwrap();
+    match instance.decide(&state, &input).unwrap() {
+        Decision::Accepted(events) => {
+            factline_guest::codec::msgpack_to_json(&events[0].payload).unwrap()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Randomness is seeded from the input: the same command draws the same numbers (a replay
+/// decides the same), another command other numbers; granting `real_random` and `real_clock`
+/// gives the host's own.
+#[test]
+fn randomness_and_clocks_are_deterministic_unless_granted() {
+    let rt = runtime();
+    let bytes = std::fs::read(factline_tests::HOSTILE_PLUGIN).unwrap();
+    let load = |capabilities| {
+        let spec = LoadSpec {
+            capabilities,
+            ..LoadSpec::default()
+        };
+        rt.load_spec("hostile", PluginKind::Aggregate, &bytes, spec)
+            .unwrap()
+            .instantiate()
+            .unwrap()
+    };
+    // Fresh instances: the guest's std keeps its own state between calls of one instance.
+    let fresh = |id: &str| probe_with(&mut load(Capabilities::default()), id);
+    let a = fresh("cmd-a");
+    assert_eq!(
+        a["random"],
+        fresh("cmd-a")["random"],
+        "same input, same draw"
+    );
+    assert_ne!(
+        a["random"],
+        fresh("cmd-b")["random"],
+        "other input, other draw"
+    );
+    assert_eq!(a["now_ms"], 1_700_000_000_000u64);
+
+    let real = Capabilities {
+        real_clock: true,
+        real_random: true,
+    };
+    let first = probe_with(&mut load(real.clone()), "cmd-a");
+    assert_ne!(
+        first["random"],
+        probe_with(&mut load(real), "cmd-a")["random"]
+    );
+    let now = factline_host::event::now_millis();
+    let seen = first["now_ms"].as_u64().unwrap();
+    assert!(now.abs_diff(seen) < 60_000, "real clock: {seen} vs {now}");
+}
+
+/// Fuel is the deterministic budget: an endless loop stops on fuel, typed as such, long before
+/// its (generous) deadline; a plugin asking for fuel on a runtime without metering is refused.
+#[test]
+fn fuel_limits_stop_an_endless_loop_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let rt = PluginRuntime::new(RuntimeConfig {
+        fuel: true,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let limits = Limits {
+        fuel: Some(50_000_000),
+        call_timeout: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let plugin = load(
+        &rt,
+        "hostile",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        limits.clone(),
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    let started = Instant::now();
+    let f = failure(h.handle(cmd("loop")));
+    assert_eq!(f.kind, FailureKind::Fuel, "{f:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(h.handle(cmd("ok")).unwrap().version, 1, "fuel is per call");
+
+    let bytes = std::fs::read(factline_tests::HOSTILE_PLUGIN).unwrap();
+    let err = runtime()
+        .load("hostile", PluginKind::Aggregate, &bytes, limits, None)
+        .unwrap_err();
+    assert!(matches!(err, LoadError::FuelDisabled), "{err}");
+}
+
+/// A component importing an interface the host never provides is refused at load, naming it.
+#[test]
+fn a_component_importing_wasi_http_is_refused_naming_the_import() {
+    let component =
+        wat::parse_str(r#"(component (import "wasi:http/outgoing-handler@0.2.0" (instance)))"#)
+            .unwrap();
+    let err = runtime()
+        .load(
+            "http",
+            PluginKind::Projector,
+            &component,
+            Limits::default(),
+            None,
+        )
+        .unwrap_err();
+    assert!(matches!(err, LoadError::ForbiddenImport { .. }), "{err}");
+    assert!(
+        err.to_string().contains("wasi:http/outgoing-handler@0.2.0"),
+        "{err}"
     );
 }

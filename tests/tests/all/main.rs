@@ -4,6 +4,7 @@
 //! after it: `foreach_plugin!` below fails to compile otherwise.
 
 mod counter_plugin;
+mod garbage_plugin;
 mod hostile_plugin;
 mod http_api;
 mod log_crash;

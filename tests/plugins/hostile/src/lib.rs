@@ -42,6 +42,8 @@ pub enum Event {
         args: Vec<String>,
         socket: String,
         now_ms: u64,
+        /// A number drawn from `wasi:random/random`.
+        random: u64,
     },
 }
 
@@ -72,7 +74,9 @@ fn probe() -> Event {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
+    let random = getrandom::u64().unwrap_or(0);
     Event::Probed {
+        random,
         file,
         dir,
         env: std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
