@@ -14,4 +14,5 @@ pub mod log;
 pub mod outbox;
 pub mod plugin;
 pub mod projector;
+pub mod reload;
 pub mod scenario;

@@ -131,6 +131,20 @@ impl AggregateHandler {
         &self.name
     }
 
+    /// The plugin version deciding commands now.
+    pub fn plugin(&self) -> Arc<LoadedPlugin> {
+        self.lock().plugin().clone()
+    }
+
+    /// Deploys a new plugin version: instantiated first (a failure changes nothing), then
+    /// swapped in between two commands. Cached states of the old version are not reused (they
+    /// are keyed by content hash). Returns the version it replaced.
+    pub fn swap_plugin(&self, plugin: Arc<LoadedPlugin>) -> Result<Arc<LoadedPlugin>, CallFailure> {
+        let fresh = plugin.instantiate()?;
+        let old = std::mem::replace(&mut *self.lock(), fresh);
+        Ok(old.plugin().clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, PluginInstance> {
         // A panic while holding the lock cannot leave the instance half-updated in a way that
         // matters: every call starts from explicit state bytes.

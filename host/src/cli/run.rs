@@ -45,6 +45,11 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.http.address))?;
     let address = listener.local_addr()?;
     let host = std::sync::Arc::new(Host::start(config)?);
+    let _watcher = if host.config().watch_plugins {
+        Some(factline_host::reload::PluginWatcher::start(host.clone())?)
+    } else {
+        None
+    };
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, factline_host::http::router(host.clone()))

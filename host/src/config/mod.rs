@@ -33,6 +33,8 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     /// Most batches running at once over all consumer groups.
     pub workers: usize,
+    /// `factline run` deploys a plugin whose component file changes (default true).
+    pub watch_plugins: bool,
     pub topics: Vec<TopicConfig>,
     pub plugins: Vec<PluginConfig>,
 }

@@ -24,6 +24,7 @@ struct RawConfig {
     http: RawHttp,
     admin_token: Option<Spanned<String>>,
     workers: Option<Spanned<usize>>,
+    watch_plugins: Option<bool>,
     #[serde(default)]
     topics: Vec<RawTopic>,
     #[serde(default)]
@@ -311,6 +312,7 @@ pub(super) fn parse(
         },
         admin_token,
         workers,
+        watch_plugins: raw.watch_plugins.unwrap_or(true),
         topics,
         plugins,
     })

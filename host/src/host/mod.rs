@@ -20,6 +20,7 @@ use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
 };
 use crate::projector::WasmProjection;
+use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
 
 /// How often [`Host::wait_until_idle`] re-checks when no commit wakes it (retry backoffs end
 /// without a commit).
@@ -71,7 +72,10 @@ pub struct Host {
     log: EventLog,
     /// Held for the host's life: it owns the epoch ticker that enforces call deadlines.
     runtime: Arc<PluginRuntime>,
-    plugins: Vec<Arc<LoadedPlugin>>,
+    /// The running version of every plugin and the ones before it.
+    registry: Registry,
+    /// Deploys and rollbacks run one at a time.
+    deploy_lock: tokio::sync::Mutex<()>,
     aggregates: BTreeMap<String, AggregateHandler>,
     groups: Vec<GroupHandle>,
 }
@@ -80,7 +84,7 @@ impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
             .field("data_dir", &self.config.data_dir)
-            .field("plugins", &self.plugins)
+            .field("plugins", &self.plugins())
             .field("groups", &self.groups)
             .finish_non_exhaustive()
     }
@@ -123,15 +127,24 @@ impl Host {
 
         // Load (and validate) every plugin before starting anything, so a bad one refuses the
         // whole start instead of leaving a half-running host.
+        let registry = Registry::default();
         let mut plugins = Vec::new();
         for p in &config.plugins {
-            let loaded = read_component(&p.component)
-                .and_then(|bytes| runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec()))
+            let (loaded, bytes) = read_component(&p.component)
+                .and_then(|bytes| {
+                    let loaded = runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec())?;
+                    Ok((loaded, bytes))
+                })
                 .map_err(|source| HostError::Load {
                     name: p.name.clone(),
                     path: p.component.clone(),
                     source,
                 })?;
+            registry.insert(Deployed {
+                plugin: loaded.clone(),
+                bytes: bytes.into(),
+                deployed_at_ms: crate::event::now_millis(),
+            });
             tracing::info!(plugin = %p.name, kind = %p.kind, version = %loaded.version, cache = ?loaded.cache_outcome, load_ms = loaded.load_time.as_millis() as u64, "plugin loaded");
             plugins.push(loaded);
         }
@@ -182,7 +195,8 @@ impl Host {
             config,
             log,
             runtime,
-            plugins,
+            registry,
+            deploy_lock: tokio::sync::Mutex::new(()),
             aggregates,
             groups,
         })
@@ -201,9 +215,168 @@ impl Host {
         &self.runtime
     }
 
-    /// Every loaded plugin, in configuration order.
-    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
-        &self.plugins
+    /// The running version of every plugin, in configuration order.
+    pub fn plugins(&self) -> Vec<Arc<LoadedPlugin>> {
+        let current = self.registry.all_current();
+        self.config
+            .plugins
+            .iter()
+            .filter_map(|p| current.iter().find(|l| l.name == p.name).cloned())
+            .collect()
+    }
+
+    /// The running version of plugin `name` and the versions `rollback` can return to.
+    pub fn plugin_versions(&self, name: &str) -> Option<VersionHistory> {
+        self.registry.history(name)
+    }
+
+    /// Deploys `bytes` as the new version of plugin `name`: compiled (or taken from the
+    /// artifact cache) and validated off the processing path, then swapped in between batches.
+    /// On any error the running version stays and keeps processing. Unless the bytes came from
+    /// the component file itself, they are also written over it, so a restart runs them.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        label: Option<String>,
+        origin: DeployOrigin,
+    ) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let config = self.plugin_config(name)?;
+        let started = std::time::Instant::now();
+        let bytes: Arc<[u8]> = bytes.into();
+        let (runtime, b, n, kind) = (
+            self.runtime.clone(),
+            bytes.clone(),
+            name.to_owned(),
+            config.kind,
+        );
+        let mut spec = config.load_spec();
+        spec.label = label;
+        let loaded = tokio::task::spawn_blocking(move || runtime.load_spec(&n, kind, &b, spec))
+            .await
+            .expect("compiling a component panicked")
+            .map_err(|source| DeployError::Load {
+                plugin: name.to_owned(),
+                source,
+            })?;
+        let prepare = started.elapsed();
+        let deployed = Deployed {
+            plugin: loaded,
+            bytes,
+            deployed_at_ms: crate::event::now_millis(),
+        };
+        self.install(deployed, origin, prepare).await
+    }
+
+    /// Returns plugin `name` to the version that ran before the current one (already compiled:
+    /// no compile on this path).
+    pub async fn rollback(&self, name: &str) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        self.plugin_config(name)?;
+        let previous = self
+            .registry
+            .pop_previous(name)
+            .ok_or_else(|| DeployError::NoPrevious(name.to_owned()))?;
+        let result = self
+            .install(
+                previous.clone(),
+                DeployOrigin::Rollback,
+                std::time::Duration::ZERO,
+            )
+            .await;
+        if result.is_err() {
+            self.registry.push_previous(name, previous);
+        }
+        result
+    }
+
+    fn plugin_config(&self, name: &str) -> Result<&crate::config::PluginConfig, DeployError> {
+        self.config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| DeployError::UnknownPlugin(name.to_owned()))
+    }
+
+    /// Swaps `new` in for its plugin's running version (the caller holds the deploy lock).
+    async fn install(
+        &self,
+        new: Deployed,
+        origin: DeployOrigin,
+        prepare: std::time::Duration,
+    ) -> Result<DeployReport, DeployError> {
+        let name = new.plugin.name.clone();
+        let config = self.plugin_config(&name)?;
+        let current = self
+            .registry
+            .current(&name)
+            .expect("every configured plugin is registered");
+        let mut report = DeployReport {
+            plugin: name.clone(),
+            origin,
+            previous: current.plugin.version.clone(),
+            current: new.plugin.version.clone(),
+            swapped: false,
+            cache: new.plugin.cache_outcome,
+            prepare,
+            swap: std::time::Duration::ZERO,
+            persist_error: None,
+        };
+        if new.plugin.version == current.plugin.version {
+            return Ok(report);
+        }
+        let swap_started = std::time::Instant::now();
+        let failed = |source| DeployError::Instantiate {
+            plugin: name.clone(),
+            source,
+        };
+        match &config.role {
+            Role::Aggregate { .. } => {
+                let handler = self
+                    .aggregates
+                    .get(&name)
+                    .expect("every aggregate has a handler");
+                handler.swap_plugin(new.plugin.clone()).map_err(failed)?;
+            }
+            Role::Consumer(_) if config.kind == PluginKind::Projector => {
+                let plugin = new.plugin.clone();
+                let projection =
+                    tokio::task::spawn_blocking(move || WasmProjection::new(plugin.instantiate()?))
+                        .await
+                        .expect("instantiating a projection panicked")
+                        .map_err(failed)?;
+                let group = self
+                    .groups
+                    .iter()
+                    .find(|g| g.name() == name)
+                    .expect("every projector has a group");
+                group
+                    .swap_projection(Box::new(projection))
+                    .await
+                    .map_err(|source| DeployError::Swap {
+                        plugin: name.clone(),
+                        source,
+                    })?;
+            }
+            Role::Consumer(_) => {
+                return Err(DeployError::Unsupported {
+                    plugin: name,
+                    kind: config.kind.to_string(),
+                });
+            }
+        }
+        report.swap = swap_started.elapsed();
+        report.swapped = true;
+        if origin != DeployOrigin::File
+            && let Err(e) = crate::reload::persist(&config.component, &new.bytes)
+        {
+            tracing::warn!(plugin = %name, path = %config.component.display(), error = %e, "deployed, but the component file could not be rewritten; a restart would load the old file");
+            report.persist_error = Some(e.to_string());
+        }
+        self.registry.advance(new, origin != DeployOrigin::Rollback);
+        tracing::info!(plugin = %name, from = %report.previous, to = %report.current, ?origin, cache = ?report.cache, prepare_ms = prepare.as_millis() as u64, swap_ms = report.swap.as_millis() as u64, "plugin version deployed");
+        Ok(report)
     }
 
     /// The command handler of aggregate plugin `name`.

@@ -8,6 +8,9 @@
 //! | GET | `/v1/read-models/{projector}?prefix=&limit=` | rows by key prefix |
 //! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag, dead letters |
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
+//! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
+//! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
+//! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
 //!
 //! Every error is `{"error": <kind>, "message": ...}` with its own status: 400 malformed body,
 //! 401 missing or wrong admin token, 404 unknown aggregate/row, 409 version conflict,
@@ -30,9 +33,14 @@ use crate::aggregate::{CommandError, CommandRequest};
 use crate::event::Event;
 use crate::host::Host;
 use crate::log::{AppendError, DeadLetterKey};
+use crate::reload::{DeployError, DeployOrigin};
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Largest component a deploy accepts (interpreters built into a component, such as Python's,
+/// weigh tens of MiB).
+pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
 
 /// The API's router over a running host.
 pub fn router(host: Arc<Host>) -> Router {
@@ -42,6 +50,12 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/read-models/{projector}", get(query_prefix))
         .route("/v1/read-models/{projector}/{key}", get(query_key))
         .route("/v1/admin/plugins", get(plugins))
+        .route("/v1/admin/plugins/{name}", get(plugin_versions))
+        .route(
+            "/v1/admin/plugins/{name}/deploy",
+            post(deploy).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
+        )
+        .route("/v1/admin/plugins/{name}/rollback", post(rollback))
         .route("/v1/admin/groups", get(groups))
         .route("/v1/admin/dlq", get(dead_letters))
         .route(
@@ -300,6 +314,65 @@ async fn plugins(
         })
         .collect();
     Ok(Json(json!({ "plugins": list })))
+}
+
+async fn plugin_versions(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let history = host.plugin_versions(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-plugin",
+            format!("no plugin named {name:?} is configured"),
+        )
+    })?;
+    Ok(Json(json!(history)))
+}
+
+#[derive(Deserialize)]
+struct DeployQuery {
+    version: Option<String>,
+}
+
+async fn deploy(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<DeployQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let report = host
+        .deploy(&name, body.to_vec(), q.version, DeployOrigin::Api)
+        .await
+        .map_err(deploy_error)?;
+    Ok(Json(json!(report)))
+}
+
+async fn rollback(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let report = host.rollback(&name).await.map_err(deploy_error)?;
+    Ok(Json(json!(report)))
+}
+
+fn deploy_error(e: DeployError) -> ApiError {
+    let (status, kind) = match &e {
+        DeployError::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown-plugin"),
+        DeployError::Load { .. } | DeployError::Instantiate { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid-component")
+        }
+        DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
+        DeployError::Unsupported { .. } => (StatusCode::CONFLICT, "unsupported"),
+        DeployError::Swap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "swap-failed"),
+    };
+    ApiError::new(status, kind, e)
 }
 
 async fn groups(

@@ -16,6 +16,7 @@ mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
 mod support;
+mod versioned_plugin;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {
