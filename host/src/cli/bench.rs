@@ -33,6 +33,13 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         lag: u64,
     },
+    /// Hot reload while events flow: prepare, swap and lane pause with and without a cached
+    /// artifact; cold start of 10 plugins with an empty and a warm cache.
+    Reload {
+        /// Deploys per case.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
 }
 
 pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
@@ -40,6 +47,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Log { scale } => log(scale),
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
+        Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
     }
 }
 

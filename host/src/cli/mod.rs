@@ -3,6 +3,7 @@
 mod bench;
 mod bench_groups;
 mod bench_plugins;
+mod bench_reload;
 mod demo;
 mod dlq;
 mod run;

@@ -87,6 +87,9 @@ fn defaults_and_every_form_of_the_consumer_keys() {
     let p = c.plugin("counter").unwrap();
     assert_eq!(p.component, Path::new("/srv/app/counter.wasm"));
     assert_eq!(p.limits.call_timeout, Duration::from_millis(250));
+    assert_eq!(p.limits.fuel, None);
+    assert_eq!(p.capabilities, crate::plugin::Capabilities::default());
+    assert!(c.watch_plugins);
     let Role::Consumer(g) = &p.role else { panic!() };
     assert_eq!(g.start, StartFrom::Offset(42));
     assert_eq!(g.on_dead_letter, DeadLetterPolicy::Block);
@@ -287,4 +290,21 @@ fn duplicates_and_an_empty_token_are_refused() {
     let c = parse(&format!("admin_token = \"s3cret\"\n{MINIMAL}")).unwrap();
     assert!(!format!("{c:?}").contains("s3cret"));
     assert_eq!(c.admin_token.unwrap().0, "s3cret");
+}
+
+#[test]
+fn capabilities_fuel_and_the_watcher_switch_parse_and_typos_are_refused() {
+    let text = format!(
+        "watch_plugins = false\n{MINIMAL}limits = {{ fuel = 1000000 }}\ncapabilities = {{ real_clock = true }}\n"
+    );
+    let c = parse(&text).unwrap();
+    assert!(!c.watch_plugins);
+    let p = c.plugin("counter").unwrap();
+    assert_eq!(p.limits.fuel, Some(1_000_000));
+    assert!(p.capabilities.real_clock && !p.capabilities.real_random);
+    assert_eq!(p.load_spec().capabilities, p.capabilities);
+
+    let typo = format!("{MINIMAL}capabilities = {{ real_clok = true }}\n");
+    let (msg, _) = refused(&typo);
+    assert!(msg.contains("real_clok"), "{msg}");
 }

@@ -124,6 +124,9 @@ pub struct GroupMetrics {
     pub dead_lettered_total: AtomicU64,
     /// Batches re-run because another lane changed what they read (not failures).
     pub read_conflicts: AtomicU64,
+    /// Hot reload: from the end of a lane's last batch on the old version to the start of its
+    /// first batch on the new one, in µs (the latest swap that had work on both sides).
+    pub last_swap_pause_us: AtomicU64,
 }
 
 /// One partition's consumer lag.
@@ -515,6 +518,10 @@ impl Lane {
 
     pub(super) fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    pub(super) fn metrics(&self) -> &Arc<GroupMetrics> {
+        &self.metrics
     }
 
     /// The partitions this lane processes: `(topic, partition)`.

@@ -5,6 +5,7 @@
 //! or its next retry, never polls.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -223,8 +224,16 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Lane {
     let mut commits = lane.log().commits();
+    let metrics = lane.metrics().clone();
+    // For the swap pause: when the last batch ended, and that instant once a swap arrived,
+    // until the first batch on the new version starts.
+    let mut last_batch_end: Option<std::time::Instant> = None;
+    let mut swapped_after: Option<std::time::Instant> = None;
     loop {
         while let Ok(c) = commands.try_recv() {
+            if matches!(c, Command::Swap(..)) {
+                swapped_after = last_batch_end;
+            }
             lane = handle(lane, c).await;
         }
         if *stop.borrow() {
@@ -237,8 +246,16 @@ async fn run(
             let Ok(_permit) = workers.acquire().await else {
                 return lane;
             };
+            let started = std::time::Instant::now();
             let (l, step) = blocking(lane, Lane::step).await;
             lane = l;
+            if let Ok(Step::Progress { .. }) = step {
+                if let Some(since) = swapped_after.take() {
+                    let pause = started.saturating_duration_since(since).as_micros() as u64;
+                    metrics.last_swap_pause_us.store(pause, Ordering::Relaxed);
+                }
+                last_batch_end = Some(std::time::Instant::now());
+            }
             step
         };
         let wait = match step {
@@ -263,7 +280,12 @@ async fn run(
             }
             () = sleep => {}
             c = commands.recv() => match c {
-                Some(c) => lane = handle(lane, c).await,
+                Some(c) => {
+                    if matches!(c, Command::Swap(..)) {
+                        swapped_after = last_batch_end;
+                    }
+                    lane = handle(lane, c).await
+                }
                 None => return lane,
             },
             // A stop, or the handle dropped without one: either way this lane is done.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::support::{RunningHost, factline_binary};
 
 /// One HTTP/1.1 request over a fresh connection: (status, body as JSON or Null).
-fn request(
+pub(crate) fn request(
     port: u16,
     method: &str,
     path: &str,

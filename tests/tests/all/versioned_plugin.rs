@@ -236,3 +236,75 @@ fn bad_deploys_are_refused_while_the_running_version_keeps_processing() {
         Arc::into_inner(host).unwrap().shutdown().await;
     });
 }
+
+/// The deploy API: a component far over the 1 MiB body limit of other requests is accepted,
+/// labelled, listed in the history, and rolled back; bad bytes get 422 and a rollback with no
+/// previous version 409.
+#[test]
+fn deploy_and_rollback_over_http() {
+    use crate::http_api::request;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (host, component) = start(dir.path(), false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let router = factline_host::http::router(host.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let call = move |method: &'static str, path: String, body: Option<Vec<u8>>| {
+            tokio::task::spawn_blocking(move || request(port, method, &path, None, body.as_deref()))
+        };
+
+        // Padded with a 3 MiB custom section: a valid component over the general body limit.
+        let mut big = version(3);
+        let pad = vec![0u8; 3 << 20];
+        big.push(0);
+        let mut size = pad.len() + 2;
+        let name_len_and_name = [1u8, b'p'];
+        loop {
+            let b = (size & 0x7f) as u8;
+            size >>= 7;
+            big.push(if size == 0 { b } else { b | 0x80 });
+            if size == 0 {
+                break;
+            }
+        }
+        big.extend_from_slice(&name_len_and_name);
+        big.extend_from_slice(&pad);
+        let path = "/v1/admin/plugins/versioned/deploy?version=3.0".to_owned();
+        let (status, report) = call("POST", path, Some(big.clone())).await.unwrap();
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["swapped"], true, "{report}");
+        assert_eq!(report["current"]["label"], "3.0", "{report}");
+        assert_eq!(std::fs::read(&component).unwrap(), big, "persisted");
+
+        let (status, history) = call("GET", "/v1/admin/plugins/versioned".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(history["current"]["version"]["label"], "3.0", "{history}");
+        assert_eq!(
+            history["previous"].as_array().unwrap().len(),
+            1,
+            "{history}"
+        );
+
+        let garbage = vec![0x42u8; 2 << 20];
+        let path = "/v1/admin/plugins/versioned/deploy".to_owned();
+        let (status, err) = call("POST", path, Some(garbage)).await.unwrap();
+        assert_eq!(status, 422, "{err}");
+        assert_eq!(err["error"], "invalid-component", "{err}");
+
+        let rollback = "/v1/admin/plugins/versioned/rollback".to_owned();
+        let (status, back) = call("POST", rollback.clone(), None).await.unwrap();
+        assert_eq!(status, 200, "{back}");
+        assert_eq!(back["current"]["label"], serde_json::Value::Null, "{back}");
+        assert_eq!(std::fs::read(&component).unwrap(), version(0));
+        let (status, err) = call("POST", rollback, None).await.unwrap();
+        assert_eq!(status, 409, "{err}");
+        let (status, _) = call("POST", "/v1/admin/plugins/nope/rollback".into(), None)
+            .await
+            .unwrap();
+        assert_eq!(status, 404);
+    });
+}
