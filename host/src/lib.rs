@@ -15,3 +15,4 @@ pub mod outbox;
 pub mod plugin;
 pub mod projector;
 pub mod scenario;
+pub mod telemetry;
