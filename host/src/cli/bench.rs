@@ -33,6 +33,9 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000_000)]
         lag: u64,
     },
+    /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
+    /// against the raw append rate of the log, in one run.
+    Http(crate::cli::bench_http::Args),
 }
 
 pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Log { scale } => log(scale),
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
+        Which::Http(args) => crate::cli::bench_http::run(args, plugins),
     }
 }
 

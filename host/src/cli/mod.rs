@@ -2,10 +2,18 @@
 
 mod bench;
 mod bench_groups;
+mod bench_http;
 mod bench_plugins;
+mod client;
 mod demo;
 mod dlq;
+mod groups;
+mod inspect;
+mod plugins;
+mod query;
+mod read;
 mod run;
+mod send;
 
 use std::process::ExitCode;
 
@@ -37,8 +45,20 @@ enum LogFormat {
 enum Command {
     /// Run the order example end to end on a fresh embedded data directory.
     Demo(demo::Args),
-    /// Dead letters of a stopped host: list, show, retry, discard.
+    /// Dead letters: list, show, retry, discard (a running host, or a stopped one's directory).
     Dlq(dlq::Args),
+    /// Send a command to an aggregate of a running host.
+    Send(send::Args),
+    /// Read a stream of a running host.
+    Read(read::Args),
+    /// Query a read model of a running host, by key or by key prefix.
+    Query(query::Args),
+    /// Plugins of a running host and their versions.
+    Plugins(plugins::Args),
+    /// Consumer groups of a running host and their lag.
+    Groups(groups::Args),
+    /// Topics, high-water marks, group offsets and dead letters of a stopped host's directory.
+    Inspect(inspect::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
     /// Measure throughput and print a table.
@@ -73,6 +93,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Read(args) => read::run(args),
+        Command::Query(args) => query::run(args),
+        Command::Plugins(args) => plugins::run(args),
+        Command::Groups(args) => groups::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }
