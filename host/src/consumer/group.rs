@@ -645,6 +645,7 @@ impl Lane {
                 .batches_committed
                 .fetch_add(1, Ordering::Relaxed);
             self.instruments(idx).batch(events.len(), started.elapsed());
+            tracing::debug!(next_offset = next, "batch committed");
             return Ok(Step::Progress {
                 events: events.len(),
             });
