@@ -16,3 +16,4 @@ pub mod plugin;
 pub mod projector;
 pub mod reload;
 pub mod scenario;
+pub mod telemetry;

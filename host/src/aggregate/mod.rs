@@ -9,7 +9,7 @@
 mod cache;
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::event::{Event, ExpectedVersion, NewEvent, now_millis};
 use crate::log::{AppendError, EventLog, ReadError};
 use crate::plugin::{CallFailure, CommandInput, Decision, LoadedPlugin, PluginInstance, Rejection};
+use crate::telemetry::{self, CommandInstruments};
 use cache::{CachedState, StateCache};
 
 /// A command for an aggregate instance.
@@ -98,6 +99,8 @@ pub struct AggregateHandler {
     options: AggregateOptions,
     instance: Mutex<PluginInstance>,
     cache: StateCache,
+    /// `commands_total` and `command_duration_seconds` handles, made on the first command.
+    instruments: OnceLock<CommandInstruments>,
 }
 
 impl std::fmt::Debug for AggregateHandler {
@@ -124,6 +127,7 @@ impl AggregateHandler {
             cache: StateCache::new(options.cache_capacity),
             options,
             instance: Mutex::new(instance),
+            instruments: OnceLock::new(),
         })
     }
 
@@ -163,8 +167,51 @@ impl AggregateHandler {
         }
     }
 
-    /// Handles one command.
-    pub fn handle(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
+    /// Handles one command, in a `command` span carrying its ids; counted and timed.
+    pub fn handle(&self, mut request: CommandRequest) -> Result<CommandOutcome, CommandError> {
+        let started = std::time::Instant::now();
+        let command_id = *request.command_id.get_or_insert_with(Uuid::now_v7);
+        // The defaults `decide_and_append` would pick, made here so the span shows them.
+        let correlation_id = request
+            .correlation_id
+            .get_or_insert_with(|| command_id.to_string())
+            .clone();
+        let causation_id = request
+            .causation_id
+            .get_or_insert_with(|| command_id.to_string())
+            .clone();
+        let span = tracing::info_span!(
+            "command",
+            aggregate = %self.name,
+            id = %request.id,
+            command_type = %request.command_type,
+            %command_id,
+            %correlation_id,
+            %causation_id,
+        );
+        let _entered = span.enter();
+        let result = self.decide_and_append(request);
+        let outcome = match &result {
+            Ok(o) if o.deduplicated => telemetry::CommandOutcome::Deduplicated,
+            Ok(_) => telemetry::CommandOutcome::Accepted,
+            Err(CommandError::Rejected(_)) => telemetry::CommandOutcome::Rejected,
+            Err(CommandError::Conflict { .. }) => telemetry::CommandOutcome::Conflict,
+            Err(CommandError::Failed { .. }) => telemetry::CommandOutcome::Failed,
+            Err(CommandError::Append(_) | CommandError::Read(_)) => {
+                telemetry::CommandOutcome::Refused
+            }
+        };
+        tracing::debug!(?outcome, "command handled");
+        self.instruments
+            .get_or_init(|| {
+                let version = self.lock().plugin().version.to_string();
+                CommandInstruments::new(&self.name, version)
+            })
+            .record(outcome, started.elapsed());
+        result
+    }
+
+    fn decide_and_append(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
         let stream = self.stream_of(&request.id);
         self.log.locate(&stream)?;
         let command_id = request.command_id.unwrap_or_else(Uuid::now_v7);

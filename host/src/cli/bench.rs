@@ -40,6 +40,9 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
+    /// against the raw append rate of the log, in one run.
+    Http(crate::cli::bench_http::Args),
 }
 
 pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
@@ -48,6 +51,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
         Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
+        Which::Http(args) => crate::cli::bench_http::run(args, plugins),
     }
 }
 

@@ -1,5 +1,7 @@
-//! `factline dlq ...`: the dead-letter queue of a stopped host's data directory (the running
-//! host holds the directory's lock; its admin API is where live operations belong).
+//! `factline dlq ...`: the dead-letter queue of a running host through its admin API (the
+//! default: `--host`), or of a stopped host's data directory (`--config`; `--data-dir` for
+//! list and show, which need no plugin). The running host holds the directory's lock, so the
+//! offline mode refuses while it runs.
 
 use std::path::PathBuf;
 
@@ -8,17 +10,22 @@ use clap::Subcommand;
 use factline_host::config::{Config, Role};
 use factline_host::consumer::ConsumerGroup;
 use factline_host::log::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
+use serde_json::Value;
+
+use super::client::{Client, Remote, segment};
 use factline_host::plugin::{PluginRuntime, RuntimeConfig};
 use factline_host::projector::WasmProjection;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The host's configuration file (names the data directory and the plugins).
-    #[arg(long, env = "FACTLINE_CONFIG")]
-    config: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    /// Offline: a stopped host's configuration file (names the data directory and plugins).
+    #[arg(long, global = true, env = "FACTLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Offline: a stopped host's data directory (list and show only).
+    #[arg(long, global = true, conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     action: Action,
 }
@@ -60,20 +67,30 @@ impl Key {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
-    let log = match EventLog::open(
-        &config.data_dir,
-        LogOptions::with_topics(config.topics.iter().cloned()),
-    ) {
-        Err(OpenError::AlreadyOpen { path }) => anyhow::bail!(
-            "{path} is in use by a running factline host; stop it first (dead letters of a running host are managed through its admin API)"
-        ),
-        other => other.context("opening the data directory")?,
+    let json = args.remote.json;
+    let (config, log) = match (&args.config, &args.data_dir) {
+        (Some(path), _) => {
+            let config = Config::load(path)?;
+            let log = open(
+                &config.data_dir,
+                LogOptions::with_topics(config.topics.iter().cloned()),
+            )?;
+            (Some(config), log)
+        }
+        (None, Some(dir)) => {
+            if matches!(args.action, Action::Retry(_) | Action::Discard(_)) {
+                anyhow::bail!(
+                    "retry and discard run the group's plugin: give the host's --config instead of --data-dir"
+                );
+            }
+            (None, open(dir, LogOptions::default())?)
+        }
+        (None, None) => return remote(&args.remote, args.action),
     };
     match args.action {
         Action::List { group } => {
             let letters = log.dead_letters(group.as_deref())?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else {
                 print_table(&letters);
@@ -83,23 +100,105 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let letter = log
                 .dead_letter(&k.key())?
                 .with_context(|| format!("no dead letter at {}", describe(&k.key())))?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&letter)?);
             } else {
                 print_one(&letter);
             }
         }
         Action::Retry(k) => {
+            let config = config.expect("retry is refused without a config above");
             let mut group = open_group(&config, &log, &k.group)?;
             let outcome = group.retry_dead_letter(&k.key())?;
             println!("{}: {outcome:?}", describe(&k.key()));
         }
         Action::Discard(k) => {
+            let config = config.expect("discard is refused without a config above");
             let mut group = open_group(&config, &log, &k.group)?;
             group.discard_dead_letter(&k.key())?;
             println!("{}: discarded", describe(&k.key()));
         }
     }
+    Ok(())
+}
+
+/// Opens a stopped host's data directory; refuses a missing one (instead of creating it) and
+/// one a running host holds.
+fn open(dir: &std::path::Path, options: LogOptions) -> anyhow::Result<EventLog> {
+    let db = dir.join(factline_host::log::DB_FILE);
+    anyhow::ensure!(db.is_file(), "{} holds no factline data", dir.display());
+    match EventLog::open(dir, options) {
+        Err(OpenError::AlreadyOpen { path }) => anyhow::bail!(
+            "{path} is in use by a running factline host; stop it first, or manage its dead letters through its admin API (--host)"
+        ),
+        other => other.context("opening the data directory"),
+    }
+}
+
+/// The same actions through a running host's admin API.
+fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
+    let client = Client::new(remote);
+    let list = || -> anyhow::Result<Vec<DeadLetter>> {
+        let answer = client.get("/v1/admin/dlq")?;
+        serde_json::from_value(answer["dead_letters"].clone())
+            .context("the host's dead-letter list")
+    };
+    match action {
+        Action::List { group } => {
+            let letters: Vec<DeadLetter> = list()?
+                .into_iter()
+                .filter(|l| group.as_ref().is_none_or(|g| &l.group == g))
+                .collect();
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                print_table(&letters);
+            }
+        }
+        Action::Show(k) => {
+            let key = k.key();
+            let letter = list()?
+                .into_iter()
+                .find(|l| l.key() == key)
+                .with_context(|| format!("no dead letter at {}", describe(&key)))?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&letter)?);
+            } else {
+                print_one(&letter);
+            }
+        }
+        Action::Retry(k) => {
+            let answer = client.post(&action_path(&k, "retry"), None)?;
+            report(
+                remote,
+                &k,
+                &answer,
+                answer["retried"].as_str().unwrap_or("retried"),
+            )?;
+        }
+        Action::Discard(k) => {
+            let answer = client.post(&action_path(&k, "discard"), None)?;
+            report(remote, &k, &answer, "discarded")?;
+        }
+    }
+    Ok(())
+}
+
+fn action_path(k: &Key, action: &str) -> String {
+    format!(
+        "/v1/admin/dlq/{}/{}/{}/{}/{action}",
+        segment(&k.group),
+        segment(&k.topic),
+        k.partition,
+        k.offset
+    )
+}
+
+fn report(remote: &Remote, k: &Key, answer: &Value, what: &str) -> anyhow::Result<()> {
+    if remote.json {
+        return super::client::print_json(answer);
+    }
+    println!("{}: {what}", describe(&k.key()));
     Ok(())
 }
 

@@ -2,11 +2,19 @@
 
 mod bench;
 mod bench_groups;
+mod bench_http;
 mod bench_plugins;
 mod bench_reload;
+mod client;
 mod demo;
 mod dlq;
+mod groups;
+mod inspect;
+mod plugins;
+mod query;
+mod read;
 mod run;
+mod send;
 
 use std::process::ExitCode;
 
@@ -19,16 +27,39 @@ use clap::{Parser, Subcommand};
     about = "An event log whose business logic runs as WebAssembly components"
 )]
 struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, default `warn`).
+    #[arg(long, global = true, env = "FACTLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the current span's fields (command and batch ids).
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the order example end to end on a fresh embedded data directory.
     Demo(demo::Args),
-    /// Dead letters of a stopped host: list, show, retry, discard.
+    /// Dead letters: list, show, retry, discard (a running host, or a stopped one's directory).
     Dlq(dlq::Args),
+    /// Send a command to an aggregate of a running host.
+    Send(send::Args),
+    /// Read a stream of a running host.
+    Read(read::Args),
+    /// Query a read model of a running host, by key or by key prefix.
+    Query(query::Args),
+    /// Plugins of a running host and their versions.
+    Plugins(plugins::Args),
+    /// Consumer groups of a running host and their lag.
+    Groups(groups::Args),
+    /// Topics, high-water marks, group offsets and dead letters of a stopped host's directory.
+    Inspect(inspect::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
     /// Measure throughput and print a table.
@@ -47,8 +78,8 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -63,15 +94,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Read(args) => read::run(args),
+        Command::Query(args) => query::run(args),
+        Command::Plugins(args) => plugins::run(args),
+        Command::Groups(args) => groups::run(args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }

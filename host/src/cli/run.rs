@@ -23,6 +23,8 @@ pub struct Args {
 /// Printed (and flushed) on stdout once everything is loaded and the groups run; scripts and
 /// tests wait for it.
 const READY: &str = "factline: ready";
+/// Printed on stdout just before [`READY`], followed by the API's base URL.
+const LISTENING: &str = "factline: listening on";
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
@@ -50,6 +52,16 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
     } else {
         None
     };
+    if let Some(metrics) = factline_host::telemetry::handle() {
+        // Histograms keep raw samples until drained: drain them even when nobody scrapes.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        });
+    }
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         axum::serve(listener, factline_host::http::router(host.clone()))
@@ -75,6 +87,8 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
     );
     {
         let mut out = std::io::stdout().lock();
+        // The bound address first: with port 0 in the config, scripts learn it here.
+        writeln!(out, "{LISTENING} http://{address}")?;
         writeln!(out, "{READY}")?;
         out.flush()?;
     }

@@ -21,6 +21,7 @@ use crate::log::{
 };
 use crate::plugin::{CallFailure, ReadModelSession};
 use crate::projector::{MAX_VALUE_BYTES, Projection};
+use crate::telemetry::BatchInstruments;
 
 use super::retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 
@@ -188,6 +189,8 @@ struct PartitionState {
     blocked_at: Option<u64>,
     isolation: Option<Isolation>,
     retry: Option<Retrying>,
+    /// Metric handles, made on the first batch of the current plugin version.
+    instruments: Option<BatchInstruments>,
 }
 
 impl PartitionState {
@@ -289,6 +292,7 @@ impl ConsumerGroup {
                     blocked_at: None,
                     isolation: None,
                     retry: None,
+                    instruments: None,
                 };
                 state.blocked_at = blocking_dead_letter(&log, &config.name, &state)?;
                 partitions.push(state);
@@ -544,6 +548,7 @@ impl Lane {
     ) -> Box<dyn Projection> {
         for p in &mut self.partitions {
             p.retry = None;
+            p.instruments = None;
         }
         std::mem::replace(&mut self.projection, projection)
     }
@@ -592,8 +597,19 @@ impl Lane {
         Ok(Step::Idle { next_retry })
     }
 
+    /// The partition's metric handles (labelled with the current plugin version).
+    fn instruments(&mut self, idx: usize) -> &BatchInstruments {
+        let p = &mut self.partitions[idx];
+        p.instruments.get_or_insert_with(|| {
+            BatchInstruments::new(&self.config.name, &p.topic, self.projection.version())
+        })
+    }
+
     fn process(&mut self, idx: usize, events: Vec<Event>) -> Result<Step, ConsumerError> {
+        let started = Instant::now();
         let from = self.partitions[idx].next();
+        let span = batch_span(&self.config.name, &events);
+        let _entered = span.enter();
         let relevant: Vec<Event> = events
             .iter()
             .filter(|e| self.projection.handles(&e.event_type))
@@ -635,6 +651,8 @@ impl Lane {
             self.metrics
                 .batches_committed
                 .fetch_add(1, Ordering::Relaxed);
+            self.instruments(idx).batch(events.len(), started.elapsed());
+            tracing::debug!(next_offset = next, "batch committed");
             return Ok(Step::Progress {
                 events: events.len(),
             });
@@ -745,6 +763,7 @@ impl Lane {
         self.metrics
             .dead_lettered_total
             .fetch_add(1, Ordering::Relaxed);
+        self.instruments(idx).parked();
         let p = &mut self.partitions[idx];
         p.committed = Some(next);
         p.retry = None;
@@ -912,6 +931,25 @@ impl Lane {
         }
         Ok(())
     }
+}
+
+/// The span of one batch: where it is, and the ids of its first event (a batch mixes flows; its
+/// events' own ids are in the log).
+fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return tracing::Span::none();
+    };
+    tracing::info_span!(
+        "batch",
+        group,
+        topic = %first.topic,
+        partition = first.partition,
+        from_offset = first.offset,
+        to_offset = last.offset,
+        events = events.len(),
+        correlation_id = %first.correlation_id,
+        causation_id = %first.causation_id,
+    )
 }
 
 /// The offset a partition is blocked at: a blocking dead letter at its committed offset.

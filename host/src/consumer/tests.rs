@@ -333,3 +333,43 @@ fn lanes_split_partitions_and_need_a_replicable_projection() {
     assert_eq!(g.metrics().read_conflicts.load(Ordering::Relaxed), 0);
     g.swap_projection(Box::new(SharedCount)).unwrap();
 }
+
+#[test]
+fn consumed_and_parked_events_are_counted_with_group_topic_and_version() {
+    let metrics = crate::telemetry::install().expect("the only recorder in this binary");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let config = GroupConfig {
+        retry: RetryPolicy {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+            max_attempts: 1,
+        },
+        // Its own name: the other tests of this binary count under theirs at the same time.
+        ..GroupConfig::new("g-metered", vec!["t".into()])
+    };
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut g = ConsumerGroup::new(log.clone(), config, Box::new(Counting { shared })).unwrap();
+    for (s, t) in [(0, "ok"), (1, "ok"), (2, "poison"), (3, "ok")] {
+        log.append(
+            &format!("t-{s}"),
+            ExpectedVersion::Any,
+            vec![NewEvent::new(t, vec![0x80])],
+        )
+        .unwrap();
+    }
+    assert_eq!(g.run_until_idle().unwrap(), 4);
+    let text = crate::telemetry::render(metrics, || {});
+    let labels = r#"{group="g-metered",topic="t",plugin_version="native-test"}"#;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{labels} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(value("events_consumed_total"), Some(3.0), "{text}");
+    assert_eq!(value("dlq_messages_total"), Some(1.0), "{text}");
+    assert!(
+        value("event_processing_duration_seconds_count").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}

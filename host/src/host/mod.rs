@@ -98,6 +98,8 @@ impl Host {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(HostError::NoRuntime);
         }
+        // Before anything makes metric handles (handles made earlier would stay no-ops).
+        crate::telemetry::install();
         if let Some(p) = config
             .plugins
             .iter()

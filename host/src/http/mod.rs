@@ -11,6 +11,7 @@
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
+//! | GET | `/metrics` | Prometheus text format (admin: needs the token when one is set) |
 //!
 //! Every error is `{"error": <kind>, "message": ...}` with its own status: 400 malformed body,
 //! 401 missing or wrong admin token, 404 unknown aggregate/row, 409 version conflict,
@@ -62,6 +63,7 @@ pub fn router(host: Arc<Host>) -> Router {
             "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
             post(dead_letter_action),
         )
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
 }
@@ -292,6 +294,37 @@ fn authorize(host: &Host, headers: &HeaderMap) -> Result<(), ApiError> {
             "admin endpoints need `Authorization: Bearer <admin_token>`",
         ))
     }
+}
+
+/// `GET /metrics`: the recorded metrics plus the gauges read now (lag, parked events).
+async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&host, &headers)?;
+    let Some(handle) = crate::telemetry::handle() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics-unavailable",
+            "another metrics recorder is installed in this process",
+        ));
+    };
+    let lag = host.lag().map_err(internal)?;
+    let parked = host.log().dead_letters(None).map_err(internal)?;
+    let text = crate::telemetry::render(handle, || {
+        for (group, partitions) in &lag {
+            for p in partitions {
+                crate::telemetry::set_lag(group, &p.topic, p.partition, p.lag);
+            }
+            let n = parked.iter().filter(|d| &d.group == group).count();
+            crate::telemetry::set_parked(group, n as u64);
+        }
+    });
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn plugins(

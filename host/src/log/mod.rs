@@ -13,6 +13,7 @@ mod dead_letter;
 mod effects;
 mod error;
 mod format;
+mod inspect;
 mod partition;
 mod read;
 mod writer;
@@ -34,6 +35,10 @@ pub use effects::{
     CommitError, HandlerCommit, ReadCheck, ReadModelView, ReadModelWrite, ValueDigest,
 };
 pub use error::{AppendError, OpenError, ReadError};
+pub use format::FORMAT_VERSION;
+pub use inspect::{
+    DeadLetterCount, GroupPosition, InspectError, Inspection, TopicSummary, inspect,
+};
 pub use partition::{murmur2, partition_for};
 pub use writer::WriterStats;
 

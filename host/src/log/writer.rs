@@ -174,6 +174,7 @@ fn run(
 ) {
     let mut last_time = 0u64;
     let mut group = Vec::with_capacity(max_group);
+    let mut published = crate::telemetry::Published::default();
     while let Ok(first) = rx.recv() {
         group.push(first);
         while group.len() < max_group {
@@ -191,6 +192,7 @@ fn run(
                 stats
                     .requests
                     .fetch_add(group.len() as u64, Ordering::Relaxed);
+                count_published(&mut published, &outcomes);
                 for (op, outcome) in group.drain(..).zip(outcomes) {
                     reply(op, outcome);
                 }
@@ -209,6 +211,18 @@ fn run(
                 }
             }
         }
+    }
+}
+
+/// `events_published_total`: what the committed transaction newly stored, per topic.
+fn count_published(published: &mut crate::telemetry::Published, outcomes: &[Outcome]) {
+    let appended = outcomes.iter().flat_map(|o| match o {
+        Outcome::Append(Ok(r)) => std::slice::from_ref(r),
+        Outcome::Commit(Ok(rs)) => rs.as_slice(),
+        _ => &[],
+    });
+    for r in appended.filter(|r| !r.deduplicated) {
+        published.add(&r.topic, r.last_offset - r.first_offset + 1);
     }
 }
 

@@ -18,6 +18,7 @@ use super::limits::Breach;
 use super::state::HostState;
 use super::{KindPre, LoadedPlugin};
 use crate::event::Event;
+use crate::telemetry::PluginCalls;
 
 /// A command as an aggregate's `decide` sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +79,8 @@ pub struct PluginInstance {
     /// WIT-shaped copies of the last batch, reused so steady-state batches allocate nothing on
     /// the host side (strings are overwritten in place).
     scratch: Vec<types::Event>,
+    /// Call-time histograms and failure counters (`plugin_call_*`).
+    calls: PluginCalls,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -91,11 +94,13 @@ impl std::fmt::Debug for PluginInstance {
 
 impl PluginInstance {
     pub(crate) fn new(plugin: Arc<LoadedPlugin>) -> Result<Self, CallFailure> {
+        let calls = PluginCalls::new(&plugin.name, plugin.version.to_string());
         let mut me = PluginInstance {
             plugin,
             live: None,
             rebuilds: 0,
             scratch: Vec::new(),
+            calls,
         };
         me.live()?;
         Ok(me)
@@ -147,6 +152,7 @@ impl PluginInstance {
     /// is never reused.
     fn call<R>(
         &mut self,
+        function: &'static str,
         now_ms: u64,
         seed: u64,
         f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<R>,
@@ -168,10 +174,13 @@ impl PluginInstance {
         live.store.data().stderr_tail.clear();
         live.store.data().clock.store(now_ms, Ordering::Relaxed);
         let Live { store, exports } = live;
-        match f(store, exports) {
+        let started = std::time::Instant::now();
+        let result = f(store, exports).map_err(|e| classify(e, store));
+        self.calls.record(function, started.elapsed());
+        match result {
             Ok(r) => Ok(r),
-            Err(e) => {
-                let failure = classify(e, store);
+            Err(failure) => {
+                self.calls.failed(failure.kind);
                 tracing::warn!(plugin = %self.plugin.name, version = %self.plugin.version, kind = %failure.kind, error = %failure.message, "plugin call failed; rebuilding its store");
                 self.live = None;
                 self.rebuilds += 1;
@@ -183,6 +192,7 @@ impl PluginInstance {
     fn check_output(&self, what: &str, len: usize) -> Result<(), CallFailure> {
         let max = self.plugin.limits.max_output_bytes;
         if len > max {
+            self.calls.failed(FailureKind::BadOutput);
             return Err(CallFailure::new(
                 FailureKind::BadOutput,
                 format!("{what} is {len} bytes, over the limit of {max}"),
@@ -205,7 +215,7 @@ impl PluginInstance {
 
     /// Event types the plugin handles (aggregates, projectors, policies); empty means all.
     pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
-        self.call(0, 0, |store, ex| match ex {
+        self.call("event-types", 0, 0, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_event_types(store),
@@ -221,7 +231,7 @@ impl PluginInstance {
     }
 
     pub fn initial_state(&mut self) -> Result<Vec<u8>, CallFailure> {
-        let state = self.call(0, 0, |store, ex| match ex {
+        let state = self.call("initial-state", 0, 0, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_initial_state(store)
@@ -240,7 +250,7 @@ impl PluginInstance {
         }
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
-        let r = self.call(now, batch_seed(events), |store, ex| match ex {
+        let r = self.call("evolve", now, batch_seed(events), |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_evolve(store, state, &wit)
@@ -254,7 +264,7 @@ impl PluginInstance {
                 self.check_output("evolved state", state.len())?;
                 Ok(state)
             }
-            Err(f) => Err(guest_failure(f)),
+            Err(f) => Err(self.guest_failure(f)),
         }
     }
 
@@ -275,7 +285,7 @@ impl PluginInstance {
             metadata: command.metadata.clone(),
         };
         let seed = seed_of([command.command_id.as_bytes()]);
-        let r = self.call(command.issued_at, seed, |store, ex| match ex {
+        let r = self.call("decide", command.issued_at, seed, |store, ex| match ex {
             Exports::Aggregate(a) => a
                 .factline_plugin_aggregate_handler()
                 .call_decide(store, state, &cmd)
@@ -288,6 +298,7 @@ impl PluginInstance {
                 self.check_output("decided events", total)?;
                 for (i, e) in events.iter().enumerate() {
                     check_msgpack(&e.payload).map_err(|why| {
+                        self.calls.failed(FailureKind::BadOutput);
                         CallFailure::new(
                             FailureKind::BadOutput,
                             format!(
@@ -313,7 +324,7 @@ impl PluginInstance {
                 code: r.code,
                 message: r.message,
             })),
-            Err(types::DecideError::Failed(f)) => Err(guest_failure(f)),
+            Err(types::DecideError::Failed(f)) => Err(self.guest_failure(f)),
         }
     }
 
@@ -332,7 +343,7 @@ impl PluginInstance {
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let mut session = Some(session);
-        let r = self.call(now, batch_seed(events), |store, ex| {
+        let r = self.call("project", now, batch_seed(events), |store, ex| {
             store.data_mut().read_model = session.take();
             let r = match ex {
                 Exports::Projector(p) => p
@@ -347,7 +358,7 @@ impl PluginInstance {
         self.scratch = wit;
         let outcome = match r {
             Ok(Some(Ok(()))) => Ok(()),
-            Ok(Some(Err(f))) => Err(guest_failure(f)),
+            Ok(Some(Err(f))) => Err(self.guest_failure(f)),
             Ok(None) => Err(self.wrong_kind("projector")),
             Err(f) => Err(f),
         };
@@ -438,12 +449,16 @@ fn batch_seed(events: &[Event]) -> u64 {
     seed_of(events.iter().map(|e| e.event_id.as_bytes().as_slice()))
 }
 
-fn guest_failure(f: types::Failure) -> CallFailure {
-    CallFailure {
-        kind: FailureKind::Guest,
-        message: f.message,
-        backtrace: None,
-        event_index: f.event_index,
+impl PluginInstance {
+    /// The plugin's own failure (counted like a trap: the call did not succeed).
+    fn guest_failure(&self, f: types::Failure) -> CallFailure {
+        self.calls.failed(FailureKind::Guest);
+        CallFailure {
+            kind: FailureKind::Guest,
+            message: f.message,
+            backtrace: None,
+            event_index: f.event_index,
+        }
     }
 }
 

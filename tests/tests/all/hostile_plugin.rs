@@ -82,6 +82,63 @@ fn each_fault_is_typed_and_the_host_keeps_serving() {
 }
 
 #[test]
+fn limit_breaches_and_call_times_are_counted_per_plugin_and_kind() {
+    let metrics = factline_host::telemetry::install().expect("the only recorder in this binary");
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("hostile", 1)]);
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    // Its own name: other tests of this binary count under `hostile` at the same time.
+    let plugin = load(
+        &runtime(),
+        "hostile-metered",
+        PluginKind::Aggregate,
+        factline_tests::HOSTILE_PLUGIN,
+        limits,
+    );
+    let h = AggregateHandler::new(log.clone(), plugin, AggregateOptions::new("hostile")).unwrap();
+    h.handle(cmd("ok")).unwrap();
+    for (command, kind) in [
+        ("alloc", FailureKind::MemoryLimit),
+        ("loop", FailureKind::Deadline),
+        ("alloc", FailureKind::MemoryLimit),
+    ] {
+        assert_eq!(failure(h.handle(cmd(command))).kind, kind);
+    }
+    let text = factline_host::telemetry::render(metrics, || {});
+    // The value of the sample of `name` for this plugin whose labels contain `label`.
+    let sample = |name: &str, label: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains("hostile-metered")
+                    && l.contains(label)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let failures = "plugin_call_failures_total";
+    assert_eq!(
+        sample(failures, r#"kind="memory-limit""#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(sample(failures, r#"kind="deadline""#), Some(1.0), "{text}");
+    assert_eq!(sample(failures, r#"kind="trap""#), None, "{text}");
+    let calls = "plugin_call_duration_seconds_count";
+    assert_eq!(sample(calls, r#"function="decide""#), Some(4.0), "{text}");
+    let commands = "commands_total";
+    assert_eq!(sample(commands, r#"outcome="failed""#), Some(3.0), "{text}");
+    assert_eq!(
+        sample(commands, r#"outcome="accepted""#),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_component_of_the_wrong_world_is_refused_naming_what_is_missing() {
     let rt = runtime();
     let err = rt

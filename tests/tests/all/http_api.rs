@@ -17,6 +17,18 @@ pub(crate) fn request(
     token: Option<&str>,
     body: Option<&[u8]>,
 ) -> (u16, Value) {
+    let (status, body) = request_text(port, method, path, token, body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// [`request`] with the body as text.
+pub(crate) fn request_text(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or_default();
@@ -39,7 +51,7 @@ pub(crate) fn request(
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status in {text:?}"));
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, body.to_owned())
 }
 
 fn free_port() -> u16 {

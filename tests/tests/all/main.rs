@@ -15,6 +15,7 @@ mod order_summary;
 mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
+mod service;
 mod support;
 mod versioned_plugin;
 

@@ -48,7 +48,12 @@ pub fn native_projector<P: factline_guest::Projector>(s: &factline_guest::scenar
 
 /// The `factline` binary next to this test binary (`target/debug/deps/all-…` →
 /// `target/debug/factline`); `cargo test --workspace` builds it.
+/// `FACTLINE_BIN` overrides it (a target directory shared by several worktrees holds one
+/// `factline` for all of them).
 pub fn factline_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("FACTLINE_BIN") {
+        return bin.into();
+    }
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe
         .parent()
@@ -72,6 +77,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const READY: &str = "factline: ready";
+/// Printed just before the ready line, followed by the API's base URL.
+const LISTENING: &str = "factline: listening on ";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `factline run` child with its output collected.
@@ -81,11 +88,23 @@ pub struct RunningHost {
     stderr: Arc<Mutex<String>>,
     /// Ends when the child's stderr closes; joined after exit so no line is missed.
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// The HTTP API's base URL, from the line before the ready line.
+    url: Option<String>,
 }
 
 impl RunningHost {
     pub fn spawn(bin: &Path, config: &Path, extra: &[&str]) -> RunningHost {
+        Self::spawn_with_env(bin, config, extra, &[])
+    }
+
+    pub fn spawn_with_env(
+        bin: &Path,
+        config: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> RunningHost {
         let mut child = Command::new(bin)
+            .envs(env.iter().copied())
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -116,7 +135,24 @@ impl RunningHost {
             stdout,
             stderr,
             stderr_reader: Some(stderr_reader),
+            url: None,
         }
+    }
+
+    /// The API's base URL (`http://127.0.0.1:PORT`), known once ready.
+    pub fn url(&self) -> &str {
+        self.url
+            .as_deref()
+            .expect("the host printed its address before ready")
+    }
+
+    /// The API's port (for `127.0.0.1:0` configs).
+    pub fn port(&self) -> u16 {
+        self.url()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the URL ends with the port")
     }
 
     pub fn stderr(&self) -> String {
@@ -131,7 +167,11 @@ impl RunningHost {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 Ok(line) if line == READY => return,
-                Ok(_) => {}
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix(LISTENING) {
+                        self.url = Some(url.to_owned());
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
                     panic!("no {READY:?} within {READY_TIMEOUT:?}\n{}", self.stderr());

@@ -1,0 +1,321 @@
+//! Metrics: names, labels and cached handles, rendered in the Prometheus text format.
+//!
+//! The `metrics` facade records; `metrics-exporter-prometheus` keeps the values and renders them
+//! from `GET /metrics` (the exporter serves nothing itself). Instrumented code holds handles
+//! ([`metrics::Counter`], [`metrics::Histogram`]) made once per label set, so the hot path is an
+//! atomic add per batch or per call, never a label built per event.
+//!
+//! Handles made before [`install`] stay no-ops: the host installs the recorder before it opens
+//! the log, and every cache here is filled lazily, on first use.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `events_published_total` | counter | topic |
+//! | `events_consumed_total` | counter | group, topic, plugin_version |
+//! | `event_processing_duration_seconds` | histogram (per batch) | group, topic, plugin_version |
+//! | `dlq_messages_total` | counter (events parked) | group, topic, plugin_version |
+//! | `dlq_messages` | gauge (parked now, at scrape) | group |
+//! | `consumer_lag` | gauge (at scrape) | group, topic, partition |
+//! | `commands_total` | counter | aggregate, plugin_version, outcome |
+//! | `command_duration_seconds` | histogram | aggregate, plugin_version |
+//! | `plugin_call_duration_seconds` | histogram | plugin, version, function |
+//! | `plugin_call_failures_total` | counter | plugin, version, kind |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::plugin::FailureKind;
+
+pub const EVENTS_PUBLISHED: &str = "events_published_total";
+pub const EVENTS_CONSUMED: &str = "events_consumed_total";
+pub const EVENT_PROCESSING: &str = "event_processing_duration_seconds";
+pub const DLQ_TOTAL: &str = "dlq_messages_total";
+pub const DLQ_PARKED: &str = "dlq_messages";
+pub const CONSUMER_LAG: &str = "consumer_lag";
+pub const COMMANDS: &str = "commands_total";
+pub const COMMAND_DURATION: &str = "command_duration_seconds";
+pub const PLUGIN_CALL: &str = "plugin_call_duration_seconds";
+pub const PLUGIN_FAILURES: &str = "plugin_call_failures_total";
+
+/// Histogram buckets in seconds: 50 µs (a cached plugin call) to 10 s (a call deadline).
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's metrics recorder, once; later calls return
+/// the same handle. `None` when another recorder was installed first (metrics then go there).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(_) => {
+                    tracing::warn!("another metrics recorder is installed; /metrics is disabled");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// The installed handle, if [`install`] succeeded.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE.get().and_then(Option::as_ref)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        EVENTS_PUBLISHED,
+        "Events appended to the log (commands and handlers)"
+    );
+    describe_counter!(EVENTS_CONSUMED, "Events a consumer group committed past");
+    describe_histogram!(
+        EVENT_PROCESSING,
+        Unit::Seconds,
+        "Time to process and commit one batch"
+    );
+    describe_counter!(DLQ_TOTAL, "Events parked in the dead-letter queue");
+    describe_gauge!(DLQ_PARKED, "Events parked now (read at scrape time)");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "High-water mark minus committed offset (read at scrape time)"
+    );
+    describe_counter!(COMMANDS, "Commands handled, by outcome");
+    describe_histogram!(COMMAND_DURATION, Unit::Seconds, "Time to handle a command");
+    describe_histogram!(PLUGIN_CALL, Unit::Seconds, "Time of one plugin call");
+    describe_counter!(
+        PLUGIN_FAILURES,
+        "Failed plugin calls by kind (memory-limit and deadline are limit breaches)"
+    );
+}
+
+/// Renders every metric, after `refresh` set the gauges read at scrape time.
+pub fn render(handle: &PrometheusHandle, refresh: impl FnOnce()) -> String {
+    refresh();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Sets the scrape-time gauge of one partition's lag.
+pub fn set_lag(group: &str, topic: &str, partition: u32, lag: u64) {
+    metrics::gauge!(CONSUMER_LAG, "group" => group.to_owned(), "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+/// Sets the scrape-time gauge of a group's parked events.
+pub fn set_parked(group: &str, parked: u64) {
+    metrics::gauge!(DLQ_PARKED, "group" => group.to_owned()).set(parked as f64);
+}
+
+/// One counter per topic for the log writer, made on first use.
+#[derive(Debug, Default)]
+pub struct Published {
+    topics: Vec<(String, Counter)>,
+}
+
+impl Published {
+    pub fn add(&mut self, topic: &str, events: u64) {
+        if events == 0 {
+            return;
+        }
+        let counter = match self.topics.iter().position(|(t, _)| t == topic) {
+            Some(i) => &self.topics[i].1,
+            None => {
+                let c = metrics::counter!(EVENTS_PUBLISHED, "topic" => topic.to_owned());
+                self.topics.push((topic.to_owned(), c));
+                &self.topics.last().expect("just pushed").1
+            }
+        };
+        counter.increment(events);
+    }
+}
+
+/// The handles of one consumer-group partition (labels: group, topic, plugin version).
+#[derive(Clone, Debug)]
+pub struct BatchInstruments {
+    consumed: Counter,
+    duration: Histogram,
+    parked: Counter,
+}
+
+impl BatchInstruments {
+    pub fn new(group: &str, topic: &str, plugin_version: String) -> Self {
+        let labels = [
+            ("group", group.to_owned()),
+            ("topic", topic.to_owned()),
+            ("plugin_version", plugin_version),
+        ];
+        BatchInstruments {
+            consumed: metrics::counter!(EVENTS_CONSUMED, &labels),
+            duration: metrics::histogram!(EVENT_PROCESSING, &labels),
+            parked: metrics::counter!(DLQ_TOTAL, &labels),
+        }
+    }
+
+    /// A committed batch of `events` offsets.
+    pub fn batch(&self, events: usize, took: Duration) {
+        self.consumed.increment(events as u64);
+        self.duration.record(took);
+    }
+
+    /// An event parked in the dead-letter queue (its offset counts as consumed with `skip`).
+    pub fn parked(&self) {
+        self.parked.increment(1);
+    }
+}
+
+/// How a command ended, for `commands_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandOutcome {
+    Accepted,
+    Deduplicated,
+    Rejected,
+    Conflict,
+    Failed,
+    Refused,
+}
+
+impl CommandOutcome {
+    const ALL: [CommandOutcome; 6] = [
+        CommandOutcome::Accepted,
+        CommandOutcome::Deduplicated,
+        CommandOutcome::Rejected,
+        CommandOutcome::Conflict,
+        CommandOutcome::Failed,
+        CommandOutcome::Refused,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            CommandOutcome::Accepted => "accepted",
+            CommandOutcome::Deduplicated => "deduplicated",
+            CommandOutcome::Rejected => "rejected",
+            CommandOutcome::Conflict => "conflict",
+            CommandOutcome::Failed => "failed",
+            CommandOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// The handles of one aggregate (labels: aggregate, plugin version).
+#[derive(Debug)]
+pub struct CommandInstruments {
+    outcomes: [Counter; 6],
+    duration: Histogram,
+}
+
+impl CommandInstruments {
+    pub fn new(aggregate: &str, plugin_version: String) -> Self {
+        let outcomes = CommandOutcome::ALL.map(|o| {
+            metrics::counter!(COMMANDS, "aggregate" => aggregate.to_owned(), "plugin_version" => plugin_version.clone(), "outcome" => o.label())
+        });
+        CommandInstruments {
+            outcomes,
+            duration: metrics::histogram!(COMMAND_DURATION, "aggregate" => aggregate.to_owned(), "plugin_version" => plugin_version),
+        }
+    }
+
+    pub fn record(&self, outcome: CommandOutcome, took: Duration) {
+        self.outcomes[outcome as usize].increment(1);
+        self.duration.record(took);
+    }
+}
+
+/// Per-function call-time histograms of one plugin instance, made on first call.
+#[derive(Debug)]
+pub struct PluginCalls {
+    plugin: String,
+    version: String,
+    functions: Vec<(&'static str, Histogram)>,
+}
+
+impl PluginCalls {
+    pub fn new(plugin: &str, version: String) -> Self {
+        PluginCalls {
+            plugin: plugin.to_owned(),
+            version,
+            functions: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, function: &'static str, took: Duration) {
+        let h = match self.functions.iter().position(|(f, _)| *f == function) {
+            Some(i) => &self.functions[i].1,
+            None => {
+                let h = metrics::histogram!(PLUGIN_CALL, "plugin" => self.plugin.clone(), "version" => self.version.clone(), "function" => function);
+                self.functions.push((function, h));
+                &self.functions.last().expect("just pushed").1
+            }
+        };
+        h.record(took);
+    }
+
+    /// A failed call (rare: the label set is built each time).
+    pub fn failed(&self, kind: FailureKind) {
+        let kind = match kind {
+            FailureKind::Trap => "trap",
+            FailureKind::MemoryLimit => "memory-limit",
+            FailureKind::Deadline => "deadline",
+            FailureKind::Fuel => "fuel",
+            FailureKind::Guest => "guest",
+            FailureKind::BadOutput => "bad-output",
+            FailureKind::Host => "host",
+        };
+        metrics::counter!(PLUGIN_FAILURES, "plugin" => self.plugin.clone(), "version" => self.version.clone(), "kind" => kind)
+            .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_made_after_install_show_in_the_rendering() {
+        let handle = install().expect("no other recorder in this test binary");
+        let mut published = Published::default();
+        published.add("tele-topic", 3);
+        published.add("tele-topic", 2);
+        let batch = BatchInstruments::new("tele-group", "tele-topic", "1.0.0@abc".into());
+        batch.batch(4, Duration::from_millis(3));
+        batch.parked();
+        let cmd = CommandInstruments::new("tele-agg", "v1".into());
+        cmd.record(CommandOutcome::Rejected, Duration::from_micros(40));
+        let mut calls = PluginCalls::new("tele-plugin", "v1".into());
+        calls.record("decide", Duration::from_micros(80));
+        calls.failed(FailureKind::Deadline);
+        let text = render(handle, || set_lag("tele-group", "tele-topic", 2, 7));
+        for line in [
+            r#"events_published_total{topic="tele-topic"} 5"#,
+            r#"events_consumed_total{group="tele-group",topic="tele-topic",plugin_version="1.0.0@abc"} 4"#,
+            r#"dlq_messages_total{group="tele-group",topic="tele-topic",plugin_version="1.0.0@abc"} 1"#,
+            r#"event_processing_duration_seconds_count{group="tele-group",topic="tele-topic",plugin_version="1.0.0@abc"} 1"#,
+            r#"commands_total{aggregate="tele-agg",plugin_version="v1",outcome="rejected"} 1"#,
+            r#"commands_total{aggregate="tele-agg",plugin_version="v1",outcome="accepted"} 0"#,
+            r#"plugin_call_duration_seconds_count{plugin="tele-plugin",version="v1",function="decide"} 1"#,
+            r#"plugin_call_failures_total{plugin="tele-plugin",version="v1",kind="deadline"} 1"#,
+            r#"consumer_lag{group="tele-group",topic="tele-topic",partition="2"} 7"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE event_processing_duration_seconds histogram"),
+            "{text}"
+        );
+    }
+}
