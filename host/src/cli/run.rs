@@ -47,7 +47,7 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         .with_context(|| format!("binding the HTTP API to {}", config.http.address))?;
     let address = listener.local_addr()?;
     let host = std::sync::Arc::new(Host::start(config)?);
-    let _watcher = if host.config().watch_plugins {
+    let watcher = if host.config().watch_plugins {
         Some(factline_host::reload::PluginWatcher::start(host.clone())?)
     } else {
         None
@@ -110,6 +110,10 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         Ok(Err(e)) => eprintln!("factline: HTTP server error: {e}"),
         Err(e) => eprintln!("factline: HTTP server task failed: {e}"),
         Ok(Ok(())) => {}
+    }
+    // No deploy may start (or still run) once the groups stop.
+    if let Some(w) = watcher {
+        w.stop().await;
     }
     let host = std::sync::Arc::try_unwrap(host)
         .map_err(|_| anyhow::anyhow!("the HTTP server still holds the host after shutdown"))?;

@@ -24,10 +24,11 @@ pub struct WatchError {
     source: notify::Error,
 }
 
-/// A running watcher; dropping it stops watching.
+/// A running watcher; dropping it stops watching ([`PluginWatcher::stop`] also waits for a
+/// deploy it started to be cancelled).
 pub struct PluginWatcher {
     _watcher: notify::RecommendedWatcher,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PluginWatcher {
@@ -38,11 +39,21 @@ impl std::fmt::Debug for PluginWatcher {
 
 impl Drop for PluginWatcher {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
 impl PluginWatcher {
+    /// Stops watching and returns once the watcher's task has ended.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Watches the directory of every configured component (not recursively: only the files
     /// themselves matter, and editors and builds replace files by rename, which a watch on the
     /// file alone would lose). Call inside a tokio runtime.
@@ -81,10 +92,11 @@ impl PluginWatcher {
                 })?;
         }
         tracing::info!(dirs = ?dirs, "watching plugin components");
-        let task = tokio::spawn(run(host, by_path, rx));
+        // Weak: the watcher must not keep the host alive (shutdown takes it back by value).
+        let task = tokio::spawn(run(Arc::downgrade(&host), by_path, rx));
         Ok(PluginWatcher {
             _watcher: watcher,
-            task,
+            task: Some(task),
         })
     }
 }
@@ -94,7 +106,7 @@ fn canonical(p: &Path) -> PathBuf {
 }
 
 async fn run(
-    host: Arc<Host>,
+    host: std::sync::Weak<Host>,
     by_path: BTreeMap<PathBuf, String>,
     mut rx: mpsc::UnboundedReceiver<PathBuf>,
 ) {
@@ -107,6 +119,7 @@ async fn run(
                 Ok(p) => p,
                 Err(_) => {
                     // Quiet long enough: deploy what changed.
+                    let Some(host) = host.upgrade() else { return };
                     for name in std::mem::take(&mut pending) {
                         deploy_file(&host, &name).await;
                     }

@@ -232,7 +232,7 @@ fn bad_deploys_are_refused_while_the_running_version_keeps_processing() {
         appenders.join().unwrap();
         host.wait_until_idle().await.unwrap();
         assert_exact(&log, &["v00", "v07"]);
-        drop(watcher);
+        watcher.stop().await;
         Arc::into_inner(host).unwrap().shutdown().await;
     });
 }
