@@ -19,13 +19,19 @@ pub struct Args {
         default_value = "target/wasm32-wasip2/release"
     )]
     plugins: PathBuf,
+    /// The order aggregate's component, in any language (default: `order.wasm` in --plugins).
+    #[arg(long)]
+    order: Option<PathBuf>,
+    /// The order-summary projector's component (default: `order_summary.wasm` in --plugins).
+    #[arg(long)]
+    summary: Option<PathBuf>,
     /// Data directory (default: a fresh temporary one, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
 
-fn plugin_file(dir: &Path, file: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(file);
+fn plugin_file(dir: &Path, file: &str, chosen: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = chosen.unwrap_or_else(|| dir.join(file));
     anyhow::ensure!(
         path.exists(),
         "{} not found: build the example plugins first (scripts/demo does) or pass --plugins DIR",
@@ -57,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .load_file(
             "order",
             PluginKind::Aggregate,
-            &plugin_file(&args.plugins, "order.wasm")?,
+            &plugin_file(&args.plugins, "order.wasm", args.order)?,
             Limits::default(),
             None,
         )
@@ -66,7 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .load_file(
             "order-summary",
             PluginKind::Projector,
-            &plugin_file(&args.plugins, "order_summary.wasm")?,
+            &plugin_file(&args.plugins, "order_summary.wasm", args.summary)?,
             Limits::default(),
             None,
         )

@@ -1,0 +1,58 @@
+// Shared by the aggregate and projector halves of the SDK: MessagePack (@msgpack/msgpack, pure
+// JS, bundled into the component) and the envelope wrappers.
+import "./text-encoding.js";
+import { decode as unpack, encode as pack } from "@msgpack/msgpack";
+
+export function encode(value) {
+  return pack(value);
+}
+
+/** MessagePack to JS; empty bytes or nil read as `{}` (a payload without fields). */
+export function decode(bytes) {
+  const value = bytes && bytes.length ? unpack(bytes) : null;
+  return value ?? {};
+}
+
+/** A business "no" from `decide`: never retried. */
+export class Rejection extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.reason = message;
+  }
+}
+
+/** Throws `Rejection(code, message)` unless `condition` holds. */
+export function ensure(condition, code, message) {
+  if (!condition) throw new Rejection(code, message);
+}
+
+// Integers of the envelope are u64: a BigInt in some guest runtimes, a number in others.
+const int = (n) => (typeof n === "bigint" ? Number(n) : n);
+
+/** A delivered event: envelope fields plus the decoded `payload`. */
+export function event(raw) {
+  return {
+    type: raw.eventType,
+    stream: raw.stream,
+    version: int(raw.streamVersion),
+    occurredAt: int(raw.occurredAt),
+    schemaVersion: raw.schemaVersion,
+    payload: decode(raw.payload),
+  };
+}
+
+export function command(raw) {
+  return {
+    type: raw.commandType,
+    stream: raw.stream,
+    issuedAt: int(raw.issuedAt),
+    payload: decode(raw.payload),
+  };
+}
+
+/** The WIT `failure` for an exception thrown while handling event `index` (or none). */
+export function failure(error, index) {
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return { message, eventIndex: index ?? null };
+}
