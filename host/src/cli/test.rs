@@ -50,19 +50,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 continue;
             }
             let kind = scenario::kind_of(s);
-            // Loading is reported once per kind, so its cost (compile or cache) stays visible.
-            let plugin = runner.plugin(&args.plugin, kind);
-            if let Ok(p) = &plugin
-                && reported.insert(kind)
-            {
+            // A component that does not load fails every scenario alike: say it once.
+            let plugin = runner.plugin(&args.plugin, kind)?;
+            if reported.insert(kind) {
                 println!(
                     "loaded {} as {kind} in {:.2?} (artifact cache: {:?})",
                     args.plugin.display(),
-                    p.load_time,
-                    p.cache_outcome
+                    plugin.load_time,
+                    plugin.cache_outcome
                 );
             }
-            match plugin.and_then(|_| runner.run(&args.plugin, s)) {
+            match runner.run(&args.plugin, s) {
                 Ok(()) => {
                     passed += 1;
                     println!("ok      {}", s.name());
