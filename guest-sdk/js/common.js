@@ -1,15 +1,20 @@
 // Shared by the aggregate and projector halves of the SDK: MessagePack (@msgpack/msgpack, pure
 // JS, bundled into the component) and the envelope wrappers.
 import "./text-encoding.js";
-import { decode as unpack, encode as pack } from "@msgpack/msgpack";
+import { Decoder, Encoder } from "@msgpack/msgpack";
+
+// One of each, reused: building them per call (what `encode()`/`decode()` do) costs more than
+// the coding itself in an interpreter. A guest runs one call at a time, so sharing is safe.
+const encoder = new Encoder();
+const decoder = new Decoder();
 
 export function encode(value) {
-  return pack(value);
+  return encoder.encode(value);
 }
 
 /** MessagePack to JS; empty bytes or nil read as `{}` (a payload without fields). */
 export function decode(bytes) {
-  const value = bytes && bytes.length ? unpack(bytes) : null;
+  const value = bytes && bytes.length ? decoder.decode(bytes) : null;
   return value ?? {};
 }
 

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_groups;
+mod bench_languages;
 mod bench_plugins;
 mod demo;
 mod dlq;
