@@ -14,6 +14,7 @@ mod order_summary;
 mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
+mod scenario_files;
 mod support;
 
 macro_rules! assert_test_exists {
