@@ -7,7 +7,7 @@
 // the next state. Any other exception is a failure, retried and then parked by the host.
 import { Rejection, command, decode, encode, event, failure } from "./common.js";
 
-export { Rejection, ensure } from "./common.js";
+export { Rejection, ensure, log } from "./common.js";
 
 export function aggregate({ initial, eventTypes, decide, evolve }) {
   const initialBytes = encode(initial);

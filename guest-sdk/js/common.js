@@ -2,6 +2,7 @@
 // JS, bundled into the component) and the envelope wrappers.
 import "./text-encoding.js";
 import { Decoder, Encoder } from "@msgpack/msgpack";
+import * as logging from "factline:plugin/logging@0.1.0";
 
 // One of each, reused: building them per call (what `encode()`/`decode()` do) costs more than
 // the coding itself in an interpreter. A guest runs one call at a time, so sharing is safe.
@@ -16,6 +17,11 @@ export function encode(value) {
 export function decode(bytes) {
   const value = bytes && bytes.length ? decoder.decode(bytes) : null;
   return value ?? {};
+}
+
+/** Logs through the host's tracing, tagged with the plugin: level trace|debug|info|warn|error. */
+export function log(message, level = "info") {
+  (logging.default ?? logging).log(level, String(message));
 }
 
 /** A business "no" from `decide`: never retried. */

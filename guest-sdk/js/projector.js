@@ -8,6 +8,8 @@ import * as readModel from "factline:plugin/read-model@0.1.0";
 
 import { decode, encode, event, failure } from "./common.js";
 
+export { log } from "./common.js";
+
 // One runtime exposes the interface's functions as named exports, another as a default object.
 const store = readModel.default ?? readModel;
 
