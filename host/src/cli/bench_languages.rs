@@ -42,7 +42,7 @@ pub fn run(builds: &[Build], events: u64) -> anyhow::Result<()> {
     );
     let dir = tempfile::tempdir()?;
     let log = EventLog::open(
-        &dir.path().join("log"),
+        dir.path().join("log"),
         LogOptions::with_topics([TopicConfig::new("order", 4)]),
     )?;
     let orders = events.div_ceil(5);
@@ -147,7 +147,7 @@ fn memory_per_instance(
         let projection = WasmProjection::new(plugin.instantiate()?)?;
         let mut handler = ProjectorHandler::new(
             log.clone(),
-            &format!("memory-{i}"),
+            format!("memory-{i}"),
             vec!["order".into()],
             256,
             Box::new(projection),

@@ -132,7 +132,8 @@ then = [{ key = "counter-1", value = { total = 2 } }, { key = "counter-2" }]
         let typo = TOML.replace("command_type", "command_typ");
         let (_d, path) = write("s.toml", &typo);
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("s.toml:9:") && e.contains("command_typ"), "{e}");
+        // The span is the scenario holding the typo (its `[[scenarios]]` line).
+        assert!(e.contains("s.toml:4:1: ") && e.contains("command_typ"), "{e}");
 
         let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"saga\"}]}");
         let e = load(&path).unwrap_err().to_string();
