@@ -45,6 +45,18 @@ pub fn default_occurred_at(index: usize) -> u64 {
 const CORRELATION_ID: &str = "scenario";
 const COMMAND_ID: &str = "command";
 
+/// A scenario file (`docs/scenario-files.md`): the scenarios of one plugin, as JSON or TOML.
+///
+/// Plugins in every language share one file, so they are held to the same behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// What the scenarios are about, for people; not checked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub scenarios: Vec<Scenario>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Scenario {

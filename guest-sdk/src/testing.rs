@@ -56,6 +56,30 @@ use crate::{Aggregate, Projector, aggregate, projector};
 /// The stream of an [`AggregateTest`] unless [`AggregateTest::on_stream`] sets one.
 pub const DEFAULT_STREAM: &str = "test-1";
 
+/// Checks that the JSON scenario file at `path` holds exactly `scenarios`, so the file that
+/// plugins in other languages run cannot drift from the Rust cases. With `FACTLINE_BLESS=1` in
+/// the environment it writes the file instead (after changing the Rust scenarios).
+pub fn check_scenario_file(path: &std::path::Path, description: &str, scenarios: Vec<Scenario>) {
+    let file = crate::scenario::ScenarioFile {
+        description: description.to_owned(),
+        scenarios,
+    };
+    let mut want = serde_json::to_string_pretty(&file).expect("scenarios serialize");
+    want.push('\n');
+    if std::env::var_os("FACTLINE_BLESS").is_some_and(|v| v == "1") {
+        std::fs::write(path, &want).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        return;
+    }
+    let got = std::fs::read_to_string(path).unwrap_or_default();
+    let parsed: Option<crate::scenario::ScenarioFile> = serde_json::from_str(&got).ok();
+    assert!(
+        parsed.as_ref() == Some(&file),
+        "{} does not hold this crate's scenarios; after changing them, rewrite it with \
+         `FACTLINE_BLESS=1 cargo test -p <plugin> scenario_file`",
+        path.display()
+    );
+}
+
 /// Runs an aggregate scenario natively against `A` (steps as in [`crate::scenario`]).
 pub fn run_aggregate<A: Aggregate>(scenario: &AggregateScenario) -> AggregateOutcome {
     let failed = |f: Failure| AggregateOutcome::Failed {

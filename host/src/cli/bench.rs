@@ -24,6 +24,16 @@ pub enum Which {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
     },
+    /// The order-summary projector built from several languages, through the host: events/s,
+    /// memory per instance, load time cold and cached. Builds as LABEL=PATH, e.g.
+    /// `--projector rust=order_summary.wasm --projector python=order_summary_py.wasm`.
+    Languages {
+        #[arg(long = "projector", required = true)]
+        builds: Vec<crate::cli::bench_languages::Build>,
+        /// Events to project.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+    },
     /// Consumer groups: a projector group over 1, 2 and 4 partitions; catching up a lag.
     Groups {
         /// Events per partition-count run.
@@ -49,6 +59,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
     match which {
         Which::Log { scale } => log(scale),
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
+        Which::Languages { builds, events } => crate::cli::bench_languages::run(&builds, events),
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
         Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
         Which::Http(args) => crate::cli::bench_http::run(args, plugins),

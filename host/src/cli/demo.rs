@@ -19,13 +19,23 @@ pub struct Args {
         default_value = "target/wasm32-wasip2/release"
     )]
     plugins: PathBuf,
+    /// The order aggregate's component, in any language (default: `order.wasm` in --plugins).
+    #[arg(long)]
+    order: Option<PathBuf>,
+    /// The order-summary projector's component (default: `order_summary.wasm` in --plugins).
+    #[arg(long)]
+    summary: Option<PathBuf>,
+    /// Cache of compiled components (default: `cache/` in the data directory). Sharing one
+    /// across runs spares recompiling a Python or JavaScript component each time.
+    #[arg(long, env = "FACTLINE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
     /// Data directory (default: a fresh temporary one, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
 }
 
-fn plugin_file(dir: &Path, file: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(file);
+fn plugin_file(dir: &Path, file: &str, chosen: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = chosen.unwrap_or_else(|| dir.join(file));
     anyhow::ensure!(
         path.exists(),
         "{} not found: build the example plugins first (scripts/demo does) or pass --plugins DIR",
@@ -50,14 +60,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )
     .context("opening the event log")?;
     let runtime = PluginRuntime::new(RuntimeConfig {
-        cache_dir: Some(data_dir.join("cache")),
+        cache_dir: Some(args.cache_dir.unwrap_or_else(|| data_dir.join("cache"))),
         ..RuntimeConfig::default()
     })?;
     let order = runtime
         .load_file(
             "order",
             PluginKind::Aggregate,
-            &plugin_file(&args.plugins, "order.wasm")?,
+            &plugin_file(&args.plugins, "order.wasm", args.order)?,
             Limits::default(),
             None,
         )
@@ -66,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .load_file(
             "order-summary",
             PluginKind::Projector,
-            &plugin_file(&args.plugins, "order_summary.wasm")?,
+            &plugin_file(&args.plugins, "order_summary.wasm", args.summary)?,
             Limits::default(),
             None,
         )

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_groups;
 mod bench_http;
+mod bench_languages;
 mod bench_plugins;
 mod bench_reload;
 mod client;
@@ -15,6 +16,7 @@ mod query;
 mod read;
 mod run;
 mod send;
+mod test;
 
 use std::process::ExitCode;
 
@@ -62,6 +64,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
+    /// Run scenario files (given/when/then) against a component in any language.
+    Test(test::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -100,6 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => plugins::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Test(args) => test::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

@@ -13,6 +13,10 @@
 //! # Ok(()) }
 //! ```
 
+mod file;
+
+pub use file::{ScenarioFileError, load as load_file};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -57,14 +61,30 @@ impl std::fmt::Debug for ScenarioRunner {
 }
 
 impl ScenarioRunner {
+    /// A runner that compiles every component it loads (no artifact cache).
     pub fn new() -> Result<Self, LoadError> {
+        Self::with_cache(None)
+    }
+
+    /// A runner whose compiled components are cached in `cache_dir`: a Python or JavaScript
+    /// component takes seconds to compile and milliseconds to load from the cache.
+    pub fn with_cache(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         Ok(ScenarioRunner {
-            runtime: PluginRuntime::new(RuntimeConfig::default())?,
+            runtime: PluginRuntime::new(RuntimeConfig {
+                cache_dir,
+                ..RuntimeConfig::default()
+            })?,
             loaded: Mutex::new(HashMap::new()),
         })
     }
 
-    fn plugin(&self, path: &Path, kind: PluginKind) -> Result<Arc<LoadedPlugin>, ScenarioError> {
+    /// Loads (once) the component at `path` as `kind`, with the default limits, as the host
+    /// would; the scenarios then run against fresh instances of it.
+    pub fn plugin(
+        &self,
+        path: &Path,
+        kind: PluginKind,
+    ) -> Result<Arc<LoadedPlugin>, ScenarioError> {
         let key = (path.to_path_buf(), kind);
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = loaded.get(&key) {
@@ -199,6 +219,14 @@ impl ScenarioRunner {
             .into_iter()
             .filter_map(|w| w.value.map(|v| (w.key, v)));
         Ok(ProjectorOutcome::from_msgpack(rows))
+    }
+}
+
+/// The plugin kind a scenario tests.
+pub fn kind_of(scenario: &Scenario) -> PluginKind {
+    match scenario {
+        Scenario::Aggregate(_) => PluginKind::Aggregate,
+        Scenario::Projector(_) => PluginKind::Projector,
     }
 }
 

@@ -3,30 +3,12 @@
 //!
 //! Given events occur one second apart from [`BASE_TIME_MS`] (see [`default_occurred_at`]).
 
-use factline_guest::scenario::{BASE_TIME_MS, Scenario, default_occurred_at as at};
+use factline_guest::scenario::{BASE_TIME_MS, default_occurred_at as at};
 use factline_guest::testing::{ProjectorTest, Value, json};
 
 use crate::{Event, OrderSummary};
 
-/// Lists the scenarios once: [`all`] exports them, and each becomes a native `#[test]`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     a_created_order_gets_a_row,
     items_add_to_count_and_total,
     placing_confirms_the_order,
@@ -34,6 +16,19 @@ scenarios!(
     cancelling_marks_it_cancelled,
     one_row_per_order,
 );
+
+/// The scenario file that every implementation of this plugin (Rust, Python, JavaScript) passes.
+pub const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios.json");
+
+#[cfg(test)]
+#[test]
+fn scenario_file_holds_these_scenarios() {
+    factline_guest::testing::check_scenario_file(
+        FILE.as_ref(),
+        "The order-summary projector (DESIGN §6): one row per order with status, item count, total and timestamps. Generated from plugins/order-summary/src/scenarios.rs.",
+        all(),
+    );
+}
 
 const ORD_1: &str = "order-ORD-1";
 const ORD_2: &str = "order-ORD-2";

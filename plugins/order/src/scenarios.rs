@@ -1,32 +1,13 @@
 //! The order's behaviour as scenarios: run natively by this crate's tests and, through [`all`],
 //! against the built `order.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::{AggregateCase, AggregateTest, json};
 
 use crate::{Command, Event, Item, Order};
 
 pub const STREAM: &str = "order-ORD-1";
 
-/// Lists the scenarios once: [`all`] exports them, and each becomes a native `#[test]`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     create_gives_status_created_at_version_1,
     creating_twice_is_rejected,
     two_items_total_4000_at_version_3,
@@ -43,6 +24,19 @@ scenarios!(
     cancelling_twice_is_rejected,
     commands_on_a_missing_order_are_not_found,
 );
+
+/// The scenario file that every implementation of this plugin (Rust, Python, JavaScript) passes.
+pub const FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios.json");
+
+#[cfg(test)]
+#[test]
+fn scenario_file_holds_these_scenarios() {
+    factline_guest::testing::check_scenario_file(
+        FILE.as_ref(),
+        "The order aggregate (DESIGN §6): create, add items while created, confirm a non-empty order, ship a confirmed one, cancel unless shipped or cancelled. Generated from plugins/order/src/scenarios.rs.",
+        all(),
+    );
+}
 
 fn given(name: &str, events: impl IntoIterator<Item = Event>) -> AggregateTest<Order> {
     AggregateTest::given(events).on_stream(STREAM).named(name)

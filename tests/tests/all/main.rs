@@ -16,6 +16,7 @@ mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
 mod service;
+mod scenario_files;
 mod support;
 mod versioned_plugin;
 

@@ -1,0 +1,69 @@
+// Shared by the aggregate and projector halves of the SDK: MessagePack (@msgpack/msgpack, pure
+// JS, bundled into the component) and the envelope wrappers.
+import "./text-encoding.js";
+import { Decoder, Encoder } from "@msgpack/msgpack";
+import * as logging from "factline:plugin/logging@0.1.0";
+
+// One of each, reused: building them per call (what `encode()`/`decode()` do) costs more than
+// the coding itself in an interpreter. A guest runs one call at a time, so sharing is safe.
+const encoder = new Encoder();
+const decoder = new Decoder();
+
+export function encode(value) {
+  return encoder.encode(value);
+}
+
+/** MessagePack to JS; empty bytes or nil read as `{}` (a payload without fields). */
+export function decode(bytes) {
+  const value = bytes && bytes.length ? decoder.decode(bytes) : null;
+  return value ?? {};
+}
+
+/** Logs through the host's tracing, tagged with the plugin: level trace|debug|info|warn|error. */
+export function log(message, level = "info") {
+  (logging.default ?? logging).log(level, String(message));
+}
+
+/** A business "no" from `decide`: never retried. */
+export class Rejection extends Error {
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.reason = message;
+  }
+}
+
+/** Throws `Rejection(code, message)` unless `condition` holds. */
+export function ensure(condition, code, message) {
+  if (!condition) throw new Rejection(code, message);
+}
+
+// Integers of the envelope are u64: a BigInt in some guest runtimes, a number in others.
+const int = (n) => (typeof n === "bigint" ? Number(n) : n);
+
+/** A delivered event: envelope fields plus the decoded `payload`. */
+export function event(raw) {
+  return {
+    type: raw.eventType,
+    stream: raw.stream,
+    version: int(raw.streamVersion),
+    occurredAt: int(raw.occurredAt),
+    schemaVersion: raw.schemaVersion,
+    payload: decode(raw.payload),
+  };
+}
+
+export function command(raw) {
+  return {
+    type: raw.commandType,
+    stream: raw.stream,
+    issuedAt: int(raw.issuedAt),
+    payload: decode(raw.payload),
+  };
+}
+
+/** The WIT `failure` for an exception thrown while handling event `index` (or none). */
+export function failure(error, index) {
+  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return { message, eventIndex: index ?? null };
+}
