@@ -64,7 +64,7 @@ pub use projector::{MemoryStore, Projector, ReadModel, ReadModelStore};
 pub use saga::{Saga, SagaDefinition, Started, StepDefinition, Verdict};
 pub use types::{
     CommandContext, DecideError, EventMeta, Failure, OutgoingCommand, RawCommand, RawEvent,
-    RawNewEvent, Rejection,
+    RawNewEvent, Rejection, StoredEvent,
 };
 
 /// Exports an [`Aggregate`] as the component's `aggregate-handler`: `aggregate!(Order);`.

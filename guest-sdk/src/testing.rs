@@ -65,6 +65,11 @@ pub fn run_aggregate<A: Aggregate>(scenario: &AggregateScenario) -> AggregateOut
         Ok(given) => given,
         Err(message) => return AggregateOutcome::Failed { message },
     };
+    // As the host does: every reader sees stored events in their current schema.
+    let given = match aggregate::runtime::upcast::<A>(given) {
+        Ok(given) => given,
+        Err(f) => return failed(f),
+    };
     let mut state = aggregate::runtime::initial_state::<A>();
     if !given.is_empty() {
         state = match aggregate::runtime::evolve::<A>(&state, given) {
@@ -140,6 +145,24 @@ impl<A: Aggregate> AggregateTest<A> {
 
     pub fn given_no_events() -> Self {
         Self::given([])
+    }
+
+    /// Adds an event as it was stored, possibly under an old schema (upcast before `evolve`,
+    /// as the host does): `.and_stored("order.placed", 1, json!({..}))`.
+    pub fn and_stored(
+        mut self,
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: Value,
+    ) -> Self {
+        self.given.push(GivenEvent {
+            event_type: event_type.into(),
+            stream: None,
+            schema_version,
+            payload,
+            occurred_at: None,
+        });
+        self
     }
 
     /// The aggregate's stream, e.g. `order-ORD-1` (default [`DEFAULT_STREAM`]).

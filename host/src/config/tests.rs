@@ -60,7 +60,7 @@ fn the_example_parses() {
     );
     assert_eq!(order.label.as_deref(), Some("1.0.0"));
     assert_eq!(order.limits, Limits::default());
-    assert!(matches!(&order.role, Role::Aggregate { topic } if topic == "order"));
+    assert!(matches!(&order.role, Role::Aggregate { topic, .. } if topic == "order"));
     let summary = c.plugin("order-summary").unwrap();
     assert_eq!(summary.kind, PluginKind::Projector);
     let Role::Consumer(g) = &summary.role else {
@@ -254,7 +254,7 @@ kind = "aggregate"
 component = "order.wasm"
 "#;
     let c = parse(aggregate).unwrap();
-    assert!(matches!(&c.plugins[0].role, Role::Aggregate { topic } if topic == "order"));
+    assert!(matches!(&c.plugins[0].role, Role::Aggregate { topic, .. } if topic == "order"));
 
     let text = aggregate.replace("name = \"order\"\nkind", "name = \"orders\"\nkind");
     let (message, at) = refused(&text);

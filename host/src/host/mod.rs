@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::aggregate::{AggregateHandler, AggregateOptions};
 use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
+use crate::evolution::Upcasters;
 use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig,
@@ -149,13 +150,16 @@ impl Host {
                 source,
             };
             match &p.role {
-                Role::Aggregate { topic } => {
-                    let handler = AggregateHandler::new(
-                        log.clone(),
-                        loaded.clone(),
-                        AggregateOptions::new(topic.clone()),
-                    )
-                    .map_err(instantiate)?;
+                Role::Aggregate {
+                    topic,
+                    snapshot_every,
+                } => {
+                    let options = AggregateOptions {
+                        snapshot_every: *snapshot_every,
+                        ..AggregateOptions::new(topic.clone())
+                    };
+                    let handler = AggregateHandler::new(log.clone(), loaded.clone(), options)
+                        .map_err(instantiate)?;
                     aggregates.insert(p.name.clone(), handler);
                 }
                 Role::Consumer(group) => {
@@ -173,6 +177,22 @@ impl Host {
                     groups.push(group);
                 }
             }
+        }
+        // Every read of a topic goes through the upcaster of the aggregate that owns it.
+        let mut upcasters = Upcasters::default();
+        for (p, loaded) in config.plugins.iter().zip(&plugins) {
+            if let Role::Aggregate { topic, .. } = &p.role {
+                upcasters
+                    .add(topic, loaded)
+                    .map_err(|source| HostError::Instantiate {
+                        name: p.name.clone(),
+                        source,
+                    })?;
+            }
+        }
+        if !upcasters.is_empty() {
+            tracing::info!(?upcasters, "upcasters installed");
+            log.set_upcaster(Some(Arc::new(upcasters)));
         }
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);

@@ -117,7 +117,15 @@ impl ScenarioRunner {
             Ok(s) => s,
             Err(f) => return Ok(failed(f)),
         };
-        let state = match instance.evolve(&state, &envelopes(&given)) {
+        // As every reader in the host: stored events reach `evolve` in their current schema.
+        let mut given_events = envelopes(&given);
+        let upcast = instance.upcasts().and_then(|old| {
+            crate::evolution::upcast_in_place(&mut instance, &old, &mut given_events)
+        });
+        if let Err(f) = upcast {
+            return Ok(failed(f));
+        }
+        let state = match instance.evolve(&state, &given_events) {
             Ok(s) => s,
             Err(f) => return Ok(failed(f)),
         };

@@ -150,3 +150,89 @@ fn concurrent_commands_on_one_stream_all_land_exactly_once() {
         assert_eq!((v, &s["total"]), (101, &json!(100)));
     }
 }
+
+/// Schema evolution: an `order.placed` stored under schema 1 (no currency, no discount) reads as
+/// schema 2 with currency "JPY" and discount 0, for the aggregate's own loading and for every
+/// other reader of the log, while the log keeps it as written.
+#[test]
+fn order_placed_schema_1_is_read_as_schema_2() {
+    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::evolution::Upcasters;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("order", 2)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "order",
+        PluginKind::Aggregate,
+        factline_tests::ORDER,
+        Limits::default(),
+    );
+    let v1 = |t: &str, version: u32, body: serde_json::Value| NewEvent {
+        schema_version: version,
+        ..NewEvent::new(t, msgpack(body))
+    };
+    let item = json!({"product_id": "P-1", "quantity": 2, "unit_price": 1000});
+    log.append(
+        "order-ORD-1",
+        ExpectedVersion::NoStream,
+        vec![
+            v1(
+                "order.created",
+                1,
+                json!({"order_id": "ORD-1", "customer_id": "C-1"}),
+            ),
+            v1("order.item-added", 1, item.clone()),
+            v1(
+                "order.placed",
+                1,
+                json!({"order_id": "ORD-1", "customer_id": "C-1", "items": [item], "total": 2000}),
+            ),
+        ],
+    )
+    .unwrap();
+    let h =
+        AggregateHandler::new(log.clone(), plugin.clone(), AggregateOptions::new("order")).unwrap();
+
+    // Without the upcaster the aggregate cannot read its own old event.
+    let err = h.handle(cmd("ORD-1", "ship", json!({}))).unwrap_err();
+    assert!(
+        matches!(&err, CommandError::Failed { failure, .. } if failure.message.contains("order.placed")),
+        "{err}"
+    );
+
+    let mut upcasters = Upcasters::default();
+    assert!(upcasters.add("order", &plugin).unwrap());
+    log.set_upcaster(Some(Arc::new(upcasters)));
+
+    let placed = |events: Vec<factline_host::event::Event>| {
+        events
+            .into_iter()
+            .find(|e| e.event_type == "order.placed")
+            .expect("order.placed is read")
+    };
+    let read = placed(log.read_stream("order-ORD-1", 1, 10).unwrap());
+    let body = factline_guest::codec::msgpack_to_json(&read.payload).unwrap();
+    assert_eq!(read.schema_version, 2);
+    assert_eq!(
+        (&body["currency"], &body["discount"]),
+        (&json!("JPY"), &json!(0))
+    );
+    assert_eq!(body["total"], 2000);
+    // Consumers read partitions: same answer.
+    let (_, p) = log.locate("order-ORD-1").unwrap();
+    let by_partition = placed(log.read_partition("order", p, 0, 10).unwrap());
+    assert_eq!(by_partition, read);
+    // The log itself is immutable: the stored event is still schema 1.
+    let stored = placed(log.read_stream_as_stored("order-ORD-1", 1, 10).unwrap());
+    assert_eq!(stored.schema_version, 1);
+    assert!(factline_guest::codec::msgpack_to_json(&stored.payload).unwrap()["currency"].is_null());
+
+    // The aggregate loads it (status confirmed) and ships.
+    let o = h.handle(cmd("ORD-1", "ship", json!({}))).unwrap();
+    assert_eq!(o.version, 4);
+    let (_, state) = h.state("ORD-1").unwrap();
+    let state = factline_guest::codec::msgpack_to_json(&state).unwrap();
+    assert_eq!(state["status"], "shipped");
+}
