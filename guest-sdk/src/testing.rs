@@ -147,6 +147,17 @@ impl<A: Aggregate> AggregateTest<A> {
         Self::given([])
     }
 
+    /// Given events with the time each occurred (ms since the Unix epoch), for rules that
+    /// depend on event time.
+    pub fn given_at(events: impl IntoIterator<Item = (u64, A::Event)>) -> Self {
+        let (times, events): (Vec<u64>, Vec<A::Event>) = events.into_iter().unzip();
+        let mut test = Self::given(events);
+        for (given, at) in test.given.iter_mut().zip(times) {
+            given.occurred_at = Some(at);
+        }
+        test
+    }
+
     /// Adds an event as it was stored, possibly under an old schema (upcast before `evolve`,
     /// as the host does): `.and_stored("order.placed", 1, json!({..}))`.
     pub fn and_stored(

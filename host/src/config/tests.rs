@@ -271,6 +271,16 @@ component = "order.wasm"
         "{message}"
     );
     assert_eq!(at.unwrap().line, line_of(&text, "batch_size"));
+
+    let c = parse(&format!("{aggregate}snapshot_every = 100\n")).unwrap();
+    assert!(matches!(
+        &c.plugins[0].role,
+        Role::Aggregate { snapshot_every: Some(n), .. } if n.get() == 100
+    ));
+    let text = format!("{aggregate}snapshot_every = 0\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("`snapshot_every`"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "snapshot_every"));
 }
 
 #[test]

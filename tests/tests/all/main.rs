@@ -3,6 +3,7 @@
 //! Every plugin under `plugins/` and `tests/plugins/` must have an end-to-end module here named
 //! after it: `foreach_plugin!` below fails to compile otherwise.
 
+mod bank_account;
 mod counter_plugin;
 mod hostile_plugin;
 mod http_api;
