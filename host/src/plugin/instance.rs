@@ -41,6 +41,18 @@ pub struct ProducedEvent {
     pub metadata: Vec<(String, String)>,
 }
 
+/// A command a policy (or saga) asks the host to send to an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingCommand {
+    /// Name of the target aggregate plugin.
+    pub aggregate: String,
+    pub stream: String,
+    pub command_type: String,
+    /// Derived from the causing event by the plugin, so a resend is deduplicated.
+    pub command_id: String,
+    pub payload: Vec<u8>,
+}
+
 /// The plugin said no: a business outcome, never retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("rejected ({code}): {message}")]
@@ -285,6 +297,46 @@ impl PluginInstance {
                 message: r.message,
             })),
             Err(types::DecideError::Failed(f)) => Err(guest_failure(f)),
+        }
+    }
+
+    // ---- policy -----------------------------------------------------------------------------
+
+    /// The commands each event of the batch causes, one list per event, in order.
+    pub fn react(&mut self, events: &[Event]) -> Result<Vec<Vec<OutgoingCommand>>, CallFailure> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wit = self.wit_events(events);
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call(now, |store, ex| match ex {
+            Exports::Policy(p) => p
+                .factline_plugin_policy_handler()
+                .call_react(store, &wit)
+                .map(Some),
+            _ => Ok(None),
+        });
+        self.scratch = wit;
+        match r?.ok_or_else(|| self.wrong_kind("policy"))? {
+            Ok(lists) => {
+                let total: usize = lists.iter().flatten().map(|c| c.payload.len()).sum();
+                self.check_output("commands", total)?;
+                Ok(lists
+                    .into_iter()
+                    .map(|list| {
+                        list.into_iter()
+                            .map(|c| OutgoingCommand {
+                                aggregate: c.aggregate,
+                                stream: c.stream,
+                                command_type: c.command_type,
+                                command_id: c.command_id,
+                                payload: c.payload,
+                            })
+                            .collect()
+                    })
+                    .collect())
+            }
+            Err(f) => Err(guest_failure(f)),
         }
     }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use factline_guest::scenario::{
-    AggregateOutcome, AggregateScenario, Mismatch, Outcome, ProjectorOutcome, ProjectorScenario,
-    Scenario,
+    AggregateOutcome, AggregateScenario, Mismatch, Outcome, PolicyOutcome, PolicyScenario,
+    ProjectorOutcome, ProjectorScenario, Scenario,
 };
 use factline_guest::{RawEvent, RawNewEvent};
 use uuid::Uuid;
@@ -96,6 +96,7 @@ impl ScenarioRunner {
         Ok(match scenario {
             Scenario::Aggregate(s) => self.aggregate(wasm, s)?.into(),
             Scenario::Projector(s) => self.projector(wasm, s)?.into(),
+            Scenario::Policy(s) => self.policy(wasm, s)?.into(),
         })
     }
 
@@ -207,6 +208,39 @@ impl ScenarioRunner {
             .into_iter()
             .filter_map(|w| w.value.map(|v| (w.key, v)));
         Ok(ProjectorOutcome::from_msgpack(rows))
+    }
+}
+
+impl ScenarioRunner {
+    fn policy(&self, wasm: &Path, s: &PolicyScenario) -> Result<PolicyOutcome, ScenarioError> {
+        let plugin = self.plugin(wasm, PluginKind::Policy)?;
+        let given = s.given_events().map_err(ScenarioError::Invalid)?;
+        let failed = |f: crate::plugin::CallFailure| PolicyOutcome::Failed {
+            message: f.to_string(),
+        };
+        let lists = match plugin
+            .instantiate()
+            .and_then(|mut i| i.react(&envelopes(&given)))
+        {
+            Ok(lists) => lists,
+            Err(f) => return Ok(failed(f)),
+        };
+        Ok(PolicyOutcome::from_lists(
+            lists
+                .into_iter()
+                .map(|list| {
+                    list.into_iter()
+                        .map(|c| factline_guest::OutgoingCommand {
+                            aggregate: c.aggregate,
+                            stream: c.stream,
+                            command_type: c.command_type,
+                            command_id: c.command_id,
+                            payload: c.payload,
+                        })
+                        .collect()
+                })
+                .collect(),
+        ))
     }
 }
 

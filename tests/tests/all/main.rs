@@ -15,6 +15,9 @@ mod order_summary;
 mod outbox_relay;
 mod poison_fixed_plugin;
 mod poison_plugin;
+mod review;
+mod review_notification;
+mod review_rating;
 mod support;
 
 macro_rules! assert_test_exists {

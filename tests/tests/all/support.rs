@@ -46,6 +46,15 @@ pub fn native_projector<P: factline_guest::Projector>(s: &factline_guest::scenar
         .unwrap_or_else(|m| panic!("native: {m}"));
 }
 
+/// Runs a policy scenario natively with the SDK's harness and checks it.
+pub fn native_policy<P: factline_guest::Policy>(s: &factline_guest::scenario::Scenario) {
+    let factline_guest::scenario::Scenario::Policy(p) = s else {
+        panic!("{} is not a policy scenario", s.name())
+    };
+    p.verify(&factline_guest::testing::run_policy::<P>(p))
+        .unwrap_or_else(|m| panic!("native: {m}"));
+}
+
 /// The `factline` binary next to this test binary (`target/debug/deps/all-…` →
 /// `target/debug/factline`); `cargo test --workspace` builds it.
 pub fn factline_binary() -> std::path::PathBuf {
