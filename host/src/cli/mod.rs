@@ -1,11 +1,13 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
 mod bench;
+mod bench_accounts;
 mod bench_groups;
 mod bench_plugins;
 mod demo;
 mod dlq;
 mod run;
+mod state;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,8 @@ enum Command {
     Dlq(dlq::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
+    /// An aggregate's state now, as of a stream version or a point in time (stopped host).
+    State(state::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -62,6 +66,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::State(args) => state::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

@@ -195,3 +195,69 @@ fn snapshots_agree_with_replay_at_every_version_and_time() {
         h.state("ACC-9").unwrap()
     );
 }
+
+/// `factline state`: the account as of a version, a time and now, from a stopped host's data
+/// directory, through the real binary and a config with `snapshot_every`.
+#[test]
+fn factline_state_answers_as_of_a_version_and_a_time() {
+    let bin = crate::support::factline_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let times = {
+        let log = log(&data_dir, &[("account", 2)]);
+        let h = handler(&log, 2);
+        h.handle(cmd(
+            "ACC-001",
+            "open",
+            json!({"owner": "Hanako", "initial_balance": 100_000}),
+        ))
+        .unwrap();
+        h.handle(cmd("ACC-001", "deposit", json!({"amount": 50_000})))
+            .unwrap();
+        h.handle(cmd("ACC-001", "withdraw", json!({"amount": 30_000})))
+            .unwrap();
+        log.read_stream("account-ACC-001", 1, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.occurred_at)
+            .collect::<Vec<_>>()
+    };
+    let config = dir.path().join("factline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[[topics]]\nname = \"account\"\npartitions = 2\n\
+             [[plugins]]\nname = \"bank-account\"\nkind = \"aggregate\"\ncomponent = {:?}\n\
+             topic = \"account\"\nsnapshot_every = 2\n",
+            data_dir.display().to_string(),
+            factline_tests::BANK_ACCOUNT
+        ),
+    )
+    .unwrap();
+    let state = |extra: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .args(["state", "--config"])
+            .arg(&config)
+            .args(["bank-account", "ACC-001"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            v["version"].as_u64().unwrap(),
+            v["state"]["balance"].clone(),
+        )
+    };
+    assert_eq!(state(&[]), (3, json!(120_000)));
+    assert_eq!(state(&["--no-snapshots"]), (3, json!(120_000)));
+    assert_eq!(state(&["--version", "2"]), (2, json!(150_000)));
+    assert_eq!(state(&["--version", "1"]), (1, json!(100_000)));
+    let at = times[1].to_string();
+    assert!(state(&["--at", &at]).0 >= 2);
+    assert_eq!(state(&["--at", "0"]), (0, json!(0)));
+}
