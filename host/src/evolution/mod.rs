@@ -20,6 +20,11 @@ struct TopicUpcaster {
     instance: Mutex<PluginInstance>,
 }
 
+fn is_old(old: &[(String, u32)], e: &Event) -> bool {
+    old.iter()
+        .any(|(t, v)| *v == e.schema_version && *t == e.event_type)
+}
+
 /// Sends the events of `events` that `old` names through `instance.upcast`, in place. Current
 /// events (the usual case) never cross into the plugin.
 pub fn upcast_in_place(
@@ -27,11 +32,9 @@ pub fn upcast_in_place(
     old: &[(String, u32)],
     events: &mut [Event],
 ) -> Result<(), CallFailure> {
-    let is_old = |e: &Event| {
-        old.iter()
-            .any(|(t, v)| *v == e.schema_version && *t == e.event_type)
-    };
-    let positions: Vec<usize> = (0..events.len()).filter(|&i| is_old(&events[i])).collect();
+    let positions: Vec<usize> = (0..events.len())
+        .filter(|&i| is_old(old, &events[i]))
+        .collect();
     if positions.is_empty() {
         return Ok(());
     }
@@ -92,6 +95,10 @@ impl Upcast for Upcasters {
         let Some(u) = self.by_topic.get(topic) else {
             return Ok(());
         };
+        // Readers of current events never wait for the upcaster's instance.
+        if !events.iter().any(|e| is_old(&u.old, e)) {
+            return Ok(());
+        }
         let mut instance = u.instance.lock().unwrap_or_else(|p| p.into_inner());
         upcast_in_place(&mut instance, &u.old, events)
             .map_err(|f| format!("the {} plugin's upcaster failed: {f}", u.plugin))

@@ -236,3 +236,77 @@ fn order_placed_schema_1_is_read_as_schema_2() {
     let state = factline_guest::codec::msgpack_to_json(&state).unwrap();
     assert_eq!(state["status"], "shipped");
 }
+
+/// The assembled host installs the order aggregate's upcaster on its log: its stream reads, its
+/// commands and its projector all see the v1 event as v2.
+#[test]
+fn the_host_upcasts_for_its_aggregates_and_projectors() {
+    use factline_host::config::Config;
+    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::host::Host;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    {
+        let log = log(&data_dir, &[("order", 2)]);
+        let item = json!({"product_id": "P-1", "quantity": 1, "unit_price": 700});
+        let v1 = |t: &str, body: serde_json::Value| NewEvent::new(t, msgpack(body));
+        log.append(
+            "order-ORD-7",
+            ExpectedVersion::NoStream,
+            vec![
+                v1(
+                    "order.created",
+                    json!({"order_id": "ORD-7", "customer_id": "C"}),
+                ),
+                v1("order.item-added", item.clone()),
+                v1(
+                    "order.placed",
+                    json!({"order_id": "ORD-7", "customer_id": "C", "items": [item], "total": 700}),
+                ),
+            ],
+        )
+        .unwrap();
+    }
+    let text = format!(
+        "data_dir = {:?}\n[[topics]]\nname = \"order\"\npartitions = 2\n\
+         [[plugins]]\nname = \"order\"\nkind = \"aggregate\"\ncomponent = {:?}\n\
+         [[plugins]]\nname = \"order-summary\"\nkind = \"projector\"\ncomponent = {:?}\nsubscriptions = [\"order\"]\n",
+        data_dir.display().to_string(),
+        factline_tests::ORDER,
+        factline_tests::ORDER_SUMMARY,
+    );
+    let config = Config::parse(&text, "factline.toml".as_ref(), dir.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let host = Host::start(config).unwrap();
+        host.wait_until_idle().await.unwrap();
+        let placed = host
+            .log()
+            .read_stream("order-ORD-7", 3, 1)
+            .unwrap()
+            .remove(0);
+        let body = factline_guest::codec::msgpack_to_json(&placed.payload).unwrap();
+        assert_eq!(
+            (placed.schema_version, &body["currency"]),
+            (2, &json!("JPY"))
+        );
+        let row = factline_host::projector::query(host.log(), "order-summary", "ORD-7")
+            .unwrap()
+            .expect("projected");
+        let row = factline_guest::codec::msgpack_to_json(&row).unwrap();
+        assert_eq!(row["status"], "confirmed");
+        let shipped = tokio::task::block_in_place(|| {
+            host.aggregate("order")
+                .unwrap()
+                .handle(cmd("ORD-7", "ship", json!({})))
+        })
+        .unwrap();
+        assert_eq!(shipped.version, 4);
+        host.shutdown().await;
+    });
+}
