@@ -54,6 +54,39 @@ use crate::scenario::{
 use crate::types::{DecideError, Failure};
 use crate::{Aggregate, Policy, Projector, aggregate, policy, projector};
 
+/// Lists a plugin's scenario functions once: `all()` returns them as [`Scenario`]s (for the
+/// `.wasm` runner), and each becomes a native `#[test]`, plus one that the names are unique.
+///
+/// ```text
+/// factline_guest::scenarios!(create_gives_version_1, creating_twice_is_rejected);
+/// ```
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario of this module, for runners outside this crate.
+        pub fn all() -> Vec<$crate::scenario::Scenario> {
+            vec![$($name().into()),*]
+        }
+
+        #[cfg(test)]
+        mod tests {
+            $(#[test]
+            fn $name() {
+                super::$name().run();
+            })*
+
+            #[test]
+            fn scenario_names_are_unique() {
+                let all = super::all();
+                let mut names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+                names.sort_unstable();
+                names.dedup();
+                assert_eq!(names.len(), all.len(), "two scenarios share a name");
+            }
+        }
+    };
+}
+
 /// The stream of an [`AggregateTest`] unless [`AggregateTest::on_stream`] sets one.
 pub const DEFAULT_STREAM: &str = "test-1";
 
@@ -347,20 +380,7 @@ pub struct ProjectorTest<P> {
 impl<P: Projector> ProjectorTest<P> {
     /// `(stream, event)` pairs, delivered in order as one batch.
     pub fn given<S: Into<String>>(events: impl IntoIterator<Item = (S, P::Event)>) -> Self {
-        let given: Vec<GivenEvent> = events
-            .into_iter()
-            .map(|(stream, event)| {
-                let (event_type, payload) = to_parts(&event);
-                GivenEvent {
-                    event_type,
-                    stream: Some(stream.into()),
-                    schema_version: 1,
-                    payload,
-                    occurred_at: None,
-                }
-            })
-            .collect();
-        let name = format!("given [{}]", types(given.iter().map(|g| &g.event_type)));
+        let (given, name) = given_on_streams(events);
         Self {
             scenario: ProjectorScenario {
                 name,
@@ -454,20 +474,7 @@ pub struct PolicyTest<P> {
 impl<P: Policy> PolicyTest<P> {
     /// `(stream, event)` pairs, delivered in order as one batch.
     pub fn given<S: Into<String>>(events: impl IntoIterator<Item = (S, P::Event)>) -> Self {
-        let given: Vec<GivenEvent> = events
-            .into_iter()
-            .map(|(stream, event)| {
-                let (event_type, payload) = to_parts(&event);
-                GivenEvent {
-                    event_type,
-                    stream: Some(stream.into()),
-                    schema_version: 1,
-                    payload,
-                    occurred_at: None,
-                }
-            })
-            .collect();
-        let name = format!("given [{}]", types(given.iter().map(|g| &g.event_type)));
+        let (given, name) = given_on_streams(events);
         Self {
             scenario: PolicyScenario {
                 name,
@@ -524,6 +531,28 @@ impl<P> From<PolicyTest<P>> for Scenario {
     fn from(test: PolicyTest<P>) -> Self {
         Scenario::Policy(test.scenario)
     }
+}
+
+/// `(stream, event)` pairs as given events, and the default scenario name.
+#[track_caller]
+fn given_on_streams<S: Into<String>, E: Serialize>(
+    events: impl IntoIterator<Item = (S, E)>,
+) -> (Vec<GivenEvent>, String) {
+    let given: Vec<GivenEvent> = events
+        .into_iter()
+        .map(|(stream, event)| {
+            let (event_type, payload) = to_parts(&event);
+            GivenEvent {
+                event_type,
+                stream: Some(stream.into()),
+                schema_version: 1,
+                payload,
+                occurred_at: None,
+            }
+        })
+        .collect();
+    let name = format!("given [{}]", types(given.iter().map(|g| &g.event_type)));
+    (given, name)
 }
 
 #[track_caller]

@@ -41,17 +41,9 @@ pub struct ProducedEvent {
     pub metadata: Vec<(String, String)>,
 }
 
-/// A command a policy (or saga) asks the host to send to an aggregate.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutgoingCommand {
-    /// Name of the target aggregate plugin.
-    pub aggregate: String,
-    pub stream: String,
-    pub command_type: String,
-    /// Derived from the causing event by the plugin, so a resend is deduplicated.
-    pub command_id: String,
-    pub payload: Vec<u8>,
-}
+/// A command a policy (or saga) asks the host to send to an aggregate: the SDK's own type (the
+/// host reads the SDK's scenario format too, so both sides share it).
+pub use factline_guest::OutgoingCommand;
 
 /// The plugin said no: a business outcome, never retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

@@ -225,22 +225,7 @@ impl ScenarioRunner {
             Ok(lists) => lists,
             Err(f) => return Ok(failed(f)),
         };
-        Ok(PolicyOutcome::from_lists(
-            lists
-                .into_iter()
-                .map(|list| {
-                    list.into_iter()
-                        .map(|c| factline_guest::OutgoingCommand {
-                            aggregate: c.aggregate,
-                            stream: c.stream,
-                            command_type: c.command_type,
-                            command_id: c.command_id,
-                            payload: c.payload,
-                        })
-                        .collect()
-                })
-                .collect(),
-        ))
+        Ok(PolicyOutcome::from_lists(lists))
     }
 }
 

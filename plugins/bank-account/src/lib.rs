@@ -208,17 +208,3 @@ fn positive(amount: u64) -> Result<(), Rejection> {
 }
 
 factline_guest::aggregate!(Account);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scenarios_have_unique_names() {
-        let all = scenarios::all();
-        let mut names: Vec<&str> = all.iter().map(|s| s.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), all.len());
-    }
-}

@@ -1,7 +1,6 @@
 //! The account's rules as scenarios: run natively by this crate's tests and, through [`all`],
 //! against the built `bank_account.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::{AggregateCase, AggregateTest, json};
 
 use crate::{Account, Command, Event};
@@ -12,24 +11,7 @@ pub const STREAM: &str = "account-ACC-001";
 const DAY: u64 = 20_000 * 86_400_000;
 const HOUR: u64 = 3_600_000;
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     open_with_an_initial_balance,
     opening_twice_is_rejected,
     open_deposit_withdraw_gives_120000_at_version_3,

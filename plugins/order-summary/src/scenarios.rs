@@ -3,30 +3,12 @@
 //!
 //! Given events occur one second apart from [`BASE_TIME_MS`] (see [`default_occurred_at`]).
 
-use factline_guest::scenario::{BASE_TIME_MS, Scenario, default_occurred_at as at};
+use factline_guest::scenario::{BASE_TIME_MS, default_occurred_at as at};
 use factline_guest::testing::{ProjectorTest, Value, json};
 
 use crate::{Event, OrderSummary};
 
-/// Lists the scenarios once: [`all`] exports them, and each becomes a native `#[test]`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     a_created_order_gets_a_row,
     items_add_to_count_and_total,
     placing_confirms_the_order,

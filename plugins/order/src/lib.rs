@@ -273,15 +273,6 @@ mod tests {
         assert_eq!(new.payload["discount"], 0);
     }
 
-    #[test]
-    fn scenarios_have_unique_names() {
-        let all = scenarios::all();
-        let mut names: Vec<&str> = all.iter().map(|s| s.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), all.len());
-    }
-
     /// Folding a stream's events from scratch gives the state the decisions were made on.
     #[test]
     fn state_rebuilt_from_events_equals_the_original() {

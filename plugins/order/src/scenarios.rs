@@ -1,32 +1,13 @@
 //! The order's behaviour as scenarios: run natively by this crate's tests and, through [`all`],
 //! against the built `order.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::{AggregateCase, AggregateTest, json};
 
 use crate::{Command, Event, Item, Order};
 
 pub const STREAM: &str = "order-ORD-1";
 
-/// Lists the scenarios once: [`all`] exports them, and each becomes a native `#[test]`.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     create_gives_status_created_at_version_1,
     creating_twice_is_rejected,
     two_items_total_4000_at_version_3,

@@ -1,29 +1,11 @@
 //! The policy's behaviour as scenarios: run natively by this crate's tests and, through
 //! [`all`], against the built `review_notification.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::PolicyTest;
 
 use crate::{Event, NotificationCommand, ReviewNotification};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     an_approval_records_a_notification_to_the_author,
     each_approval_notifies_its_own_author,
 );

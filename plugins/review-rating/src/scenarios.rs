@@ -1,29 +1,11 @@
 //! The projector's behaviour as scenarios: run natively by this crate's tests and, through
 //! [`all`], against the built `review_rating.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::{ProjectorTest, json};
 
 use crate::{Event, ReviewRating};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     two_approved_reviews_rated_4_and_5_average_4_5,
     one_row_per_product,
 );

@@ -1,31 +1,13 @@
 //! The review's rules as scenarios: run natively by this crate's tests and, through [`all`],
 //! against the built `review.wasm` by the workspace's end-to-end tests.
 
-use factline_guest::scenario::Scenario;
 use factline_guest::testing::{AggregateCase, AggregateTest, json};
 
 use crate::{Command, Event, Review};
 
 pub const STREAM: &str = "review-R-1";
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> Vec<Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
-
-scenarios!(
+factline_guest::scenarios!(
     submit_a_review,
     a_rating_of_0_is_rejected,
     a_rating_of_6_is_rejected,

@@ -3,13 +3,13 @@
 
 use std::num::NonZeroU64;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, AsOf, CommandRequest};
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, AsOf};
 use factline_host::log::{Snapshot, SnapshotBound};
 use factline_host::plugin::{Limits, PluginKind};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{command as cmd, load, log, msgpack, runtime};
 
 #[test]
 fn scenarios_pass_natively_and_as_wasm() {
@@ -21,15 +21,6 @@ fn scenarios_pass_natively_and_as_wasm() {
         runner
             .run(factline_tests::BANK_ACCOUNT.as_ref(), s)
             .unwrap_or_else(|e| panic!("wasm: {e}"));
-    }
-}
-
-fn cmd(id: &str, t: &str, v: serde_json::Value) -> CommandRequest {
-    CommandRequest {
-        id: id.into(),
-        command_type: t.into(),
-        payload: msgpack(v),
-        ..Default::default()
     }
 }
 
@@ -53,24 +44,30 @@ fn balance(state: &[u8]) -> serde_json::Value {
     factline_guest::codec::msgpack_to_json(state).unwrap()["balance"].clone()
 }
 
+/// Open ACC-001 with 100,000, deposit 50,000, withdraw 30,000; the version after.
+fn the_issues_example(h: &AggregateHandler) -> u64 {
+    let steps = [
+        (
+            "open",
+            json!({"owner": "Hanako", "initial_balance": 100_000}),
+        ),
+        ("deposit", json!({"amount": 50_000})),
+        ("withdraw", json!({"amount": 30_000})),
+    ];
+    let mut version = 0;
+    for (t, payload) in steps {
+        version = h.handle(cmd("ACC-001", t, payload)).unwrap().version;
+    }
+    version
+}
+
 #[test]
 fn restored_from_events_and_from_a_snapshot_alike() {
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("account", 2)]);
     {
         let h = handler(&log, 2);
-        h.handle(cmd(
-            "ACC-001",
-            "open",
-            json!({"owner": "Hanako", "initial_balance": 100_000}),
-        ))
-        .unwrap();
-        h.handle(cmd("ACC-001", "deposit", json!({"amount": 50_000})))
-            .unwrap();
-        let o = h
-            .handle(cmd("ACC-001", "withdraw", json!({"amount": 30_000})))
-            .unwrap();
-        assert_eq!(o.version, 3);
+        assert_eq!(the_issues_example(&h), 3);
         let (v, live) = h.state("ACC-001").unwrap();
         assert_eq!((v, balance(&live)), (3, json!(120_000)));
     }
@@ -205,17 +202,7 @@ fn factline_state_answers_as_of_a_version_and_a_time() {
     let data_dir = dir.path().join("data");
     let times = {
         let log = log(&data_dir, &[("account", 2)]);
-        let h = handler(&log, 2);
-        h.handle(cmd(
-            "ACC-001",
-            "open",
-            json!({"owner": "Hanako", "initial_balance": 100_000}),
-        ))
-        .unwrap();
-        h.handle(cmd("ACC-001", "deposit", json!({"amount": 50_000})))
-            .unwrap();
-        h.handle(cmd("ACC-001", "withdraw", json!({"amount": 30_000})))
-            .unwrap();
+        the_issues_example(&handler(&log, 2));
         log.read_stream("account-ACC-001", 1, 10)
             .unwrap()
             .iter()

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
 use factline_host::plugin::{Limits, PluginKind};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{command as cmd, load, log, msgpack, runtime};
 
 #[test]
 fn scenarios_pass_natively_and_as_wasm() {
@@ -20,15 +20,6 @@ fn scenarios_pass_natively_and_as_wasm() {
         runner
             .run(factline_tests::ORDER.as_ref(), s)
             .unwrap_or_else(|e| panic!("wasm: {e}"));
-    }
-}
-
-fn cmd(id: &str, t: &str, v: serde_json::Value) -> CommandRequest {
-    CommandRequest {
-        id: id.into(),
-        command_type: t.into(),
-        payload: msgpack(v),
-        ..Default::default()
     }
 }
 

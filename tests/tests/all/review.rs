@@ -1,13 +1,14 @@
 //! The review example end to end: the aggregate's scenarios natively and as `.wasm`, then
 //! reviews through the host's command path into the average-rating read model.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
+use factline_host::log::EventLog;
+use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
 use factline_host::projector::{ProjectorHandler, WasmProjection, query};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{command, load, log, runtime};
 
 #[test]
 fn scenarios_pass_natively_and_as_wasm() {
@@ -28,17 +29,21 @@ pub fn send(
     t: &str,
     v: serde_json::Value,
 ) -> Result<u64, CommandError> {
-    h.handle(CommandRequest {
-        id: id.into(),
-        command_type: t.into(),
-        payload: msgpack(v),
-        ..Default::default()
-    })
-    .map(|o| o.version)
+    h.handle(command(id, t, v)).map(|o| o.version)
 }
 
-/// Three reviews of P-1 (4 and 5 approved, 1 rejected) and one of P-2: P-1 averages 4.5.
-pub fn moderate_reviews(h: &AggregateHandler) {
+/// Through the review aggregate: three reviews of P-1 (4 and 5 approved, 1 rejected) and one of
+/// P-2 (pending), so P-1 averages 4.5.
+pub fn moderate_reviews(log: &EventLog, rt: &PluginRuntime) {
+    let aggregate = load(
+        rt,
+        "review",
+        PluginKind::Aggregate,
+        factline_tests::REVIEW,
+        Limits::default(),
+    );
+    let handler = AggregateHandler::new(log.clone(), aggregate, AggregateOptions::new("review"));
+    let h = &handler.unwrap();
     for (id, product, rating) in [
         ("R-1", "P-1", 4),
         ("R-2", "P-1", 5),
@@ -64,13 +69,6 @@ fn approved_reviews_average_per_product_through_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("review", 4)]);
     let rt = runtime();
-    let aggregate = load(
-        &rt,
-        "review",
-        PluginKind::Aggregate,
-        factline_tests::REVIEW,
-        Limits::default(),
-    );
     let rating = load(
         &rt,
         "review-rating",
@@ -78,8 +76,7 @@ fn approved_reviews_average_per_product_through_the_host() {
         factline_tests::REVIEW_RATING,
         Limits::default(),
     );
-    let h = AggregateHandler::new(log.clone(), aggregate, AggregateOptions::new("review")).unwrap();
-    moderate_reviews(&h);
+    moderate_reviews(&log, &rt);
     let mut p = ProjectorHandler::new(
         log.clone(),
         "review-rating",

@@ -2,7 +2,6 @@
 //! events of moderated reviews from a log. (The host does not dispatch policy commands yet; this
 //! checks what the policy asks for.)
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions};
 use factline_host::plugin::{Limits, PluginKind};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
@@ -27,13 +26,6 @@ fn only_approvals_notify_their_authors_with_ids_derived_from_the_event() {
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("review", 1)]);
     let rt = runtime();
-    let aggregate = load(
-        &rt,
-        "review",
-        PluginKind::Aggregate,
-        factline_tests::REVIEW,
-        Limits::default(),
-    );
     let policy = load(
         &rt,
         "review-notification",
@@ -41,8 +33,7 @@ fn only_approvals_notify_their_authors_with_ids_derived_from_the_event() {
         factline_tests::REVIEW_NOTIFICATION,
         Limits::default(),
     );
-    let h = AggregateHandler::new(log.clone(), aggregate, AggregateOptions::new("review")).unwrap();
-    crate::review::moderate_reviews(&h);
+    crate::review::moderate_reviews(&log, &rt);
     let events = log.read_partition("review", 0, 0, 100).unwrap();
     let lists = policy.instantiate().unwrap().react(&events).unwrap();
     assert_eq!(lists.len(), events.len(), "one list per event");

@@ -28,6 +28,20 @@ pub fn msgpack(v: serde_json::Value) -> Vec<u8> {
     factline_guest::codec::json_to_msgpack(&v)
 }
 
+/// A command to aggregate instance `id` (JSON payload sent as MessagePack).
+pub fn command(
+    id: &str,
+    command_type: &str,
+    payload: serde_json::Value,
+) -> factline_host::aggregate::CommandRequest {
+    factline_host::aggregate::CommandRequest {
+        id: id.into(),
+        command_type: command_type.into(),
+        payload: msgpack(payload),
+        ..Default::default()
+    }
+}
+
 /// Runs an aggregate scenario natively with the SDK's harness and checks it.
 pub fn native_aggregate<A: factline_guest::Aggregate>(s: &factline_guest::scenario::Scenario) {
     let factline_guest::scenario::Scenario::Aggregate(a) = s else {
