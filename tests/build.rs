@@ -35,8 +35,16 @@ fn main() {
 
     require_target();
     let plugins = find_plugins(&root);
-    // Never the outer target dir: the outer cargo holds its lock while this script runs.
-    let target_dir = out_dir.join("wasm-target");
+    // Never the outer target dir: the outer cargo holds its lock while this script runs. One
+    // per checkout: cargo's fingerprints do not include a workspace's absolute path, so two
+    // worktrees sharing CARGO_TARGET_DIR would otherwise take each other's plugins as fresh.
+    let checkout = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        root.hash(&mut h);
+        h.finish()
+    };
+    let target_dir = out_dir.join(format!("wasm-target-{checkout:016x}"));
     let mut build = cargo(&root);
     build
         .args(["build", "--release", "--target", TARGET])

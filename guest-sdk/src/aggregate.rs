@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::types::{CommandContext, EventMeta, Rejection};
+use crate::types::{CommandContext, EventMeta, Failure, Rejection, StoredEvent};
 
 /// An aggregate (WIT world `aggregate`). The implementing type *is* the state: `Default` is the
 /// state of a new stream, and it crosses the boundary as named MessagePack so the host can cache
@@ -34,16 +34,41 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned {
     fn schema_version(_event: &Self::Event) -> u32 {
         1
     }
+
+    /// Version of the state's serialized shape. Bump it when a new plugin version changes the
+    /// state incompatibly: the host then ignores snapshots of the old shape and writes new ones.
+    const STATE_SCHEMA: u32 = 1;
+
+    /// The old `(event type, schema version)` pairs [`upcast`](Self::upcast) understands.
+    fn upcasts() -> Vec<(&'static str, u32)> {
+        Vec::new()
+    }
+
+    /// Rewrites an old event one step towards its current schema (it must change the type or
+    /// raise the version). The SDK repeats it until the event is current, for every reader of
+    /// the stream: this aggregate's `evolve`, and every projector, policy and saga.
+    fn upcast(old: StoredEvent) -> Result<StoredEvent, Failure> {
+        Err(Failure::new(format!(
+            "no upcaster for `{}` schema {}",
+            old.event_type, old.schema_version
+        )))
+    }
 }
 
 /// The byte-level entry points the export glue calls; the native harness runs the same code.
 pub(crate) mod runtime {
     use super::Aggregate;
     use crate::codec;
-    use crate::types::{DecideError, Failure, RawCommand, RawEvent, RawNewEvent, Rejection};
+    use crate::types::{
+        DecideError, Failure, RawCommand, RawEvent, RawNewEvent, Rejection, StoredEvent,
+    };
 
     pub fn event_types<A: Aggregate>() -> Vec<String> {
         crate::variant_list::<A::Event>()
+    }
+
+    pub fn state_schema<A: Aggregate>() -> u32 {
+        A::STATE_SCHEMA
     }
 
     pub fn initial_state<A: Aggregate>() -> Vec<u8> {
@@ -106,6 +131,57 @@ pub(crate) mod runtime {
             })
             .collect::<Result<_, codec::CodecError>>()
             .map_err(|e| DecideError::Failed(e.into()))
+    }
+
+    /// The declared old versions, as owned strings (what the host asks once per instance).
+    pub fn upcasts<A: Aggregate>() -> Vec<(String, u32)> {
+        A::upcasts()
+            .into_iter()
+            .map(|(t, v)| (t.to_owned(), v))
+            .collect()
+    }
+
+    /// Brings every event the aggregate declares old to its current schema; others pass as they
+    /// are. A step that makes no progress, or a chain longer than the declared pairs, fails.
+    pub fn upcast<A: Aggregate>(events: Vec<RawEvent>) -> Result<Vec<RawEvent>, Failure> {
+        let old = A::upcasts();
+        let is_old = |t: &str, v: u32| old.iter().any(|(ot, ov)| *ot == t && *ov == v);
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut event)| {
+                let mut steps = 0;
+                while is_old(&event.event_type, event.meta.schema_version) {
+                    steps += 1;
+                    let before = (event.event_type.clone(), event.meta.schema_version);
+                    if steps > old.len() {
+                        return Err(Failure::new(format!(
+                            "upcasting `{}` schema {} does not end",
+                            before.0, before.1
+                        ))
+                        .at(index));
+                    }
+                    let stored = StoredEvent {
+                        event_type: event.event_type,
+                        schema_version: event.meta.schema_version,
+                        payload: codec::msgpack_to_json(&event.payload)
+                            .map_err(|e| Failure::from(e).at(index))?,
+                    };
+                    let new = A::upcast(stored).map_err(|f| f.at(index))?;
+                    if (new.event_type.as_str(), new.schema_version) == (&*before.0, before.1) {
+                        return Err(Failure::new(format!(
+                            "the upcaster left `{}` at schema {}",
+                            before.0, before.1
+                        ))
+                        .at(index));
+                    }
+                    event.event_type = new.event_type;
+                    event.meta.schema_version = new.schema_version;
+                    event.payload = codec::json_to_msgpack(&new.payload);
+                }
+                Ok(event)
+            })
+            .collect()
     }
 
     /// Empty bytes read as the initial state, so a host may skip `initial-state`.

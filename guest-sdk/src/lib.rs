@@ -64,7 +64,7 @@ pub use projector::{MemoryStore, Projector, ReadModel, ReadModelStore};
 pub use saga::{Saga, SagaDefinition, Started, StepDefinition, Verdict};
 pub use types::{
     CommandContext, DecideError, EventMeta, Failure, OutgoingCommand, RawCommand, RawEvent,
-    RawNewEvent, Rejection,
+    RawNewEvent, Rejection, StoredEvent,
 };
 
 /// Exports an [`Aggregate`] as the component's `aggregate-handler`: `aggregate!(Order);`.
@@ -75,31 +75,6 @@ pub use factline_guest_macros::policy;
 pub use factline_guest_macros::projector;
 /// Exports a [`Saga`] as the component's `saga-handler`: `saga!(OrderPlacement);`.
 pub use factline_guest_macros::saga;
-
-/// Lists a plugin's scenario functions once: `all()` returns them as language-neutral
-/// [`scenario::Scenario`]s (for runners outside the crate and the scenario file), and each
-/// becomes a native `#[test]` that runs it against the Rust type.
-///
-/// ```ignore
-/// factline_guest::scenarios!(create_gives_status_created, confirming_an_empty_order_is_rejected);
-/// ```
-#[macro_export]
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        /// Every scenario of this module, for runners outside this crate.
-        pub fn all() -> ::std::vec::Vec<$crate::scenario::Scenario> {
-            vec![$($name().into()),*]
-        }
-
-        #[cfg(test)]
-        mod tests {
-            $(#[test]
-            fn $name() {
-                super::$name().run();
-            })*
-        }
-    };
-}
 
 /// The variant names of `T`, which must be an event enum (checked when the host loads a plugin).
 fn variant_list<T: serde::de::DeserializeOwned>() -> Vec<String> {

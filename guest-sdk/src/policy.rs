@@ -114,4 +114,33 @@ mod tests {
         .unwrap_err();
         assert_eq!(failure.event_index, Some(1));
     }
+
+    #[test]
+    fn a_policy_scenario_reports_a_wrong_or_missing_command() {
+        use crate::testing::PolicyTest;
+        let given = || {
+            PolicyTest::<Notify>::given([(
+                "review-1",
+                Event::Approved {
+                    review: "R1".into(),
+                },
+            )])
+        };
+        let send = |about: &str| Command::Send {
+            about: about.into(),
+        };
+        given()
+            .then_command("notification", "notification-1", &send("R1"))
+            .run();
+        let wrong = given()
+            .then_command("notification", "notification-1", &send("R2"))
+            .check()
+            .unwrap_err();
+        assert!(
+            wrong.differences[0].starts_with("commands[0].payload.about"),
+            "{wrong}"
+        );
+        let none = given().check().unwrap_err();
+        assert_eq!(none.differences, ["expected 0 commands, got 1"]);
+    }
 }

@@ -19,6 +19,10 @@
 //! `project(given_events)` as one batch into an empty read model, then
 //! [`ProjectorOutcome::from_msgpack`] over all rows (a failure gives `Failed`).
 //!
+//! # Running a policy scenario
+//! `react(given_events)` as one batch, then [`PolicyOutcome::from_lists`] over the command lists
+//! it returned (a failure gives `Failed`).
+//!
 //! Envelopes are deterministic: given event `i` has id `given-{i}`, offset `i`, partition 0, topic
 //! = the stream's category (text before the first `-`), `occurred_at` =
 //! [`default_occurred_at`]`(i)` unless set; the command has id `command` and `issued_at` =
@@ -62,6 +66,7 @@ pub struct ScenarioFile {
 pub enum Scenario {
     Aggregate(AggregateScenario),
     Projector(ProjectorScenario),
+    Policy(PolicyScenario),
 }
 
 impl Scenario {
@@ -69,6 +74,99 @@ impl Scenario {
         match self {
             Scenario::Aggregate(s) => &s.name,
             Scenario::Projector(s) => &s.name,
+            Scenario::Policy(s) => &s.name,
+        }
+    }
+}
+
+/// Given events (each with its stream), then exactly these commands, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyScenario {
+    pub name: String,
+    pub given: Vec<GivenEvent>,
+    #[serde(default)]
+    pub then: Vec<ExpectedCommand>,
+}
+
+/// A command a policy should send. `command_id` is checked only when given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedCommand {
+    pub aggregate: String,
+    pub stream: String,
+    pub command_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+    #[serde(default)]
+    pub payload: Value,
+}
+
+impl PolicyScenario {
+    /// The given events as the host would deliver them; each must name its stream.
+    pub fn given_events(&self) -> Result<Vec<RawEvent>, String> {
+        raw_events(&self.given, None)
+    }
+
+    pub fn verify(&self, outcome: &PolicyOutcome) -> Result<(), Mismatch> {
+        let mut diffs = Vec::new();
+        match outcome {
+            PolicyOutcome::Failed { message } => {
+                diffs.push(format!("the policy failed: {message}"))
+            }
+            PolicyOutcome::Commands { commands } => {
+                if commands.len() != self.then.len() {
+                    diffs.push(format!(
+                        "expected {} commands, got {}",
+                        self.then.len(),
+                        commands.len()
+                    ));
+                }
+                for (i, (want, got)) in self.then.iter().zip(commands).enumerate() {
+                    let want = to_json(want);
+                    let mut got = to_json(got);
+                    if want.get("command_id").is_none()
+                        && let Some(o) = got.as_object_mut()
+                    {
+                        o.remove("command_id");
+                    }
+                    diff(&format!("commands[{i}]"), &want, &got, &mut diffs);
+                }
+            }
+        }
+        Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
+    }
+}
+
+/// What running a policy scenario produced: every command of every event, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum PolicyOutcome {
+    Commands { commands: Vec<ExpectedCommand> },
+    Failed { message: String },
+}
+
+impl PolicyOutcome {
+    /// From the command lists `react` returned (payloads are named MessagePack).
+    pub fn from_lists(lists: Vec<Vec<crate::OutgoingCommand>>) -> Self {
+        let commands = lists
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let payload = codec::msgpack_to_json(&c.payload)
+                    .map_err(|e| format!("payload of `{}`: {e}", c.command_type))?;
+                Ok(ExpectedCommand {
+                    aggregate: c.aggregate,
+                    stream: c.stream,
+                    command_type: c.command_type,
+                    command_id: Some(c.command_id),
+                    payload,
+                })
+            })
+            .collect();
+        match commands {
+            Ok(commands) => Self::Commands { commands },
+            Err(message) => Self::Failed { message },
         }
     }
 }
@@ -508,6 +606,13 @@ impl ProjectorOutcome {
 pub enum Outcome {
     Aggregate(AggregateOutcome),
     Projector(ProjectorOutcome),
+    Policy(PolicyOutcome),
+}
+
+impl From<PolicyOutcome> for Outcome {
+    fn from(outcome: PolicyOutcome) -> Self {
+        Self::Policy(outcome)
+    }
 }
 
 impl From<AggregateOutcome> for Outcome {
@@ -527,6 +632,7 @@ pub fn verify(scenario: &Scenario, outcome: &Outcome) -> Result<(), Mismatch> {
     match (scenario, outcome) {
         (Scenario::Aggregate(s), Outcome::Aggregate(o)) => s.verify(o),
         (Scenario::Projector(s), Outcome::Projector(o)) => s.verify(o),
+        (Scenario::Policy(s), Outcome::Policy(o)) => s.verify(o),
         (s, o) => Mismatch::check(
             s.name(),
             vec!["the outcome is of another plugin kind than the scenario".into()],
@@ -534,6 +640,7 @@ pub fn verify(scenario: &Scenario, outcome: &Outcome) -> Result<(), Mismatch> {
             match o {
                 Outcome::Aggregate(o) => to_json(o),
                 Outcome::Projector(o) => to_json(o),
+                Outcome::Policy(o) => to_json(o),
             },
         ),
     }

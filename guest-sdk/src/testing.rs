@@ -47,11 +47,45 @@ pub use serde_json::{Value, json};
 use crate::codec;
 use crate::projector::MemoryStore;
 use crate::scenario::{
-    AggregateExpectation, AggregateOutcome, AggregateScenario, ExpectedEvent, ExpectedRow,
-    GivenEvent, Mismatch, ProjectorOutcome, ProjectorScenario, Scenario, WhenCommand,
+    AggregateExpectation, AggregateOutcome, AggregateScenario, ExpectedCommand, ExpectedEvent,
+    ExpectedRow, GivenEvent, Mismatch, PolicyOutcome, PolicyScenario, ProjectorOutcome,
+    ProjectorScenario, Scenario, WhenCommand,
 };
 use crate::types::{DecideError, Failure};
-use crate::{Aggregate, Projector, aggregate, projector};
+use crate::{Aggregate, Policy, Projector, aggregate, policy, projector};
+
+/// Lists a plugin's scenario functions once: `all()` returns them as [`Scenario`]s (for the
+/// `.wasm` runner), and each becomes a native `#[test]`, plus one that the names are unique.
+///
+/// ```text
+/// factline_guest::scenarios!(create_gives_version_1, creating_twice_is_rejected);
+/// ```
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        /// Every scenario of this module, for runners outside this crate.
+        pub fn all() -> Vec<$crate::scenario::Scenario> {
+            vec![$($name().into()),*]
+        }
+
+        #[cfg(test)]
+        mod tests {
+            $(#[test]
+            fn $name() {
+                super::$name().run();
+            })*
+
+            #[test]
+            fn scenario_names_are_unique() {
+                let all = super::all();
+                let mut names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+                names.sort_unstable();
+                names.dedup();
+                assert_eq!(names.len(), all.len(), "two scenarios share a name");
+            }
+        }
+    };
+}
 
 /// The stream of an [`AggregateTest`] unless [`AggregateTest::on_stream`] sets one.
 pub const DEFAULT_STREAM: &str = "test-1";
@@ -88,6 +122,11 @@ pub fn run_aggregate<A: Aggregate>(scenario: &AggregateScenario) -> AggregateOut
     let given = match scenario.given_events() {
         Ok(given) => given,
         Err(message) => return AggregateOutcome::Failed { message },
+    };
+    // As the host does: every reader sees stored events in their current schema.
+    let given = match aggregate::runtime::upcast::<A>(given) {
+        Ok(given) => given,
+        Err(f) => return failed(f),
     };
     let mut state = aggregate::runtime::initial_state::<A>();
     if !given.is_empty() {
@@ -164,6 +203,35 @@ impl<A: Aggregate> AggregateTest<A> {
 
     pub fn given_no_events() -> Self {
         Self::given([])
+    }
+
+    /// Given events with the time each occurred (ms since the Unix epoch), for rules that
+    /// depend on event time.
+    pub fn given_at(events: impl IntoIterator<Item = (u64, A::Event)>) -> Self {
+        let (times, events): (Vec<u64>, Vec<A::Event>) = events.into_iter().unzip();
+        let mut test = Self::given(events);
+        for (given, at) in test.given.iter_mut().zip(times) {
+            given.occurred_at = Some(at);
+        }
+        test
+    }
+
+    /// Adds an event as it was stored, possibly under an old schema (upcast before `evolve`,
+    /// as the host does): `.and_stored("order.placed", 1, json!({..}))`.
+    pub fn and_stored(
+        mut self,
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: Value,
+    ) -> Self {
+        self.given.push(GivenEvent {
+            event_type: event_type.into(),
+            stream: None,
+            schema_version,
+            payload,
+            occurred_at: None,
+        });
+        self
     }
 
     /// The aggregate's stream, e.g. `order-ORD-1` (default [`DEFAULT_STREAM`]).
@@ -336,20 +404,7 @@ pub struct ProjectorTest<P> {
 impl<P: Projector> ProjectorTest<P> {
     /// `(stream, event)` pairs, delivered in order as one batch.
     pub fn given<S: Into<String>>(events: impl IntoIterator<Item = (S, P::Event)>) -> Self {
-        let given: Vec<GivenEvent> = events
-            .into_iter()
-            .map(|(stream, event)| {
-                let (event_type, payload) = to_parts(&event);
-                GivenEvent {
-                    event_type,
-                    stream: Some(stream.into()),
-                    schema_version: 1,
-                    payload,
-                    occurred_at: None,
-                }
-            })
-            .collect();
-        let name = format!("given [{}]", types(given.iter().map(|g| &g.event_type)));
+        let (given, name) = given_on_streams(events);
         Self {
             scenario: ProjectorScenario {
                 name,
@@ -417,6 +472,111 @@ impl<P> From<ProjectorTest<P>> for Scenario {
     fn from(test: ProjectorTest<P>) -> Self {
         Scenario::Projector(test.scenario)
     }
+}
+
+/// Runs a policy scenario natively against `P`.
+pub fn run_policy<P: Policy>(scenario: &PolicyScenario) -> PolicyOutcome {
+    let given = match scenario.given_events() {
+        Ok(given) => given,
+        Err(message) => return PolicyOutcome::Failed { message },
+    };
+    match policy::runtime::react::<P>(given) {
+        Ok(lists) => PolicyOutcome::from_lists(lists),
+        Err(f) => PolicyOutcome::Failed {
+            message: f.to_string(),
+        },
+    }
+}
+
+/// Given events (each with its stream), then exactly these commands.
+#[must_use = "call `.run()`, or `.scenario()` to export it"]
+pub struct PolicyTest<P> {
+    scenario: PolicyScenario,
+    policy: PhantomData<fn() -> P>,
+}
+
+impl<P: Policy> PolicyTest<P> {
+    /// `(stream, event)` pairs, delivered in order as one batch.
+    pub fn given<S: Into<String>>(events: impl IntoIterator<Item = (S, P::Event)>) -> Self {
+        let (given, name) = given_on_streams(events);
+        Self {
+            scenario: PolicyScenario {
+                name,
+                given,
+                then: Vec::new(),
+            },
+            policy: PhantomData,
+        }
+    }
+
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.scenario.name = name.into();
+        self
+    }
+
+    /// The next command sent: `command` (a serde enum like the target aggregate's `Command`)
+    /// to `stream` of aggregate `aggregate`. Its id is not checked: runners give the events
+    /// different id forms (a host uses UUIDs), so check derived ids in an end-to-end test.
+    #[track_caller]
+    pub fn then_command<C: Serialize>(
+        mut self,
+        aggregate: impl Into<String>,
+        stream: impl Into<String>,
+        command: &C,
+    ) -> Self {
+        let (command_type, payload) = to_parts(command);
+        self.scenario.then.push(ExpectedCommand {
+            aggregate: aggregate.into(),
+            stream: stream.into(),
+            command_type,
+            command_id: None,
+            payload,
+        });
+        self
+    }
+
+    pub fn check(&self) -> Result<(), Mismatch> {
+        self.scenario.verify(&run_policy::<P>(&self.scenario))
+    }
+
+    #[track_caller]
+    pub fn run(&self) {
+        if let Err(mismatch) = self.check() {
+            panic!("{mismatch}");
+        }
+    }
+
+    pub fn scenario(&self) -> Scenario {
+        Scenario::Policy(self.scenario.clone())
+    }
+}
+
+impl<P> From<PolicyTest<P>> for Scenario {
+    fn from(test: PolicyTest<P>) -> Self {
+        Scenario::Policy(test.scenario)
+    }
+}
+
+/// `(stream, event)` pairs as given events, and the default scenario name.
+#[track_caller]
+fn given_on_streams<S: Into<String>, E: Serialize>(
+    events: impl IntoIterator<Item = (S, E)>,
+) -> (Vec<GivenEvent>, String) {
+    let given: Vec<GivenEvent> = events
+        .into_iter()
+        .map(|(stream, event)| {
+            let (event_type, payload) = to_parts(&event);
+            GivenEvent {
+                event_type,
+                stream: Some(stream.into()),
+                schema_version: 1,
+                payload,
+                occurred_at: None,
+            }
+        })
+        .collect();
+    let name = format!("given [{}]", types(given.iter().map(|g| &g.event_type)));
+    (given, name)
 }
 
 #[track_caller]

@@ -155,6 +155,15 @@ impl OutgoingCommand {
     }
 }
 
+/// An event as an upcaster sees it: type, schema version and payload as a JSON-like value
+/// (decoded from the stored MessagePack, encoded back after the upcast).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub event_type: String,
+    pub schema_version: u32,
+    pub payload: serde_json::Value,
+}
+
 /// An event as bytes: what the host delivers and what a scenario runner feeds a plugin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEvent {

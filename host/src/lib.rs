@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod config;
 pub mod consumer;
 pub mod event;
+pub mod evolution;
 pub mod host;
 pub mod http;
 pub mod log;

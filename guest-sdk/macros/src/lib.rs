@@ -48,7 +48,8 @@ pub fn saga(input: TokenStream) -> TokenStream {
 
 fn export(kind: Kind, input: TokenStream) -> TokenStream {
     let (name, world) = match kind {
-        Kind::Aggregate => ("aggregate", "aggregate"),
+        // The optional `schema-evolution` export rides along with every SDK aggregate.
+        Kind::Aggregate => ("aggregate", "evolving-aggregate"),
         Kind::Projector => ("projector", "projector"),
         Kind::Policy => ("policy", "policy"),
         Kind::Saga => ("saga", "saga"),
@@ -165,6 +166,46 @@ fn outgoing_glue() -> TokenStream2 {
 
 fn aggregate_glue() -> TokenStream2 {
     quote! {
+        fn event_out(e: rt::RawEvent) -> wit::Event {
+            let m = e.meta;
+            wit::Event {
+                event_id: m.event_id,
+                event_type: e.event_type,
+                stream: m.stream,
+                stream_version: m.stream_version,
+                topic: m.topic,
+                partition: m.partition,
+                offset: m.offset,
+                occurred_at: m.occurred_at,
+                correlation_id: m.correlation_id,
+                causation_id: m.causation_id,
+                schema_version: m.schema_version,
+                payload: e.payload,
+                metadata: m.metadata,
+            }
+        }
+
+        impl self::exports::factline::plugin::schema_evolution::Guest for Component {
+            fn state_schema() -> u32 {
+                setup();
+                rt::aggregate::state_schema::<Plugin>()
+            }
+
+            fn upcasts() -> Vec<(String, u32)> {
+                setup();
+                rt::aggregate::upcasts::<Plugin>()
+            }
+
+            fn upcast(events: Vec<wit::Event>) -> Result<Vec<wit::Event>, wit::Failure> {
+                setup();
+                let events = events.into_iter().map(event_in).collect();
+                match rt::aggregate::upcast::<Plugin>(events) {
+                    Ok(events) => Ok(events.into_iter().map(event_out).collect()),
+                    Err(f) => Err(failure_out(f)),
+                }
+            }
+        }
+
         impl self::exports::factline::plugin::aggregate_handler::Guest for Component {
             fn event_types() -> Vec<String> {
                 setup();

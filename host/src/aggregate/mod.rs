@@ -7,15 +7,18 @@
 //! of deciding twice.
 
 mod cache;
+mod history;
 
-use std::num::NonZeroUsize;
+pub use history::AsOf;
+
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::event::{Event, ExpectedVersion, NewEvent, now_millis};
-use crate::log::{AppendError, EventLog, ReadError};
+use crate::log::{AppendError, EventLog, ReadError, Snapshot, SnapshotBound};
 use crate::plugin::{CallFailure, CommandInput, Decision, LoadedPlugin, PluginInstance, Rejection};
 use crate::telemetry::{self, CommandInstruments};
 use cache::{CachedState, StateCache};
@@ -80,6 +83,9 @@ pub struct AggregateOptions {
     pub max_attempts: u32,
     /// Hot states kept in memory.
     pub cache_capacity: NonZeroUsize,
+    /// Write a snapshot of a stream's state every this many events (`None`: never). Loading
+    /// then starts from the newest snapshot of the plugin's state schema.
+    pub snapshot_every: Option<NonZeroU64>,
 }
 
 impl AggregateOptions {
@@ -88,6 +94,7 @@ impl AggregateOptions {
             topic: topic.into(),
             max_attempts: 5,
             cache_capacity: NonZeroUsize::new(10_000).expect("non-zero"),
+            snapshot_every: None,
         }
     }
 }
@@ -101,6 +108,8 @@ pub struct AggregateHandler {
     cache: StateCache,
     /// `commands_total` and `command_duration_seconds` handles, made on the first command.
     instruments: OnceLock<CommandInstruments>,
+    /// The state schema of the plugin version (by content hash) last asked.
+    state_schema: Mutex<Option<(String, u32)>>,
 }
 
 impl std::fmt::Debug for AggregateHandler {
@@ -128,6 +137,7 @@ impl AggregateHandler {
             options,
             instance: Mutex::new(instance),
             instruments: OnceLock::new(),
+            state_schema: Mutex::new(None),
         })
     }
 
@@ -309,44 +319,138 @@ impl AggregateHandler {
         Ok((s.version, s.state.to_vec()))
     }
 
-    /// Cached state, evolved with whatever the stream has beyond it.
+    /// Cached state (or else the newest usable snapshot), evolved with whatever the stream has
+    /// beyond it.
     fn load(
         &self,
         instance: &mut PluginInstance,
         stream: &str,
     ) -> Result<CachedState, CommandError> {
         let plugin_hash = instance.plugin().version.content_hash.clone();
-        let mut current = match self.cache.get(stream, &plugin_hash) {
+        let start = match self.cache.get(stream, &plugin_hash) {
             Some(c) => c,
-            None => CachedState {
-                version: 0,
-                state: Arc::new(instance.initial_state().map_err(|f| self.failed(f))?),
-                plugin_hash: plugin_hash.clone(),
-            },
+            None => self.start_state(instance, stream, SnapshotBound::LATEST, true)?,
         };
-        let start_version = current.version;
-        loop {
-            let events = self
-                .log
-                .read_stream(stream, current.version + 1, LOAD_PAGE)?;
+        let start_version = start.version;
+        let (current, last) = self.fold(instance, stream, start, SnapshotBound::LATEST)?;
+        if current.version > start_version {
+            self.cache.put(stream, current.clone());
+        }
+        if let Some(last) = last {
+            self.maybe_snapshot(instance, stream, start_version, &current, last.occurred_at);
+        }
+        Ok(current)
+    }
+
+    /// Where a rebuild starts: the newest snapshot within `bound` of the plugin's state schema
+    /// (when `use_snapshots`), else the initial state at version 0.
+    fn start_state(
+        &self,
+        instance: &mut PluginInstance,
+        stream: &str,
+        bound: SnapshotBound,
+        use_snapshots: bool,
+    ) -> Result<CachedState, CommandError> {
+        let plugin_hash = instance.plugin().version.content_hash.clone();
+        if use_snapshots && self.options.snapshot_every.is_some() {
+            let schema = self.state_schema(instance)?;
+            if let Some(snap) = self.log.snapshot(stream, schema, bound)? {
+                return Ok(CachedState {
+                    version: snap.version,
+                    state: Arc::new(snap.state),
+                    plugin_hash,
+                });
+            }
+        }
+        Ok(CachedState {
+            version: 0,
+            state: Arc::new(instance.initial_state().map_err(|f| self.failed(f))?),
+            plugin_hash,
+        })
+    }
+
+    /// Evolves `current` with the stream's events after it, up to `bound`; also returns the
+    /// last event folded in.
+    fn fold(
+        &self,
+        instance: &mut PluginInstance,
+        stream: &str,
+        mut current: CachedState,
+        bound: SnapshotBound,
+    ) -> Result<(CachedState, Option<Event>), CommandError> {
+        let mut last_event = None;
+        while current.version < bound.max_version {
+            let page = LOAD_PAGE.min((bound.max_version - current.version) as usize);
+            let mut events = self.log.read_stream(stream, current.version + 1, page)?;
+            let full = events.len() == page;
+            // Versions are dense and `occurred_at` never decreases: the first event past the
+            // time bound ends the fold.
+            let within = events.partition_point(|e| e.occurred_at <= bound.max_occurred_at);
+            let cut = within < events.len();
+            events.truncate(within);
             let Some(last) = events.last() else { break };
-            let version = last.stream_version;
             let state = instance
                 .evolve(&current.state, &events)
                 .map_err(|f| self.failed(f))?;
             current = CachedState {
-                version,
+                version: last.stream_version,
                 state: Arc::new(state),
-                plugin_hash: plugin_hash.clone(),
+                plugin_hash: current.plugin_hash,
             };
-            if events.len() < LOAD_PAGE {
+            last_event = events.pop();
+            if cut || !full {
                 break;
             }
         }
-        if current.version > start_version {
-            self.cache.put(stream, current.clone());
+        Ok((current, last_event))
+    }
+
+    /// The plugin's declared state schema (asked once per plugin version).
+    fn state_schema(&self, instance: &mut PluginInstance) -> Result<u32, CommandError> {
+        let hash = instance.plugin().version.content_hash.clone();
+        let mut known = self.state_schema.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((h, schema)) = known.as_ref()
+            && *h == hash
+        {
+            return Ok(*schema);
         }
-        Ok(current)
+        let schema = instance.state_schema().map_err(|f| self.failed(f))?;
+        *known = Some((hash, schema));
+        Ok(schema)
+    }
+
+    /// Writes a snapshot of `current` when the events folded since `since` crossed a multiple
+    /// of `snapshot_every`. A snapshot only saves time later: failing to write one is logged,
+    /// never an error of the command (its events are already durable).
+    fn maybe_snapshot(
+        &self,
+        instance: &mut PluginInstance,
+        stream: &str,
+        since: u64,
+        current: &CachedState,
+        occurred_at: u64,
+    ) {
+        let Some(every) = self.options.snapshot_every else {
+            return;
+        };
+        if current.version / every.get() == since / every.get() {
+            return;
+        }
+        let written = self.state_schema(instance).and_then(|state_schema| {
+            self.log
+                .put_snapshot(Snapshot {
+                    stream: stream.to_owned(),
+                    state_schema,
+                    version: current.version,
+                    occurred_at,
+                    plugin_version: instance.plugin().version.to_string(),
+                    state: current.state.to_vec(),
+                })
+                .map_err(CommandError::from)
+        });
+        if let Err(e) = written {
+            tracing::warn!(%stream, version = current.version, error = %e, "snapshot not written");
+        }
     }
 
     /// Caches the state after our own append, so the next command does not re-read it.
@@ -354,14 +458,21 @@ impl AggregateHandler {
         let mut instance = self.lock();
         if let Ok(state) = instance.evolve(&before.state, events) {
             let version = events.last().map_or(before.version, |e| e.stream_version);
-            self.cache.put(
-                stream,
-                CachedState {
-                    version,
-                    state: Arc::new(state),
-                    plugin_hash: before.plugin_hash,
-                },
-            );
+            let current = CachedState {
+                version,
+                state: Arc::new(state),
+                plugin_hash: before.plugin_hash,
+            };
+            if let Some(last) = events.last() {
+                self.maybe_snapshot(
+                    &mut instance,
+                    stream,
+                    before.version,
+                    &current,
+                    last.occurred_at,
+                );
+            }
+            self.cache.put(stream, current);
         }
     }
 

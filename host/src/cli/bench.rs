@@ -34,6 +34,9 @@ pub enum Which {
         #[arg(long, default_value_t = 20_000)]
         events: u64,
     },
+    /// The bank-account workload against the Python `eventsourcing` library: deposits,
+    /// reconstruction with and without snapshots, loading a long stream.
+    Accounts(crate::cli::bench_accounts::Args),
     /// Consumer groups: a projector group over 1, 2 and 4 partitions; catching up a lag.
     Groups {
         /// Events per partition-count run.
@@ -60,6 +63,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Log { scale } => log(scale),
         Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
         Which::Languages { builds, events } => crate::cli::bench_languages::run(&builds, events),
+        Which::Accounts(args) => crate::cli::bench_accounts::run(plugins, args),
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
         Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
         Which::Http(args) => crate::cli::bench_http::run(args, plugins),

@@ -1,6 +1,7 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
 mod bench;
+mod bench_accounts;
 mod bench_groups;
 mod bench_http;
 mod bench_languages;
@@ -17,6 +18,7 @@ mod read;
 mod run;
 mod send;
 mod test;
+mod state;
 
 use std::process::ExitCode;
 
@@ -66,6 +68,8 @@ enum Command {
     Run(run::Args),
     /// Run scenario files (given/when/then) against a component in any language.
     Test(test::Args),
+    /// An aggregate's state now, as of a stream version or a point in time (stopped host).
+    State(state::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -105,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Groups(args) => groups::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Test(args) => test::run(args),
+        Command::State(args) => state::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

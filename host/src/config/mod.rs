@@ -85,7 +85,11 @@ impl PluginConfig {
 #[derive(Clone, Debug)]
 pub enum Role {
     /// Handles commands for the streams of `topic` (its stream category).
-    Aggregate { topic: String },
+    Aggregate {
+        topic: String,
+        /// Snapshot every this many events of a stream (`snapshot_every`; none when absent).
+        snapshot_every: Option<std::num::NonZeroU64>,
+    },
     /// Projectors, policies and sagas consume partitions as a consumer group named after the
     /// plugin (also its read-model scope).
     Consumer(GroupConfig),

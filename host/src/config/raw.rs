@@ -78,6 +78,8 @@ struct RawPlugin {
     batch_size: Option<Spanned<usize>>,
     max_events_in_memory: Option<Spanned<usize>>,
     concurrency: Option<Spanned<usize>>,
+    /// Aggregates only: write a snapshot every this many events of a stream.
+    snapshot_every: Option<Spanned<usize>>,
 }
 
 #[derive(Deserialize)]
@@ -217,9 +219,30 @@ pub(super) fn parse(
                     // The default stream category is the plugin's name.
                     None => known_topic(&Spanned::new(p.name.span(), name.clone()), "name")?,
                 };
-                Role::Aggregate { topic }
+                let snapshot_every = match &p.snapshot_every {
+                    Some(n) => Some(
+                        std::num::NonZeroU64::new(
+                            positive(&c, n, "snapshot_every", Some(&name))? as u64
+                        )
+                        .expect("positive"),
+                    ),
+                    None => None,
+                };
+                Role::Aggregate {
+                    topic,
+                    snapshot_every,
+                }
             }
             PluginKind::Projector | PluginKind::Policy | PluginKind::Saga => {
+                if let Some(n) = &p.snapshot_every {
+                    return Err(c.error(
+                        n.span(),
+                        format!(
+                            "`snapshot_every` of plugin {name:?}: only aggregates have snapshots, not a {}",
+                            p.kind
+                        ),
+                    ));
+                }
                 if let Some(t) = &p.topic {
                     return Err(c.error(
                         t.span(),

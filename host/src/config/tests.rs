@@ -60,7 +60,7 @@ fn the_example_parses() {
     );
     assert_eq!(order.label.as_deref(), Some("1.0.0"));
     assert_eq!(order.limits, Limits::default());
-    assert!(matches!(&order.role, Role::Aggregate { topic } if topic == "order"));
+    assert!(matches!(&order.role, Role::Aggregate { topic, .. } if topic == "order"));
     let summary = c.plugin("order-summary").unwrap();
     assert_eq!(summary.kind, PluginKind::Projector);
     let Role::Consumer(g) = &summary.role else {
@@ -257,7 +257,7 @@ kind = "aggregate"
 component = "order.wasm"
 "#;
     let c = parse(aggregate).unwrap();
-    assert!(matches!(&c.plugins[0].role, Role::Aggregate { topic } if topic == "order"));
+    assert!(matches!(&c.plugins[0].role, Role::Aggregate { topic, .. } if topic == "order"));
 
     let text = aggregate.replace("name = \"order\"\nkind", "name = \"orders\"\nkind");
     let (message, at) = refused(&text);
@@ -274,6 +274,16 @@ component = "order.wasm"
         "{message}"
     );
     assert_eq!(at.unwrap().line, line_of(&text, "batch_size"));
+
+    let c = parse(&format!("{aggregate}snapshot_every = 100\n")).unwrap();
+    assert!(matches!(
+        &c.plugins[0].role,
+        Role::Aggregate { snapshot_every: Some(n), .. } if n.get() == 100
+    ));
+    let text = format!("{aggregate}snapshot_every = 0\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("`snapshot_every`"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "snapshot_every"));
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::aggregate::{AggregateHandler, AggregateOptions};
 use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
+use crate::evolution::Upcasters;
 use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
@@ -159,13 +160,16 @@ impl Host {
                 source,
             };
             match &p.role {
-                Role::Aggregate { topic } => {
-                    let handler = AggregateHandler::new(
-                        log.clone(),
-                        loaded.clone(),
-                        AggregateOptions::new(topic.clone()),
-                    )
-                    .map_err(instantiate)?;
+                Role::Aggregate {
+                    topic,
+                    snapshot_every,
+                } => {
+                    let options = AggregateOptions {
+                        snapshot_every: *snapshot_every,
+                        ..AggregateOptions::new(topic.clone())
+                    };
+                    let handler = AggregateHandler::new(log.clone(), loaded.clone(), options)
+                        .map_err(instantiate)?;
                     aggregates.insert(p.name.clone(), handler);
                 }
                 Role::Consumer(group) => {
@@ -183,6 +187,22 @@ impl Host {
                     groups.push(group);
                 }
             }
+        }
+        // Every read of a topic goes through the upcaster of the aggregate that owns it.
+        let mut upcasters = Upcasters::default();
+        for (p, loaded) in config.plugins.iter().zip(&plugins) {
+            if let Role::Aggregate { topic, .. } = &p.role {
+                upcasters
+                    .add(topic, loaded)
+                    .map_err(|source| HostError::Instantiate {
+                        name: p.name.clone(),
+                        source,
+                    })?;
+            }
+        }
+        if !upcasters.is_empty() {
+            tracing::info!(?upcasters, "upcasters installed");
+            log.set_upcaster(Some(Arc::new(upcasters)));
         }
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
@@ -335,11 +355,29 @@ impl Host {
         };
         match &config.role {
             Role::Aggregate { .. } => {
+                // The topic's upcasters come from the aggregate's version: rebuild them with
+                // the new one first (a failure changes nothing), install them with the swap.
+                let mut upcasters = Upcasters::default();
+                for p in &self.config.plugins {
+                    if let Role::Aggregate { topic, .. } = &p.role {
+                        let plugin = if p.name == name {
+                            new.plugin.clone()
+                        } else {
+                            self.aggregates[&p.name].plugin()
+                        };
+                        upcasters.add(topic, &plugin).map_err(failed)?;
+                    }
+                }
                 let handler = self
                     .aggregates
                     .get(&name)
                     .expect("every aggregate has a handler");
                 handler.swap_plugin(new.plugin.clone()).map_err(failed)?;
+                self.log.set_upcaster(if upcasters.is_empty() {
+                    None
+                } else {
+                    Some(Arc::new(upcasters))
+                });
             }
             Role::Consumer(_) if config.kind == PluginKind::Projector => {
                 let plugin = new.plugin.clone();

@@ -102,6 +102,16 @@ pub enum ReadError {
         offset: u64,
         detail: String,
     },
+    /// An event of `topic` could not be brought to its current schema (the owning aggregate's
+    /// upcaster failed). Nothing is lost: the stored event is unchanged.
+    #[error("stored snapshot of {stream}@{version} does not decode: {detail}")]
+    CorruptSnapshot {
+        stream: String,
+        version: u64,
+        detail: String,
+    },
+    #[error("cannot upcast events of topic {topic:?}: {detail}")]
+    Upcast { topic: String, detail: String },
 }
 
 pub(crate) fn storage<E: std::fmt::Display>(e: E) -> String {

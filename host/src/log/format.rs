@@ -45,3 +45,8 @@ pub const READ_MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::n
 /// (and, with `skip`, the offset moving past the event) is one transaction.
 pub const DEAD_LETTERS: TableDefinition<(&str, u32, u32, u64), &[u8]> =
     TableDefinition::new("dead_letters");
+
+/// `(stream id, state schema, stream version) -> Snapshot` (MessagePack, named fields:
+/// `occurred_at`, `plugin_version`, `state`): an aggregate's state after that version, written
+/// every `snapshot_every` events. A cache of a replay; loading ignores other state schemas.
+pub const SNAPSHOTS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("snapshots");

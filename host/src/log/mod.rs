@@ -16,6 +16,8 @@ mod format;
 mod inspect;
 mod partition;
 mod read;
+mod snapshot;
+mod upcast;
 mod writer;
 
 #[cfg(test)]
@@ -23,7 +25,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -40,6 +42,8 @@ pub use inspect::{
     DeadLetterCount, GroupPosition, InspectError, Inspection, TopicSummary, inspect,
 };
 pub use partition::{murmur2, partition_for};
+pub use snapshot::{Snapshot, SnapshotBound};
+pub use upcast::Upcast;
 pub use writer::WriterStats;
 
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
@@ -156,6 +160,8 @@ struct Shared {
     commits: watch::Receiver<u64>,
     stats: Arc<WriterStats>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Applied to every event read out (schema evolution); `None` costs nothing.
+    upcaster: RwLock<Option<Arc<dyn Upcast>>>,
 }
 
 impl Drop for Shared {
@@ -229,6 +235,7 @@ impl EventLog {
                 commits: commit_rx,
                 stats,
                 writer: Mutex::new(Some(handle)),
+                upcaster: RwLock::new(None),
             }),
         })
     }
@@ -392,8 +399,72 @@ impl EventLog {
         Ok(rx)
     }
 
-    /// Events of `stream` with version ≥ `from_version`, at most `limit`.
+    /// Stores a snapshot (replacing one of the same stream, schema and version). Returns once
+    /// durable.
+    pub fn put_snapshot(&self, snapshot: Snapshot) -> Result<(), AppendError> {
+        StreamId::parse(&snapshot.stream)?;
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Snapshot(snapshot, tx))?;
+        rx.blocking_recv().map_err(|_| AppendError::Closed)?
+    }
+
+    /// The newest snapshot of `stream` under `state_schema` within `bound`.
+    pub fn snapshot(
+        &self,
+        stream: &str,
+        state_schema: u32,
+        bound: SnapshotBound,
+    ) -> Result<Option<Snapshot>, ReadError> {
+        snapshot::find(&self.shared.db, stream, state_schema, bound)
+    }
+
+    /// Installs (or, with `None`, removes) the upcaster every later read goes through.
+    pub fn set_upcaster(&self, upcaster: Option<Arc<dyn Upcast>>) {
+        *self
+            .shared
+            .upcaster
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = upcaster;
+    }
+
+    /// Brings `events` (all of `topic`) to their current schema.
+    fn upcast(&self, topic: &str, mut events: Vec<Event>) -> Result<Vec<Event>, ReadError> {
+        let upcaster = self
+            .shared
+            .upcaster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(u) = upcaster {
+            u.upcast(topic, &mut events)
+                .map_err(|detail| ReadError::Upcast {
+                    topic: topic.to_owned(),
+                    detail,
+                })?;
+        }
+        Ok(events)
+    }
+
+    /// Events of `stream` with version ≥ `from_version`, at most `limit`, in their current
+    /// schema.
     pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ReadError> {
+        let events = self.read_stream_as_stored(stream, from_version, limit)?;
+        match events.first() {
+            Some(first) => {
+                let topic = first.topic.clone();
+                self.upcast(&topic, events)
+            }
+            None => Ok(events),
+        }
+    }
+
+    /// Like [`EventLog::read_stream`], but exactly as stored (no upcasting).
+    pub fn read_stream_as_stored(
         &self,
         stream: &str,
         from_version: u64,
@@ -419,7 +490,8 @@ impl EventLog {
         read::stream_version(&self.shared.db, id.as_str())
     }
 
-    /// Events of a partition with offset ≥ `from_offset`, at most `limit`, in offset order.
+    /// Events of a partition with offset ≥ `from_offset`, at most `limit`, in offset order, in
+    /// their current schema.
     pub fn read_partition(
         &self,
         topic: &str,
@@ -428,7 +500,8 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<Event>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
-        read::partition(&self.shared.db, t, partition, from_offset, limit)
+        let events = read::partition(&self.shared.db, t, partition, from_offset, limit)?;
+        self.upcast(topic, events)
     }
 
     /// The next offset to be written in a partition (= number of events in it).

@@ -522,3 +522,99 @@ fn parking_moves_the_offset_in_the_same_commit_and_resolving_is_fenced() {
     );
     assert_eq!(log.dead_letter_count().unwrap(), 0);
 }
+
+#[test]
+fn snapshots_are_found_by_schema_version_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let snap = |schema, version, at| Snapshot {
+        stream: "bank-1".into(),
+        state_schema: schema,
+        version,
+        occurred_at: at,
+        plugin_version: "t".into(),
+        state: vec![version as u8],
+    };
+    for (v, at) in [(10, 100), (20, 200), (30, 300)] {
+        log.put_snapshot(snap(1, v, at)).unwrap();
+    }
+    log.put_snapshot(snap(2, 25, 250)).unwrap();
+    let find = |schema, max_version, max_occurred_at| {
+        log.snapshot(
+            "bank-1",
+            schema,
+            SnapshotBound {
+                max_version,
+                max_occurred_at,
+            },
+        )
+        .unwrap()
+        .map(|s| s.version)
+    };
+    assert_eq!(find(1, u64::MAX, u64::MAX), Some(30));
+    assert_eq!(find(1, 29, u64::MAX), Some(20));
+    assert_eq!(find(1, u64::MAX, 199), Some(10));
+    assert_eq!(find(1, 9, u64::MAX), None);
+    assert_eq!(find(2, u64::MAX, u64::MAX), Some(25));
+    assert_eq!(find(3, u64::MAX, u64::MAX), None);
+    assert_eq!(
+        log.snapshot("bank-2", 1, SnapshotBound::LATEST).unwrap(),
+        None
+    );
+    // Reopening keeps them (they went through the writer like every other write).
+    drop(log);
+    let log = open(dir.path());
+    let s = log
+        .snapshot("bank-1", 1, SnapshotBound::LATEST)
+        .unwrap()
+        .unwrap();
+    assert_eq!((s.version, s.occurred_at, s.state), (30, 300, vec![30]));
+}
+
+#[test]
+fn reads_go_through_the_upcaster_and_as_stored_does_not() {
+    struct Rename;
+    impl Upcast for Rename {
+        fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), String> {
+            for e in events.iter_mut().filter(|e| e.schema_version == 1) {
+                if e.event_type == "order.broken" {
+                    return Err(format!("cannot upcast {} in {topic}", e.event_type));
+                }
+                e.event_type = format!("{}.v2", e.event_type);
+                e.schema_version = 2;
+            }
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append(
+        "order-1",
+        ExpectedVersion::NoStream,
+        vec![ev("order.created")],
+    )
+    .unwrap();
+    log.set_upcaster(Some(Arc::new(Rename)));
+    let read = log.read_stream("order-1", 1, 10).unwrap();
+    assert_eq!(
+        (read[0].event_type.as_str(), read[0].schema_version),
+        ("order.created.v2", 2)
+    );
+    let p = partition_for("order-1", 4);
+    assert_eq!(log.read_partition("order", p, 0, 10).unwrap(), read);
+    let stored = log.read_stream_as_stored("order-1", 1, 10).unwrap();
+    assert_eq!(stored[0].event_type, "order.created");
+    log.append(
+        "order-1",
+        ExpectedVersion::Exact(1),
+        vec![ev("order.broken")],
+    )
+    .unwrap();
+    let err = log.read_stream("order-1", 1, 10).unwrap_err();
+    assert!(
+        matches!(&err, ReadError::Upcast { topic, .. } if topic == "order"),
+        "{err}"
+    );
+    log.set_upcaster(None);
+    assert_eq!(log.read_stream("order-1", 1, 10).unwrap().len(), 2);
+}

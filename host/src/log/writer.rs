@@ -19,6 +19,7 @@ use super::append::{self, Fatal, LogTables, Overlay};
 use super::effects::{self, CommitError, PreparedCommit};
 use super::error::{AppendError, OpenError};
 use super::format;
+use super::snapshot::{self, Snapshot};
 use super::{AppendRequest, AppendResult, Durability, TopicConfig, TopicInfo};
 use crate::event::now_millis;
 
@@ -32,11 +33,13 @@ pub(crate) enum Op {
         PreparedCommit,
         oneshot::Sender<Result<Vec<AppendResult>, CommitError>>,
     ),
+    Snapshot(Snapshot, oneshot::Sender<Result<(), AppendError>>),
 }
 
 enum Outcome {
     Append(Result<AppendResult, AppendError>),
     Commit(Result<Vec<AppendResult>, CommitError>),
+    Snapshot,
 }
 
 /// Checks the format version and registers topics (its own transaction, before any writer).
@@ -79,6 +82,7 @@ pub(crate) fn initialize(
         txn.open_table(format::GROUP_OFFSETS).map_err(|e| st(&e))?;
         txn.open_table(format::READ_MODELS).map_err(|e| st(&e))?;
         txn.open_table(format::DEAD_LETTERS).map_err(|e| st(&e))?;
+        txn.open_table(format::SNAPSHOTS).map_err(|e| st(&e))?;
         let mut next_id = table.len().map_err(|e| st(&e))? as u32;
         for t in topics {
             if t.partitions == 0 || t.partitions > 4096 {
@@ -207,6 +211,9 @@ fn run(
                         Op::Commit(_, tx) => {
                             let _ = tx.send(Err(CommitError::Storage(msg.clone())));
                         }
+                        Op::Snapshot(_, tx) => {
+                            let _ = tx.send(Err(AppendError::Storage(msg.clone())));
+                        }
                     }
                 }
             }
@@ -233,6 +240,9 @@ fn reply(op: Op, outcome: Outcome) {
         }
         (Op::Commit(_, tx), Outcome::Commit(r)) => {
             let _ = tx.send(r);
+        }
+        (Op::Snapshot(_, tx), Outcome::Snapshot) => {
+            let _ = tx.send(Ok(()));
         }
         _ => unreachable!("outcomes are produced in the order and kind of their ops"),
     }
@@ -266,6 +276,10 @@ fn commit_group(
                         None => handler_tables.insert(effects::HandlerTables::open(&txn)?),
                     };
                     Outcome::Commit(effects::apply(&mut tables, &mut overlay, ht, c, now)?)
+                }
+                Op::Snapshot(s, _) => {
+                    snapshot::write(&txn, s)?;
+                    Outcome::Snapshot
                 }
             });
         }

@@ -8,6 +8,19 @@ pub mod aggregate {
     });
 }
 
+/// Only for the optional `schema-evolution` export of an aggregate (world
+/// `evolving-aggregate`); the aggregate exports themselves come from `aggregate`.
+pub mod evolution {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/evolving-aggregate",
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+        },
+    });
+}
+
 pub mod projector {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -45,4 +58,5 @@ pub mod saga {
 
 pub use aggregate::factline::plugin::logging;
 pub use aggregate::factline::plugin::types;
+pub use evolution::exports::factline::plugin::schema_evolution;
 pub use projector::factline::plugin::read_model;

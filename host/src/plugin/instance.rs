@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 
-use super::bindings::{aggregate, policy, projector, saga, types};
+use super::bindings::{aggregate, policy, projector, saga, schema_evolution, types};
 use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind};
 use super::host::read_model::ReadModelSession;
@@ -43,6 +43,10 @@ pub struct ProducedEvent {
     pub metadata: Vec<(String, String)>,
 }
 
+/// A command a policy (or saga) asks the host to send to an aggregate: the SDK's own type (the
+/// host reads the SDK's scenario format too, so both sides share it).
+pub use factline_guest::OutgoingCommand;
+
 /// The plugin said no: a business outcome, never retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("rejected ({code}): {message}")]
@@ -59,7 +63,7 @@ pub enum Decision {
 }
 
 enum Exports {
-    Aggregate(aggregate::Aggregate),
+    Aggregate(aggregate::Aggregate, Option<schema_evolution::Guest>),
     Projector(projector::Projector),
     Policy(policy::Policy),
     Saga(saga::Saga),
@@ -132,7 +136,9 @@ impl PluginInstance {
                     .expect("fuel is enabled in this engine");
             }
             let exports = match &p.pre {
-                KindPre::Aggregate(pre) => pre.instantiate(&mut store).map(Exports::Aggregate),
+                KindPre::Aggregate(pre, evolution) => {
+                    instantiate_aggregate(&mut store, pre, evolution.as_ref())
+                }
                 KindPre::Projector(pre) => pre.instantiate(&mut store).map(Exports::Projector),
                 KindPre::Policy(pre) => pre.instantiate(&mut store).map(Exports::Policy),
                 KindPre::Saga(pre) => pre.instantiate(&mut store).map(Exports::Saga),
@@ -216,7 +222,7 @@ impl PluginInstance {
     /// Event types the plugin handles (aggregates, projectors, policies); empty means all.
     pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
         self.call("event-types", 0, 0, |store, ex| match ex {
-            Exports::Aggregate(a) => a
+            Exports::Aggregate(a, _) => a
                 .factline_plugin_aggregate_handler()
                 .call_event_types(store),
             Exports::Projector(p) => p
@@ -232,7 +238,7 @@ impl PluginInstance {
 
     pub fn initial_state(&mut self) -> Result<Vec<u8>, CallFailure> {
         let state = self.call("initial-state", 0, 0, |store, ex| match ex {
-            Exports::Aggregate(a) => a
+            Exports::Aggregate(a, _) => a
                 .factline_plugin_aggregate_handler()
                 .call_initial_state(store)
                 .map(Some),
@@ -251,7 +257,7 @@ impl PluginInstance {
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let r = self.call("evolve", now, batch_seed(events), |store, ex| match ex {
-            Exports::Aggregate(a) => a
+            Exports::Aggregate(a, _) => a
                 .factline_plugin_aggregate_handler()
                 .call_evolve(store, state, &wit)
                 .map(Some),
@@ -286,7 +292,7 @@ impl PluginInstance {
         };
         let seed = seed_of([command.command_id.as_bytes()]);
         let r = self.call("decide", command.issued_at, seed, |store, ex| match ex {
-            Exports::Aggregate(a) => a
+            Exports::Aggregate(a, _) => a
                 .factline_plugin_aggregate_handler()
                 .call_decide(store, state, &cmd)
                 .map(Some),
@@ -326,6 +332,105 @@ impl PluginInstance {
             })),
             Err(types::DecideError::Failed(f)) => Err(self.guest_failure(f)),
         }
+    }
+
+    // ---- policy -----------------------------------------------------------------------------
+
+    /// The commands each event of the batch causes, one list per event, in order.
+    pub fn react(&mut self, events: &[Event]) -> Result<Vec<Vec<OutgoingCommand>>, CallFailure> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wit = self.wit_events(events);
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call("react", now, batch_seed(events), |store, ex| match ex {
+            Exports::Policy(p) => p
+                .factline_plugin_policy_handler()
+                .call_react(store, &wit)
+                .map(Some),
+            _ => Ok(None),
+        });
+        self.scratch = wit;
+        match r?.ok_or_else(|| self.wrong_kind("policy"))? {
+            Ok(lists) => {
+                let total: usize = lists.iter().flatten().map(|c| c.payload.len()).sum();
+                self.check_output("commands", total)?;
+                Ok(lists
+                    .into_iter()
+                    .map(|list| {
+                        list.into_iter()
+                            .map(|c| OutgoingCommand {
+                                aggregate: c.aggregate,
+                                stream: c.stream,
+                                command_type: c.command_type,
+                                command_id: c.command_id,
+                                payload: c.payload,
+                            })
+                            .collect()
+                    })
+                    .collect())
+            }
+            Err(f) => Err(self.guest_failure(f)),
+        }
+    }
+
+    // ---- schema evolution (optional aggregate exports) ------------------------------------
+
+    /// The declared state schema; 1 for a component without the `schema-evolution` export.
+    pub fn state_schema(&mut self) -> Result<u32, CallFailure> {
+        let r = self.call("state-schema", 0, 0, |store, ex| match ex {
+            Exports::Aggregate(_, Some(e)) => e.call_state_schema(store).map(Some),
+            Exports::Aggregate(_, None) => Ok(Some(1)),
+            _ => Ok(None),
+        })?;
+        r.ok_or_else(|| self.wrong_kind("aggregate"))
+    }
+
+    /// The old `(event type, schema version)` pairs the plugin upcasts; none without the export.
+    pub fn upcasts(&mut self) -> Result<Vec<(String, u32)>, CallFailure> {
+        let r = self.call("upcasts", 0, 0, |store, ex| match ex {
+            Exports::Aggregate(_, Some(e)) => e.call_upcasts(store).map(Some),
+            Exports::Aggregate(_, None) => Ok(Some(Vec::new())),
+            _ => Ok(None),
+        })?;
+        r.ok_or_else(|| self.wrong_kind("aggregate"))
+    }
+
+    /// Rewrites `events` into their current schema, in place. Only type, schema version and
+    /// payload may change; an answer of another length is bad output.
+    pub fn upcast(&mut self, events: &mut [Event]) -> Result<(), CallFailure> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let wit = self.wit_events(events);
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call("upcast", now, batch_seed(events), |store, ex| match ex {
+            Exports::Aggregate(_, Some(e)) => e.call_upcast(store, &wit).map(Some),
+            _ => Ok(None),
+        });
+        self.scratch = wit;
+        let upcast = match r?.ok_or_else(|| self.wrong_kind("aggregate with upcasters"))? {
+            Ok(upcast) => upcast,
+            Err(f) => return Err(self.guest_failure(f)),
+        };
+        if upcast.len() != events.len() {
+            return Err(CallFailure::new(
+                FailureKind::BadOutput,
+                format!(
+                    "upcast returned {} events for {}",
+                    upcast.len(),
+                    events.len()
+                ),
+            ));
+        }
+        let total: usize = upcast.iter().map(|e| e.payload.len()).sum();
+        self.check_output("upcast events", total)?;
+        for (event, new) in events.iter_mut().zip(upcast) {
+            event.event_type = new.event_type;
+            event.schema_version = new.schema_version;
+            event.payload = new.payload;
+        }
+        Ok(())
     }
 
     // ---- projector -----------------------------------------------------------------------
@@ -382,6 +487,19 @@ impl PluginInstance {
         }
         wit
     }
+}
+
+fn instantiate_aggregate(
+    store: &mut Store<HostState>,
+    pre: &aggregate::AggregatePre<HostState>,
+    evolution: Option<&schema_evolution::GuestIndices>,
+) -> wasmtime::Result<Exports> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let handler = aggregate::Aggregate::new(&mut *store, &instance)?;
+    let evolution = evolution
+        .map(|indices| indices.load(&mut *store, &instance))
+        .transpose()?;
+    Ok(Exports::Aggregate(handler, evolution))
 }
 
 fn assign_wit_event(d: &mut types::Event, e: &Event) {

@@ -31,7 +31,9 @@ pub use cache::CacheOutcome;
 pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
-pub use instance::{CommandInput, Decision, PluginInstance, ProducedEvent, Rejection};
+pub use instance::{
+    CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
+};
 pub use limits::Limits;
 
 use state::HostState;
@@ -365,7 +367,11 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
 
 /// The typed pre-instance for a kind (type-checked once per plugin version).
 pub(crate) enum KindPre {
-    Aggregate(bindings::aggregate::AggregatePre<HostState>),
+    /// With the `schema-evolution` export's indices when the component has it (it is optional).
+    Aggregate(
+        bindings::aggregate::AggregatePre<HostState>,
+        Option<bindings::schema_evolution::GuestIndices>,
+    ),
     Projector(bindings::projector::ProjectorPre<HostState>),
     Policy(bindings::policy::PolicyPre<HostState>),
     Saga(bindings::saga::SagaPre<HostState>),
@@ -379,7 +385,11 @@ impl KindPre {
         };
         Ok(match kind {
             PluginKind::Aggregate => {
-                KindPre::Aggregate(bindings::aggregate::AggregatePre::new(pre).map_err(wrong)?)
+                let evolution = bindings::schema_evolution::GuestIndices::new(&pre).ok();
+                KindPre::Aggregate(
+                    bindings::aggregate::AggregatePre::new(pre).map_err(wrong)?,
+                    evolution,
+                )
             }
             PluginKind::Projector => {
                 KindPre::Projector(bindings::projector::ProjectorPre::new(pre).map_err(wrong)?)
@@ -393,7 +403,7 @@ impl KindPre {
 
     fn engine(&self) -> &Engine {
         match self {
-            KindPre::Aggregate(p) => p.engine(),
+            KindPre::Aggregate(p, _) => p.engine(),
             KindPre::Projector(p) => p.engine(),
             KindPre::Policy(p) => p.engine(),
             KindPre::Saga(p) => p.engine(),

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use factline_guest::scenario::{
-    AggregateOutcome, AggregateScenario, Mismatch, Outcome, ProjectorOutcome, ProjectorScenario,
-    Scenario,
+    AggregateOutcome, AggregateScenario, Mismatch, Outcome, PolicyOutcome, PolicyScenario,
+    ProjectorOutcome, ProjectorScenario, Scenario,
 };
 use factline_guest::{RawEvent, RawNewEvent};
 use uuid::Uuid;
@@ -116,6 +116,7 @@ impl ScenarioRunner {
         Ok(match scenario {
             Scenario::Aggregate(s) => self.aggregate(wasm, s)?.into(),
             Scenario::Projector(s) => self.projector(wasm, s)?.into(),
+            Scenario::Policy(s) => self.policy(wasm, s)?.into(),
         })
     }
 
@@ -137,7 +138,15 @@ impl ScenarioRunner {
             Ok(s) => s,
             Err(f) => return Ok(failed(f)),
         };
-        let state = match instance.evolve(&state, &envelopes(&given)) {
+        // As every reader in the host: stored events reach `evolve` in their current schema.
+        let mut given_events = envelopes(&given);
+        let upcast = instance.upcasts().and_then(|old| {
+            crate::evolution::upcast_in_place(&mut instance, &old, &mut given_events)
+        });
+        if let Err(f) = upcast {
+            return Ok(failed(f));
+        }
+        let state = match instance.evolve(&state, &given_events) {
             Ok(s) => s,
             Err(f) => return Ok(failed(f)),
         };
@@ -227,6 +236,25 @@ pub fn kind_of(scenario: &Scenario) -> PluginKind {
     match scenario {
         Scenario::Aggregate(_) => PluginKind::Aggregate,
         Scenario::Projector(_) => PluginKind::Projector,
+        Scenario::Policy(_) => PluginKind::Policy,
+    }
+}
+
+impl ScenarioRunner {
+    fn policy(&self, wasm: &Path, s: &PolicyScenario) -> Result<PolicyOutcome, ScenarioError> {
+        let plugin = self.plugin(wasm, PluginKind::Policy)?;
+        let given = s.given_events().map_err(ScenarioError::Invalid)?;
+        let failed = |f: crate::plugin::CallFailure| PolicyOutcome::Failed {
+            message: f.to_string(),
+        };
+        let lists = match plugin
+            .instantiate()
+            .and_then(|mut i| i.react(&envelopes(&given)))
+        {
+            Ok(lists) => lists,
+            Err(f) => return Ok(failed(f)),
+        };
+        Ok(PolicyOutcome::from_lists(lists))
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Stream ids are `order-<order id>`, e.g. `order-ORD-1`.
 
-use factline_guest::{Aggregate, CommandContext, EventMeta, Rejection};
+use factline_guest::{Aggregate, CommandContext, EventMeta, Failure, Rejection, StoredEvent};
 use serde::{Deserialize, Serialize};
 
 pub mod scenarios;
@@ -208,6 +208,28 @@ impl Aggregate for Order {
             _ => 1,
         }
     }
+
+    fn upcasts() -> Vec<(&'static str, u32)> {
+        vec![("order.placed", 1)]
+    }
+
+    /// `order.placed` schema 1 predates currencies and discounts: every order was in yen, full
+    /// price.
+    fn upcast(mut old: StoredEvent) -> Result<StoredEvent, Failure> {
+        match (old.event_type.as_str(), old.schema_version) {
+            ("order.placed", 1) => {
+                let body = old
+                    .payload
+                    .as_object_mut()
+                    .ok_or_else(|| Failure::new("order.placed schema 1 is not a map"))?;
+                body.entry("currency").or_insert_with(|| "JPY".into());
+                body.entry("discount").or_insert_with(|| 0.into());
+                old.schema_version = 2;
+                Ok(old)
+            }
+            (t, v) => Err(Failure::new(format!("no upcaster for `{t}` schema {v}"))),
+        }
+    }
 }
 
 impl Order {
@@ -239,12 +261,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scenarios_have_unique_names() {
-        let all = scenarios::all();
-        let mut names: Vec<&str> = all.iter().map(|s| s.name()).collect();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), all.len());
+    fn order_placed_schema_1_reads_as_schema_2_in_yen_without_discount() {
+        let old = StoredEvent {
+            event_type: "order.placed".into(),
+            schema_version: 1,
+            payload: factline_guest::testing::json!({"order_id": "ORD-1", "customer_id": "C-1", "items": [], "total": 0}),
+        };
+        let new = Order::upcast(old).unwrap();
+        assert_eq!(new.schema_version, 2);
+        assert_eq!(new.payload["currency"], "JPY");
+        assert_eq!(new.payload["discount"], 0);
     }
 
     /// Folding a stream's events from scratch gives the state the decisions were made on.

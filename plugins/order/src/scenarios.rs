@@ -17,6 +17,7 @@ factline_guest::scenarios!(
     confirming_an_empty_order_is_rejected,
     confirming_twice_is_rejected,
     ship_a_confirmed_order,
+    an_order_placed_under_schema_1_is_upcast_and_ships,
     shipping_an_unconfirmed_order_is_rejected,
     cancel_a_created_order,
     cancel_a_confirmed_order,
@@ -169,6 +170,30 @@ pub fn ship_a_confirmed_order() -> AggregateCase<Order> {
         .when(Command::Ship {})
         .then_events([Event::Shipped {}])
         .then_version(5)
+}
+
+/// `order.placed` schema 1 had no currency and discount; stored that way, it still confirms.
+pub fn an_order_placed_under_schema_1_is_upcast_and_ships() -> AggregateCase<Order> {
+    given(
+        "an order placed under schema 1 is upcast and ships",
+        two_items(),
+    )
+    .and_stored(
+        "order.placed",
+        1,
+        json!({
+            "order_id": "ORD-1",
+            "customer_id": "C-1",
+            "items": [
+                {"product_id": "P-1", "quantity": 2, "unit_price": 1000},
+                {"product_id": "P-2", "quantity": 1, "unit_price": 2000},
+            ],
+            "total": 4000,
+        }),
+    )
+    .when(Command::Ship {})
+    .then_events([Event::Shipped {}])
+    .then_version(5)
 }
 
 pub fn shipping_an_unconfirmed_order_is_rejected() -> AggregateCase<Order> {

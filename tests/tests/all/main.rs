@@ -3,6 +3,7 @@
 //! Every plugin under `plugins/` and `tests/plugins/` must have an end-to-end module here named
 //! after it: `foreach_plugin!` below fails to compile otherwise.
 
+mod bank_account;
 mod counter_plugin;
 mod garbage_plugin;
 mod hostile_plugin;
@@ -17,6 +18,9 @@ mod poison_fixed_plugin;
 mod poison_plugin;
 mod service;
 mod scenario_files;
+mod review;
+mod review_notification;
+mod review_rating;
 mod support;
 mod versioned_plugin;
 

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
 use factline_host::plugin::{Limits, PluginKind};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{command as cmd, load, log, msgpack, runtime};
 
 #[test]
 fn scenarios_pass_natively_and_as_wasm() {
@@ -20,15 +20,6 @@ fn scenarios_pass_natively_and_as_wasm() {
         runner
             .run(factline_tests::ORDER.as_ref(), s)
             .unwrap_or_else(|e| panic!("wasm: {e}"));
-    }
-}
-
-fn cmd(id: &str, t: &str, v: serde_json::Value) -> CommandRequest {
-    CommandRequest {
-        id: id.into(),
-        command_type: t.into(),
-        payload: msgpack(v),
-        ..Default::default()
     }
 }
 
@@ -149,4 +140,164 @@ fn concurrent_commands_on_one_stream_all_land_exactly_once() {
         let s = factline_guest::codec::msgpack_to_json(&s).unwrap();
         assert_eq!((v, &s["total"]), (101, &json!(100)));
     }
+}
+
+/// Schema evolution: an `order.placed` stored under schema 1 (no currency, no discount) reads as
+/// schema 2 with currency "JPY" and discount 0, for the aggregate's own loading and for every
+/// other reader of the log, while the log keeps it as written.
+#[test]
+fn order_placed_schema_1_is_read_as_schema_2() {
+    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::evolution::Upcasters;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = log(dir.path(), &[("order", 2)]);
+    let rt = runtime();
+    let plugin = load(
+        &rt,
+        "order",
+        PluginKind::Aggregate,
+        factline_tests::ORDER,
+        Limits::default(),
+    );
+    let v1 = |t: &str, version: u32, body: serde_json::Value| NewEvent {
+        schema_version: version,
+        ..NewEvent::new(t, msgpack(body))
+    };
+    let item = json!({"product_id": "P-1", "quantity": 2, "unit_price": 1000});
+    log.append(
+        "order-ORD-1",
+        ExpectedVersion::NoStream,
+        vec![
+            v1(
+                "order.created",
+                1,
+                json!({"order_id": "ORD-1", "customer_id": "C-1"}),
+            ),
+            v1("order.item-added", 1, item.clone()),
+            v1(
+                "order.placed",
+                1,
+                json!({"order_id": "ORD-1", "customer_id": "C-1", "items": [item], "total": 2000}),
+            ),
+        ],
+    )
+    .unwrap();
+    let h =
+        AggregateHandler::new(log.clone(), plugin.clone(), AggregateOptions::new("order")).unwrap();
+
+    // Without the upcaster the aggregate cannot read its own old event.
+    let err = h.handle(cmd("ORD-1", "ship", json!({}))).unwrap_err();
+    assert!(
+        matches!(&err, CommandError::Failed { failure, .. } if failure.message.contains("order.placed")),
+        "{err}"
+    );
+
+    let mut upcasters = Upcasters::default();
+    assert!(upcasters.add("order", &plugin).unwrap());
+    log.set_upcaster(Some(Arc::new(upcasters)));
+
+    let placed = |events: Vec<factline_host::event::Event>| {
+        events
+            .into_iter()
+            .find(|e| e.event_type == "order.placed")
+            .expect("order.placed is read")
+    };
+    let read = placed(log.read_stream("order-ORD-1", 1, 10).unwrap());
+    let body = factline_guest::codec::msgpack_to_json(&read.payload).unwrap();
+    assert_eq!(read.schema_version, 2);
+    assert_eq!(
+        (&body["currency"], &body["discount"]),
+        (&json!("JPY"), &json!(0))
+    );
+    assert_eq!(body["total"], 2000);
+    // Consumers read partitions: same answer.
+    let (_, p) = log.locate("order-ORD-1").unwrap();
+    let by_partition = placed(log.read_partition("order", p, 0, 10).unwrap());
+    assert_eq!(by_partition, read);
+    // The log itself is immutable: the stored event is still schema 1.
+    let stored = placed(log.read_stream_as_stored("order-ORD-1", 1, 10).unwrap());
+    assert_eq!(stored.schema_version, 1);
+    assert!(factline_guest::codec::msgpack_to_json(&stored.payload).unwrap()["currency"].is_null());
+
+    // The aggregate loads it (status confirmed) and ships.
+    let o = h.handle(cmd("ORD-1", "ship", json!({}))).unwrap();
+    assert_eq!(o.version, 4);
+    let (_, state) = h.state("ORD-1").unwrap();
+    let state = factline_guest::codec::msgpack_to_json(&state).unwrap();
+    assert_eq!(state["status"], "shipped");
+}
+
+/// The assembled host installs the order aggregate's upcaster on its log: its stream reads, its
+/// commands and its projector all see the v1 event as v2.
+#[test]
+fn the_host_upcasts_for_its_aggregates_and_projectors() {
+    use factline_host::config::Config;
+    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::host::Host;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    {
+        let log = log(&data_dir, &[("order", 2)]);
+        let item = json!({"product_id": "P-1", "quantity": 1, "unit_price": 700});
+        let v1 = |t: &str, body: serde_json::Value| NewEvent::new(t, msgpack(body));
+        log.append(
+            "order-ORD-7",
+            ExpectedVersion::NoStream,
+            vec![
+                v1(
+                    "order.created",
+                    json!({"order_id": "ORD-7", "customer_id": "C"}),
+                ),
+                v1("order.item-added", item.clone()),
+                v1(
+                    "order.placed",
+                    json!({"order_id": "ORD-7", "customer_id": "C", "items": [item], "total": 700}),
+                ),
+            ],
+        )
+        .unwrap();
+    }
+    let text = format!(
+        "data_dir = {:?}\n[[topics]]\nname = \"order\"\npartitions = 2\n\
+         [[plugins]]\nname = \"order\"\nkind = \"aggregate\"\ncomponent = {:?}\n\
+         [[plugins]]\nname = \"order-summary\"\nkind = \"projector\"\ncomponent = {:?}\nsubscriptions = [\"order\"]\n",
+        data_dir.display().to_string(),
+        factline_tests::ORDER,
+        factline_tests::ORDER_SUMMARY,
+    );
+    let config = Config::parse(&text, "factline.toml".as_ref(), dir.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let host = Host::start(config).unwrap();
+        host.wait_until_idle().await.unwrap();
+        let placed = host
+            .log()
+            .read_stream("order-ORD-7", 3, 1)
+            .unwrap()
+            .remove(0);
+        let body = factline_guest::codec::msgpack_to_json(&placed.payload).unwrap();
+        assert_eq!(
+            (placed.schema_version, &body["currency"]),
+            (2, &json!("JPY"))
+        );
+        let row = factline_host::projector::query(host.log(), "order-summary", "ORD-7")
+            .unwrap()
+            .expect("projected");
+        let row = factline_guest::codec::msgpack_to_json(&row).unwrap();
+        assert_eq!(row["status"], "confirmed");
+        let shipped = tokio::task::block_in_place(|| {
+            host.aggregate("order")
+                .unwrap()
+                .handle(cmd("ORD-7", "ship", json!({})))
+        })
+        .unwrap();
+        assert_eq!(shipped.version, 4);
+        host.shutdown().await;
+    });
 }

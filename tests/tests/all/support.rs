@@ -28,6 +28,20 @@ pub fn msgpack(v: serde_json::Value) -> Vec<u8> {
     factline_guest::codec::json_to_msgpack(&v)
 }
 
+/// A command to aggregate instance `id` (JSON payload sent as MessagePack).
+pub fn command(
+    id: &str,
+    command_type: &str,
+    payload: serde_json::Value,
+) -> factline_host::aggregate::CommandRequest {
+    factline_host::aggregate::CommandRequest {
+        id: id.into(),
+        command_type: command_type.into(),
+        payload: msgpack(payload),
+        ..Default::default()
+    }
+}
+
 /// Runs an aggregate scenario natively with the SDK's harness and checks it.
 pub fn native_aggregate<A: factline_guest::Aggregate>(s: &factline_guest::scenario::Scenario) {
     let factline_guest::scenario::Scenario::Aggregate(a) = s else {
@@ -43,6 +57,15 @@ pub fn native_projector<P: factline_guest::Projector>(s: &factline_guest::scenar
         panic!("{} is not a projector scenario", s.name())
     };
     p.verify(&factline_guest::testing::run_projector::<P>(p))
+        .unwrap_or_else(|m| panic!("native: {m}"));
+}
+
+/// Runs a policy scenario natively with the SDK's harness and checks it.
+pub fn native_policy<P: factline_guest::Policy>(s: &factline_guest::scenario::Scenario) {
+    let factline_guest::scenario::Scenario::Policy(p) = s else {
+        panic!("{} is not a policy scenario", s.name())
+    };
+    p.verify(&factline_guest::testing::run_policy::<P>(p))
         .unwrap_or_else(|m| panic!("native: {m}"));
 }
 
