@@ -449,3 +449,178 @@ fn root_message(err: &wasmtime::Error) -> String {
         .collect::<Vec<_>>()
         .join(": ")
 }
+
+// ---- policy and saga ----------------------------------------------------------------------
+
+/// A command a policy or saga wants sent to an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingCommand {
+    /// The target aggregate plugin's name.
+    pub aggregate: String,
+    pub stream: String,
+    pub command_type: String,
+    /// The plugin's deterministic id for it (the host derives the command's UUID from it).
+    pub command_id: String,
+    pub payload: Vec<u8>,
+}
+
+impl From<types::OutgoingCommand> for OutgoingCommand {
+    fn from(c: types::OutgoingCommand) -> Self {
+        OutgoingCommand {
+            aggregate: c.aggregate,
+            stream: c.stream,
+            command_type: c.command_type,
+            command_id: c.command_id,
+            payload: c.payload,
+        }
+    }
+}
+
+/// One step as a saga plugin defines it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStep {
+    pub name: String,
+    pub timeout_ms: u64,
+    pub compensable: bool,
+}
+
+/// A saga plugin's definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaDefinition {
+    pub name: String,
+    pub trigger_types: Vec<String>,
+    pub answer_types: Vec<String>,
+    pub steps: Vec<SagaStep>,
+}
+
+/// A saga plugin's judgement of an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The step completed; the instance's new data.
+    Succeeded(Vec<u8>),
+    /// The step failed, with the reason.
+    Failed(String),
+    NotMine,
+}
+
+impl PluginInstance {
+    /// For each event of the batch, in order, the commands the policy sends.
+    pub fn react(&mut self, events: &[Event]) -> Result<Vec<Vec<OutgoingCommand>>, CallFailure> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wit = self.wit_events(events);
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call(now, |store, ex| match ex {
+            Exports::Policy(p) => p
+                .factline_plugin_policy_handler()
+                .call_react(store, &wit)
+                .map(Some),
+            _ => Ok(None),
+        });
+        self.scratch = wit;
+        match r?.ok_or_else(|| self.wrong_kind("policy"))? {
+            Ok(lists) if lists.len() == events.len() => Ok(lists
+                .into_iter()
+                .map(|l| l.into_iter().map(OutgoingCommand::from).collect())
+                .collect()),
+            Ok(lists) => Err(CallFailure::new(
+                FailureKind::BadOutput,
+                format!(
+                    "react returned {} command lists for {} events",
+                    lists.len(),
+                    events.len()
+                ),
+            )),
+            Err(f) => Err(guest_failure(f)),
+        }
+    }
+
+    /// The saga's name, trigger and answer types and steps.
+    pub fn saga_definition(&mut self) -> Result<SagaDefinition, CallFailure> {
+        let d = self.saga_call(0, |s, store| s.call_definition(store).map(Ok))?;
+        Ok(SagaDefinition {
+            name: d.name,
+            trigger_types: d.trigger_types,
+            answer_types: d.answer_types,
+            steps: d
+                .steps
+                .into_iter()
+                .map(|s| SagaStep {
+                    name: s.name,
+                    timeout_ms: s.timeout_ms,
+                    compensable: s.compensable,
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts an instance for `trigger`: `(instance id, data)`, or `None` to ignore it.
+    pub fn saga_start(
+        &mut self,
+        trigger: &Event,
+    ) -> Result<Option<(String, Vec<u8>)>, CallFailure> {
+        let wit = to_wit_event(trigger);
+        let started = self.saga_call(trigger.occurred_at, |s, store| s.call_start(store, &wit))?;
+        Ok(started.map(|s| (s.instance_id, s.data)))
+    }
+
+    /// The command that performs `step`.
+    pub fn saga_execute(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<OutgoingCommand, CallFailure> {
+        let c = self.saga_call(now_ms, |s, store| s.call_execute(store, step, data))?;
+        Ok(c.into())
+    }
+
+    /// The command that undoes `step`, if any.
+    pub fn saga_compensate(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<OutgoingCommand>, CallFailure> {
+        let c = self.saga_call(now_ms, |s, store| s.call_compensate(store, step, data))?;
+        Ok(c.map(Into::into))
+    }
+
+    /// Judges an event that may answer `step`.
+    pub fn saga_judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &Event,
+    ) -> Result<Verdict, CallFailure> {
+        let wit = to_wit_event(answer);
+        let v = self.saga_call(answer.occurred_at, |s, store| {
+            s.call_judge(store, step, data, &wit)
+        })?;
+        Ok(match v {
+            saga::exports::factline::plugin::saga_handler::Verdict::Succeeded(data) => {
+                self.check_output("saga data", data.len())?;
+                Verdict::Succeeded(data)
+            }
+            saga::exports::factline::plugin::saga_handler::Verdict::Failed(reason) => Verdict::Failed(reason),
+            saga::exports::factline::plugin::saga_handler::Verdict::NotMine => Verdict::NotMine,
+        })
+    }
+
+    fn saga_call<R>(
+        &mut self,
+        now_ms: u64,
+        f: impl FnOnce(
+            &saga::exports::factline::plugin::saga_handler::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<R, types::Failure>>,
+    ) -> Result<R, CallFailure> {
+        let r = self.call(now_ms, |store, ex| match ex {
+            Exports::Saga(s) => f(s.factline_plugin_saga_handler(), store).map(Some),
+            _ => Ok(None),
+        })?;
+        r.ok_or_else(|| self.wrong_kind("saga"))?
+            .map_err(guest_failure)
+    }
+}

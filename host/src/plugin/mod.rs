@@ -29,7 +29,10 @@ use wasmtime::{Config, Engine};
 pub use cache::CacheOutcome;
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
-pub use instance::{CommandInput, Decision, PluginInstance, ProducedEvent, Rejection};
+pub use instance::{
+    CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
+    SagaDefinition, SagaStep, Verdict,
+};
 pub use limits::Limits;
 
 use state::HostState;
