@@ -7,11 +7,14 @@
 pub mod aggregate;
 pub mod config;
 pub mod consumer;
+pub mod dispatch;
 pub mod event;
 pub mod host;
 pub mod http;
 pub mod log;
 pub mod outbox;
 pub mod plugin;
+pub mod policy;
 pub mod projector;
+pub mod saga;
 pub mod scenario;
