@@ -31,7 +31,9 @@ pub struct Dispatcher {
 pub enum DispatchError {
     #[error("no aggregate named {0:?} runs in this host")]
     UnknownAggregate(String),
-    #[error("stream {stream:?} is not a stream of aggregate {aggregate:?} (expected `{topic}-<id>`)")]
+    #[error(
+        "stream {stream:?} is not a stream of aggregate {aggregate:?} (expected `{topic}-<id>`)"
+    )]
     ForeignStream {
         aggregate: String,
         stream: String,
@@ -65,7 +67,11 @@ impl Dispatcher {
     pub fn command_id(origin: &str, command: &OutgoingCommand) -> Uuid {
         Uuid::new_v5(
             &COMMAND_NAMESPACE,
-            format!("{origin}\u{0}{}\u{0}{}", command.aggregate, command.command_id).as_bytes(),
+            format!(
+                "{origin}\u{0}{}\u{0}{}",
+                command.aggregate, command.command_id
+            )
+            .as_bytes(),
         )
     }
 

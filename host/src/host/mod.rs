@@ -15,11 +15,11 @@ use std::time::Duration;
 use crate::aggregate::{AggregateHandler, AggregateOptions};
 use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
+use crate::dispatch::{Dispatcher, Driven, drive};
 use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig,
 };
-use crate::dispatch::{Dispatcher, Driven, drive};
 use crate::policy::{PolicyError, PolicyRunner};
 use crate::projector::WasmProjection;
 use crate::saga::{SagaError, SagaOptions, SagaRunner};

@@ -150,10 +150,7 @@ pub(crate) fn correlated(
     let txn = db.begin_read().map_err(st)?;
     let table = txn.open_table(format::SAGA_CORRELATIONS).map_err(st)?;
     let mut out = Vec::new();
-    for row in table
-        .range((saga, correlation_id, "")..)
-        .map_err(st)?
-    {
+    for row in table.range((saga, correlation_id, "")..).map_err(st)? {
         let (k, _) = row.map_err(st)?;
         let (s, c, id) = k.value();
         if s != saga || c != correlation_id {

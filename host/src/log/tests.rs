@@ -294,14 +294,29 @@ fn saga_writes_are_fenced_by_revision_and_commit_with_the_offset() {
     stale.next_offset = 1;
     stale.appends[0].1 = ExpectedVersion::Exact(1);
     let err = log.commit_handler(stale).unwrap_err();
-    assert!(matches!(err, CommitError::SagaRevision { actual: Some(1), .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            CommitError::SagaRevision {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(log.stream_version("order-2").unwrap(), 1);
-    assert_eq!(log.saga_instance("s", "i1").unwrap().unwrap().record, b"one");
+    assert_eq!(
+        log.saga_instance("s", "i1").unwrap().unwrap().record,
+        b"one"
+    );
     let mut next = commit(Some(1), write(Some(1), b"two", TimerChange::Clear), false);
     next.keep_offset = true;
     log.commit_handler(next).unwrap();
     let stored = log.saga_instance("s", "i1").unwrap().unwrap();
-    assert_eq!((stored.revision, stored.record.as_slice()), (2, &b"two"[..]));
+    assert_eq!(
+        (stored.revision, stored.record.as_slice()),
+        (2, &b"two"[..])
+    );
     assert!(log.saga_timers("s").unwrap().is_empty());
     assert_eq!(log.group_offset("s", "order", partition).unwrap(), Some(1));
 }

@@ -85,7 +85,8 @@ pub(crate) fn initialize(
         txn.open_table(format::READ_MODELS).map_err(|e| st(&e))?;
         txn.open_table(format::DEAD_LETTERS).map_err(|e| st(&e))?;
         txn.open_table(format::SAGA_INSTANCES).map_err(|e| st(&e))?;
-        txn.open_table(format::SAGA_CORRELATIONS).map_err(|e| st(&e))?;
+        txn.open_table(format::SAGA_CORRELATIONS)
+            .map_err(|e| st(&e))?;
         txn.open_table(format::SAGA_TIMERS).map_err(|e| st(&e))?;
         let mut next_id = table.len().map_err(|e| st(&e))? as u32;
         for t in topics {

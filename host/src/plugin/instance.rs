@@ -603,7 +603,9 @@ impl PluginInstance {
                 self.check_output("saga data", data.len())?;
                 Verdict::Succeeded(data)
             }
-            saga::exports::factline::plugin::saga_handler::Verdict::Failed(reason) => Verdict::Failed(reason),
+            saga::exports::factline::plugin::saga_handler::Verdict::Failed(reason) => {
+                Verdict::Failed(reason)
+            }
             saga::exports::factline::plugin::saga_handler::Verdict::NotMine => Verdict::NotMine,
         })
     }

@@ -28,7 +28,10 @@ use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance};
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("instantiating policy {plugin}: {failure}")]
-    Instantiate { plugin: String, failure: CallFailure },
+    Instantiate {
+        plugin: String,
+        failure: CallFailure,
+    },
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]
@@ -76,7 +79,11 @@ impl std::fmt::Debug for PolicyRunner {
 struct BatchPlan {
     /// Events handled (a prefix of the batch).
     handled: usize,
-    appends: Vec<(String, crate::event::ExpectedVersion, Vec<crate::event::NewEvent>)>,
+    appends: Vec<(
+        String,
+        crate::event::ExpectedVersion,
+        Vec<crate::event::NewEvent>,
+    )>,
     park: Vec<DeadLetter>,
 }
 
@@ -95,7 +102,11 @@ impl PolicyRunner {
             failure,
         };
         let mut instance = plugin.instantiate().map_err(failed)?;
-        let types = instance.event_types().map_err(failed)?.into_iter().collect();
+        let types = instance
+            .event_types()
+            .map_err(failed)?
+            .into_iter()
+            .collect();
         Ok(PolicyRunner {
             name: name.into(),
             log,
@@ -146,7 +157,11 @@ impl PolicyRunner {
         if retrying.is_some_and(|r| r.not_before > Instant::now()) {
             return Ok(false);
         }
-        let mut limit = if retrying.is_some() { 1 } else { self.batch_size };
+        let mut limit = if retrying.is_some() {
+            1
+        } else {
+            self.batch_size
+        };
         let (events, relevant, lists) = loop {
             let events = self.log.read_partition(topic, partition, from, limit)?;
             if events.is_empty() {
@@ -228,17 +243,20 @@ impl PolicyRunner {
             let origin = format!("policy\u{0}{}\u{0}{}", self.name, event.event_id);
             let (mut rejections, mut all_rejected) = (Vec::new(), true);
             for c in commands {
-                match self
-                    .dispatcher
-                    .plan(&origin, c, &event.correlation_id, &event.event_id.to_string())
-                {
+                match self.dispatcher.plan(
+                    &origin,
+                    c,
+                    &event.correlation_id,
+                    &event.event_id.to_string(),
+                ) {
                     Ok(Planned::Append(p)) => {
                         touched.insert(c.stream.clone());
                         out.appends.push((p.stream, p.expected, p.events));
                     }
                     Ok(Planned::Done(_)) => {}
                     Err(e) if e.is_outcome() => {
-                        all_rejected &= matches!(e, DispatchError::Command(CommandError::Rejected(_)));
+                        all_rejected &=
+                            matches!(e, DispatchError::Command(CommandError::Rejected(_)));
                         rejections.push(format!(
                             "{} {} on {}: {e}",
                             c.aggregate, c.command_type, c.stream

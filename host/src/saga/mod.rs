@@ -73,7 +73,10 @@ impl SagaOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
     #[error("saga plugin {plugin}: {failure}")]
-    Plugin { plugin: String, failure: CallFailure },
+    Plugin {
+        plugin: String,
+        failure: CallFailure,
+    },
     #[error("plugin {plugin} defines saga {defined:?}, but the runner runs {expected:?}")]
     WrongSaga {
         plugin: String,
@@ -82,7 +85,9 @@ pub enum SagaError {
     },
     #[error("no instance {0:?}")]
     NoInstance(String),
-    #[error("instance {instance_id} is {status}; only an instance that needs attention can be retried")]
+    #[error(
+        "instance {instance_id} is {status}; only an instance that needs attention can be retried"
+    )]
     NotRetryable {
         instance_id: String,
         status: SagaStatus,
@@ -310,9 +315,12 @@ impl SagaRunner {
 
     fn consume(&self, topic: &str, partition: u32) -> Result<bool, SagaError> {
         let committed = self.log.group_offset(&self.name, topic, partition)?;
-        let events =
-            self.log
-                .read_partition(topic, partition, committed.unwrap_or(0), self.options.batch_size)?;
+        let events = self.log.read_partition(
+            topic,
+            partition,
+            committed.unwrap_or(0),
+            self.options.batch_size,
+        )?;
         let Some(last) = events.last() else {
             return Ok(false);
         };
@@ -398,7 +406,10 @@ impl SagaRunner {
         if !self.is_answer_type(&event.event_type) {
             return Ok(());
         }
-        for id in self.log.saga_correlated(&self.name, &event.correlation_id)? {
+        for id in self
+            .log
+            .saga_correlated(&self.name, &event.correlation_id)?
+        {
             let Some((rev, inst)) = self.load(&id)? else {
                 continue;
             };
@@ -544,7 +555,10 @@ impl SagaRunner {
             }
             Some(Ok(c)) => c,
         };
-        let origin = format!("saga\u{0}{}\u{0}{}\u{0}execute\u{0}{name}", self.name, inst.instance_id);
+        let origin = format!(
+            "saga\u{0}{}\u{0}{}\u{0}execute\u{0}{name}",
+            self.name, inst.instance_id
+        );
         match self
             .dispatcher
             .plan(&origin, &command, &inst.correlation_id, causation)
@@ -568,7 +582,10 @@ impl SagaRunner {
                 // A command rejected by its aggregate is a failed step.
                 let reason = match &e {
                     DispatchError::Command(crate::aggregate::CommandError::Rejected(r)) => {
-                        format!("{} rejected {}: {}", command.aggregate, command.command_type, r)
+                        format!(
+                            "{} rejected {}: {}",
+                            command.aggregate, command.command_type, r
+                        )
                     }
                     other => other.to_string(),
                 };
@@ -610,7 +627,14 @@ impl SagaRunner {
         self.write(fx, rev, &inst, TimerChange::Set(now));
     }
 
-    fn version_missing(&self, rev: u64, inst: SagaInstance, step: usize, now: u64, fx: &mut Effects) {
+    fn version_missing(
+        &self,
+        rev: u64,
+        inst: SagaInstance,
+        step: usize,
+        now: u64,
+        fx: &mut Effects,
+    ) {
         self.version_missing_from(Some(rev), inst, step, now, fx);
     }
 
@@ -697,7 +721,9 @@ impl SagaRunner {
                 self.version_missing(rev, inst.clone(), step, now, fx);
                 return;
             }
-            Some(Err(failure)) => Err(format!("the saga could not build the compensation: {failure}")),
+            Some(Err(failure)) => Err(format!(
+                "the saga could not build the compensation: {failure}"
+            )),
             Some(Ok(None)) => Ok(None),
             Some(Ok(Some(command))) => {
                 let origin = format!(
@@ -710,11 +736,17 @@ impl SagaRunner {
                     .plan(&origin, &command, &inst.correlation_id, &causation)
                 {
                     Ok(Planned::Append(p)) => Ok(Some((
-                        format!("compensated: sent {} to {}", command.command_type, command.stream),
+                        format!(
+                            "compensated: sent {} to {}",
+                            command.command_type, command.stream
+                        ),
                         Some(p),
                     ))),
                     Ok(Planned::Done(_)) => Ok(Some((
-                        format!("compensated: {} to {} (no new events)", command.command_type, command.stream),
+                        format!(
+                            "compensated: {} to {} (no new events)",
+                            command.command_type, command.stream
+                        ),
                         None,
                     ))),
                     Err(e) => Err(e.to_string()),
@@ -741,7 +773,11 @@ impl SagaRunner {
                 s.compensation_attempts += 1;
                 s.compensation_error = Some(error.clone());
                 let attempts = s.compensation_attempts;
-                inst.note(now, step, format!("compensation attempt {attempts} failed: {error}"));
+                inst.note(
+                    now,
+                    step,
+                    format!("compensation attempt {attempts} failed: {error}"),
+                );
                 if attempts >= self.options.compensation_attempts {
                     inst.status = SagaStatus::NeedsAttention;
                     inst.attention = Some(format!(
@@ -752,7 +788,12 @@ impl SagaRunner {
                 } else {
                     let delay = self.options.backoff(attempts).as_millis() as u64;
                     tracing::warn!(saga = %self.name, instance = %inst.instance_id, step = %name, %error, attempts, delay_ms = delay, "compensation failed; retrying");
-                    self.write(fx, Some(rev), inst, TimerChange::Set(now.saturating_add(delay)));
+                    self.write(
+                        fx,
+                        Some(rev),
+                        inst,
+                        TimerChange::Set(now.saturating_add(delay)),
+                    );
                 }
             }
         }

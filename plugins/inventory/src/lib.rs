@@ -244,7 +244,13 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            ["reserved", "reserved", "released", "released", "insufficient"]
+            [
+                "reserved",
+                "reserved",
+                "released",
+                "released",
+                "insufficient"
+            ]
         );
         assert_eq!(s.stock, before);
         assert!(s.reservations.is_empty());

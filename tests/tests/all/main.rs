@@ -6,14 +6,23 @@
 mod counter_plugin;
 mod hostile_plugin;
 mod http_api;
+mod inventory;
+mod inventory_release;
 mod log_crash;
 mod log_model;
 mod log_race;
+mod notification;
+mod notification_log;
 mod order;
+mod order_placement;
+mod order_placement_v2;
 mod order_summary;
 mod outbox_relay;
+mod payment;
 mod poison_fixed_plugin;
 mod poison_plugin;
+mod shipping;
+mod shop;
 mod support;
 
 macro_rules! assert_test_exists {

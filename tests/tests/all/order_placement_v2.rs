@@ -1,0 +1,255 @@
+//! Version pinning and crash-resume with a saga runner driven pass by pass: instances started
+//! on one plugin version finish on it after a new version is loaded, new ones use the new one,
+//! and a store reopened mid-saga resumes each instance without sending a step twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::dispatch::Dispatcher;
+use factline_host::log::EventLog;
+use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
+use factline_host::saga::{self, SagaOptions, SagaRunner, SagaStatus};
+use serde_json::json;
+
+use crate::support::{load, log, msgpack, runtime};
+
+/// One topic per step, in reverse step order: each pass moves an instance one step on.
+const TOPICS: &[&str] = &["notification", "shipping", "payment", "inventory", "order"];
+
+struct Rig {
+    log: EventLog,
+    aggregates: BTreeMap<String, Arc<AggregateHandler>>,
+    runner: SagaRunner,
+}
+
+/// The compiled plugins, loaded once per test (compiling takes longer than a step's timeout).
+struct Plugins {
+    aggregates: Vec<Arc<LoadedPlugin>>,
+    saga: Arc<LoadedPlugin>,
+}
+
+fn plugins(rt: &PluginRuntime) -> Plugins {
+    let aggregates = [
+        ("order", factline_tests::ORDER),
+        ("inventory", factline_tests::INVENTORY),
+        ("payment", factline_tests::PAYMENT),
+        ("shipping", factline_tests::SHIPPING),
+        ("notification", factline_tests::NOTIFICATION),
+    ]
+    .into_iter()
+    .map(|(name, component)| {
+        load(
+            rt,
+            name,
+            PluginKind::Aggregate,
+            component,
+            Limits::default(),
+        )
+    })
+    .collect();
+    let saga = load(
+        rt,
+        "order-placement",
+        PluginKind::Saga,
+        factline_tests::ORDER_PLACEMENT,
+        Limits::default(),
+    );
+    Plugins { aggregates, saga }
+}
+
+fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
+    let topics: Vec<(&str, u32)> = TOPICS.iter().map(|t| (*t, 1)).collect();
+    let log = log(dir, &topics);
+    let mut aggregates = BTreeMap::new();
+    for plugin in &plugins.aggregates {
+        let name = plugin.name.clone();
+        let handler =
+            AggregateHandler::new(log.clone(), plugin.clone(), AggregateOptions::new(&name))
+                .unwrap();
+        aggregates.insert(name, Arc::new(handler));
+    }
+    let runner = SagaRunner::new(
+        "order-placement",
+        log.clone(),
+        Dispatcher::new(aggregates.clone()),
+        plugins.saga.clone(),
+        SagaOptions::new(TOPICS.iter().map(|t| (*t).to_owned()).collect()),
+    )
+    .unwrap();
+    Rig {
+        log,
+        aggregates,
+        runner,
+    }
+}
+
+impl Rig {
+    fn send(&self, aggregate: &str, id: &str, t: &str, payload: serde_json::Value) {
+        self.aggregates[aggregate]
+            .handle(CommandRequest {
+                id: id.into(),
+                command_type: t.into(),
+                payload: msgpack(payload),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    fn place(&self, order: &str, customer: &str) {
+        self.send("order", order, "create", json!({"customer_id": customer}));
+        self.send(
+            "order",
+            order,
+            "add-item",
+            json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
+        );
+        self.send("order", order, "confirm", json!({}));
+    }
+
+    fn instance(&self, id: &str) -> saga::SagaInstance {
+        saga::find(&self.log, Some("order-placement"), id)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn types(&self, stream: &str) -> Vec<String> {
+        self.log
+            .read_stream(stream, 1, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    fn subject(&self, order: &str) -> String {
+        let sent = &self
+            .log
+            .read_stream(&format!("notification-{order}"), 1, 1)
+            .unwrap()[0];
+        let body: serde_json::Value = rmp_serde::from_slice(&sent.payload).unwrap();
+        body["subject"].as_str().unwrap().to_owned()
+    }
+}
+
+fn completed(i: &saga::SagaInstance) -> usize {
+    i.steps
+        .iter()
+        .filter(|s| s.status == saga::StepStatus::Completed)
+        .count()
+}
+
+#[test]
+fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let r = rig(dir.path(), &plugins(&rt));
+    r.send(
+        "inventory",
+        "main",
+        "restock",
+        json!({"product_id": "P1", "quantity": 10}),
+    );
+    r.place("ORD-OLD", "C1");
+    r.runner.run_pass().unwrap();
+    r.runner.run_pass().unwrap();
+    let old = r.instance("ORD-OLD");
+    assert_eq!(
+        (old.status, completed(&old)),
+        (SagaStatus::Running, 1),
+        "{old:#?}"
+    );
+
+    // Hot reload: a new version of the saga plugin.
+    let v2 = load(
+        &rt,
+        "order-placement",
+        PluginKind::Saga,
+        factline_tests::ORDER_PLACEMENT_V2,
+        Limits::default(),
+    );
+    r.runner.add_version(&v2).unwrap();
+    assert_eq!(r.runner.loaded_versions().len(), 2);
+    r.place("ORD-NEW", "C2");
+    r.runner.run_until_idle().unwrap();
+
+    let old = r.instance("ORD-OLD");
+    let new = r.instance("ORD-NEW");
+    assert_eq!(
+        (old.status, new.status),
+        (SagaStatus::Completed, SagaStatus::Completed)
+    );
+    assert_eq!(old.plugin_version, old.plugin_version.to_lowercase());
+    assert_ne!(old.plugin_version, new.plugin_version);
+    assert_eq!(new.plugin_version, v2.version.content_hash);
+    assert_eq!(r.subject("ORD-OLD"), "Order confirmed: ORD-OLD");
+    assert_eq!(r.subject("ORD-NEW"), "Order confirmed (v2): ORD-NEW");
+    // Nothing in flight needs the old version any more.
+    assert_eq!(
+        r.runner.retire_unused_versions().unwrap(),
+        [old.plugin_version]
+    );
+    assert_eq!(
+        r.runner.loaded_versions(),
+        [v2.version.content_hash.clone()]
+    );
+}
+
+#[test]
+fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
+    let rt = runtime();
+    let plugins = plugins(&rt);
+    // Stop after 1, 2, 3 and 4 passes: every point between two steps.
+    for passes in 1..=4 {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = rig(dir.path(), &plugins);
+            r.send(
+                "inventory",
+                "main",
+                "restock",
+                json!({"product_id": "P1", "quantity": 10}),
+            );
+            r.place("ORD-1", "C1");
+            for _ in 0..passes {
+                r.runner.run_pass().unwrap();
+            }
+            let i = r.instance("ORD-1");
+            assert_eq!(completed(&i), passes - 1, "{i:#?}");
+        }
+        let r = rig(dir.path(), &plugins);
+        r.runner.run_until_idle().unwrap();
+        let i = r.instance("ORD-1");
+        assert_eq!(
+            i.status,
+            SagaStatus::Completed,
+            "after {passes} passes: {i:#?}"
+        );
+        let sent: Vec<&str> = i
+            .history
+            .iter()
+            .filter(|h| h.what.starts_with("sent"))
+            .map(|h| h.step.as_str())
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "reserve_inventory",
+                "process_payment",
+                "schedule_shipping",
+                "send_confirmation"
+            ]
+        );
+        assert_eq!(r.types("payment-C1"), ["payment.charged"]);
+        assert_eq!(r.types("shipping-main"), ["shipping.scheduled"]);
+        assert_eq!(r.types("notification-ORD-1"), ["notification.sent"]);
+        assert_eq!(
+            r.types("inventory-main"),
+            [
+                "inventory.restocked",
+                "inventory.item-reserved",
+                "inventory.reserved"
+            ]
+        );
+    }
+}
