@@ -6,6 +6,7 @@ mod bench_plugins;
 mod demo;
 mod dlq;
 mod run;
+mod saga;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Dlq(dlq::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
+    /// Saga instances of a stopped host: list, show, retry.
+    Saga(saga::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -62,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Saga(args) => saga::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

@@ -1,6 +1,7 @@
 //! The payment aggregate (DESIGN §6). One stream per customer account, e.g. `payment-C-1`.
 //! `set-limit` configures the account's largest single charge; a charge over it is rejected
-//! (`over-limit`). An order is charged at most once and refunded at most once.
+//! (`over-limit`). An order is charged at most once and refunded at most once. A frozen account
+//! moves no money (`account-frozen`) until it is unfrozen.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 pub struct Account {
     /// Largest single charge; `None`: no limit configured.
     pub limit: Option<u64>,
+    pub frozen: bool,
     /// Charged amount per order.
     pub charges: BTreeMap<String, u64>,
     pub refunded: BTreeSet<String>,
@@ -20,6 +22,8 @@ pub struct Account {
 #[serde(rename_all = "kebab-case")]
 pub enum Command {
     SetLimit { limit: u64 },
+    Freeze {},
+    Unfreeze {},
     Charge { order_id: String, amount: u64 },
     Refund { order_id: String },
 }
@@ -28,6 +32,10 @@ pub enum Command {
 pub enum Event {
     #[serde(rename = "payment.limit-set")]
     LimitSet { limit: u64 },
+    #[serde(rename = "payment.frozen")]
+    Frozen {},
+    #[serde(rename = "payment.unfrozen")]
+    Unfrozen {},
     #[serde(rename = "payment.charged")]
     Charged { order_id: String, amount: u64 },
     #[serde(rename = "payment.refunded")]
@@ -39,8 +47,13 @@ impl Aggregate for Account {
     type Event = Event;
 
     fn decide(&self, command: Command, _ctx: &CommandContext) -> Result<Vec<Event>, Rejection> {
+        if matches!(command, Command::Charge { .. } | Command::Refund { .. }) {
+            Rejection::ensure(!self.frozen, "account-frozen", "the account is frozen")?;
+        }
         match command {
             Command::SetLimit { limit } => Ok(vec![Event::LimitSet { limit }]),
+            Command::Freeze {} => Ok(vec![Event::Frozen {}]),
+            Command::Unfreeze {} => Ok(vec![Event::Unfrozen {}]),
             Command::Charge { order_id, amount } => {
                 if self.charges.contains_key(&order_id) {
                     return Ok(Vec::new()); // charged already: never twice
@@ -66,6 +79,8 @@ impl Aggregate for Account {
     fn evolve(&mut self, event: Event, _meta: &EventMeta) {
         match event {
             Event::LimitSet { limit } => self.limit = Some(limit),
+            Event::Frozen {} => self.frozen = true,
+            Event::Unfrozen {} => self.frozen = false,
             Event::Charged { order_id, amount } => {
                 self.charges.insert(order_id, amount);
             }

@@ -3,6 +3,7 @@
 //! Every plugin under `plugins/` and `tests/plugins/` must have an end-to-end module here named
 //! after it: `foreach_plugin!` below fails to compile otherwise.
 
+mod booking;
 mod counter_plugin;
 mod hostile_plugin;
 mod http_api;
@@ -24,6 +25,7 @@ mod poison_plugin;
 mod shipping;
 mod shop;
 mod support;
+mod travel_booking;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {

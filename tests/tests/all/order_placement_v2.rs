@@ -69,12 +69,15 @@ fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
                 .unwrap();
         aggregates.insert(name, Arc::new(handler));
     }
+    let mut options = SagaOptions::new(TOPICS.iter().map(|t| (*t).to_owned()).collect());
+    options.backoff_base = std::time::Duration::from_millis(5);
+    options.compensation_attempts = 3;
     let runner = SagaRunner::new(
         "order-placement",
         log.clone(),
         Dispatcher::new(aggregates.clone()),
         plugins.saga.clone(),
-        SagaOptions::new(TOPICS.iter().map(|t| (*t).to_owned()).collect()),
+        options,
     )
     .unwrap();
     Rig {
@@ -94,6 +97,20 @@ impl Rig {
                 ..Default::default()
             })
             .unwrap();
+    }
+
+    /// Passes until the instance satisfies `done` (timers included; up to 10 s).
+    fn until(&self, id: &str, done: impl Fn(&saga::SagaInstance) -> bool) -> saga::SagaInstance {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            self.runner.run_pass().unwrap();
+            let i = self.instance(id);
+            if done(&i) {
+                return i;
+            }
+            assert!(std::time::Instant::now() < deadline, "{i:#?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     fn place(&self, order: &str, customer: &str) {
@@ -252,4 +269,83 @@ fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
             ]
         );
     }
+}
+
+#[test]
+fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let r = rig(dir.path(), &plugins(&rt));
+    r.send(
+        "inventory",
+        "main",
+        "restock",
+        json!({"product_id": "P1", "quantity": 10}),
+    );
+    // A full depot: schedule_shipping is rejected once payment is done.
+    r.send("shipping", "main", "set-capacity", json!({"slots": 0}));
+    r.place("ORD-9", "C9");
+    for _ in 0..3 {
+        r.runner.run_pass().unwrap();
+    }
+    let failing = r.instance("ORD-9");
+    assert_eq!(failing.status, SagaStatus::Compensating, "{failing:#?}");
+    // The account freezes before refund_payment runs: that compensation is refused each time.
+    r.send("payment", "C9", "freeze", json!({}));
+    let stuck = r.until("ORD-9", |i| i.status == SagaStatus::NeedsAttention);
+    assert_eq!(stuck.failed_step.as_deref(), Some("schedule_shipping"));
+    assert!(
+        stuck
+            .failure_reason
+            .as_ref()
+            .unwrap()
+            .contains("no-capacity")
+    );
+    let pay = &stuck.steps[1];
+    assert_eq!(
+        (pay.status, pay.compensation_attempts),
+        (saga::StepStatus::Completed, 3)
+    );
+    assert!(
+        stuck.attention.as_ref().unwrap().contains("account-frozen"),
+        "{stuck:#?}"
+    );
+    // Reverse order holds: the inventory is not released before the refund.
+    assert_eq!(stuck.steps[0].status, saga::StepStatus::Completed);
+    assert!(
+        !r.types("inventory-main")
+            .contains(&"inventory.released".to_owned())
+    );
+    // Listable, and it stays put: no timer is left.
+    assert!(r.log.saga_timers("order-placement").unwrap().is_empty());
+    let listed = saga::list(&r.log, Some("order-placement")).unwrap();
+    assert_eq!(listed[0].status, SagaStatus::NeedsAttention);
+
+    r.send("payment", "C9", "unfreeze", json!({}));
+    saga::retry(&r.log, "order-placement", "ORD-9").unwrap();
+    let done = r.until("ORD-9", |i| !i.status.in_flight());
+    assert_eq!(done.status, SagaStatus::Failed, "{done:#?}");
+    assert!(
+        done.steps[..2]
+            .iter()
+            .all(|s| s.status == saga::StepStatus::Compensated)
+    );
+    // Retrying an instance that does not need attention is refused.
+    assert!(matches!(
+        saga::retry(&r.log, "order-placement", "ORD-9"),
+        Err(saga::SagaError::NotRetryable { .. })
+    ));
+    assert_eq!(
+        r.types("payment-C9"),
+        [
+            "payment.charged",
+            "payment.frozen",
+            "payment.unfrozen",
+            "payment.refunded"
+        ]
+    );
+    assert_eq!(
+        r.types("inventory-main").last().unwrap(),
+        "inventory.released"
+    );
 }
