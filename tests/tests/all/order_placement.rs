@@ -216,3 +216,143 @@ fn restarts_while_orders_are_in_flight_apply_each_effect_once() {
         );
     }
 }
+
+/// SIGKILL of the real `factline run` between (and during) steps, repeatedly: every saga ends
+/// as it would without the kills, and each effect happens once.
+#[test]
+fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
+    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::log::{EventLog, LogOptions, TopicConfig};
+    use rand::Rng;
+    use serde_json::json;
+
+    use crate::support::{RunningHost, factline_binary, msgpack};
+
+    const ORDERS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("factline.toml");
+    let text = crate::shop::config_text(&data, factline_tests::ORDER_PLACEMENT).replacen(
+        '\n',
+        "\n[http]\naddress = \"127.0.0.1:0\"\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    // Every customer C<i> with i % 4 == 3 has a limit below its order: that saga fails.
+    let customer = |i: usize| format!("C{i}");
+    {
+        let topics = crate::shop::TOPICS.iter().map(|t| TopicConfig::new(*t, 2));
+        let log = EventLog::open(&data, LogOptions::with_topics(topics)).unwrap();
+        let append = |stream: &str, t: &str, payload: serde_json::Value| {
+            log.append(
+                stream,
+                ExpectedVersion::Any,
+                vec![NewEvent::new(t, msgpack(payload))],
+            )
+            .unwrap();
+        };
+        append(
+            "inventory-main",
+            "inventory.restocked",
+            json!({"product_id": "P1", "quantity": 1000}),
+        );
+        for i in (0..ORDERS).filter(|i| i % 4 == 3) {
+            append(
+                &format!("payment-{}", customer(i)),
+                "payment.limit-set",
+                json!({"limit": 50}),
+            );
+        }
+        for i in 0..ORDERS {
+            let order = format!("ORD-K{i}");
+            append(
+                &format!("order-{order}"),
+                "order.placed",
+                json!({"order_id": order, "customer_id": customer(i), "total": 100, "currency": "JPY", "discount": 0,
+                       "items": [{"product_id": "P1", "quantity": 1, "unit_price": 100}]}),
+            );
+        }
+    }
+    let bin = factline_binary();
+    let mut rng = rand::rng();
+    let open = || {
+        let topics = crate::shop::TOPICS.iter().map(|t| TopicConfig::new(*t, 2));
+        EventLog::open(&data, LogOptions::with_topics(topics)).unwrap()
+    };
+    // Instances in flight seen right after each kill: the kills must land mid-saga.
+    let mut in_flight_at_kills = Vec::new();
+    for _ in 0..8 {
+        let mut host = RunningHost::spawn(&bin, &config, &[]);
+        host.wait_ready();
+        std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..60)));
+        host.kill();
+        let all = factline_host::saga::list(&open(), Some("order-placement")).unwrap();
+        let started = all.len();
+        let in_flight = all.iter().filter(|i| i.status.in_flight()).count();
+        in_flight_at_kills.push(in_flight + (ORDERS - started));
+    }
+    assert!(
+        in_flight_at_kills.iter().any(|n| *n > 0),
+        "no kill landed mid-saga: {in_flight_at_kills:?}"
+    );
+    let mut host = RunningHost::spawn(&bin, &config, &["--exit-when-idle"]);
+    host.wait_ready();
+    let status = host.wait(std::time::Duration::from_secs(60));
+    assert!(status.success(), "{status}\n{}", host.stderr());
+
+    // The saga log through the CLI (a stopped host's directory).
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .arg("saga")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = cli(&["list"]);
+    assert!(
+        listed.contains(&format!("{ORDERS} instances: 9 completed, 3 failed")),
+        "{listed}"
+    );
+    let shown = cli(&["show", "ORD-K3"]);
+    assert!(shown.contains("failed step: process_payment"), "{shown}");
+    assert!(
+        shown.contains("reserve_inventory      compensated"),
+        "{shown}"
+    );
+    let log = open();
+    let stream = |s: &str| types(&log.read_stream(s, 1, 10_000).unwrap());
+    let count = |all: &[String], t: &str| all.iter().filter(|x| *x == t).count();
+    let failing = (0..ORDERS).filter(|i| i % 4 == 3).count();
+    for i in 0..ORDERS {
+        let order = format!("ORD-K{i}");
+        let instance = crate::shop::wait_saga(&log, &order, |_| true);
+        let payment = stream(&format!("payment-{}", customer(i)));
+        if i % 4 == 3 {
+            assert_eq!(instance.status, SagaStatus::Failed, "{instance:#?}");
+            assert_eq!(instance.failed_step.as_deref(), Some("process_payment"));
+            assert_eq!(payment, ["payment.limit-set"]);
+        } else {
+            assert_eq!(instance.status, SagaStatus::Completed, "{instance:#?}");
+            assert_eq!(payment, ["payment.charged"]);
+            assert_eq!(
+                stream(&format!("notification-{order}")),
+                ["notification.sent"]
+            );
+        }
+    }
+    let inventory = stream("inventory-main");
+    assert_eq!(count(&inventory, "inventory.reserved"), ORDERS);
+    assert_eq!(count(&inventory, "inventory.released"), failing);
+    assert_eq!(
+        count(&stream("shipping-main"), "shipping.scheduled"),
+        ORDERS - failing
+    );
+}
