@@ -208,7 +208,7 @@ fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
     );
     assert_eq!(
         r.runner.loaded_versions(),
-        [v2.version.content_hash.clone()]
+        std::slice::from_ref(&v2.version.content_hash)
     );
 }
 
