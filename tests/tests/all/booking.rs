@@ -1,42 +1,19 @@
 //! The booking aggregate as `.wasm`: units bound the bookings; none left is rejected; booking
 //! and cancelling happen once.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::aggregate::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{self, aggregate_handler, appended};
 
 fn send(h: &AggregateHandler, t: &str, payload: Value) -> Result<Vec<String>, CommandError> {
-    Ok(h.handle(CommandRequest {
-        id: "H1".into(),
-        command_type: t.into(),
-        payload: msgpack(payload),
-        ..Default::default()
-    })?
-    .events
-    .into_iter()
-    .map(|e| e.event_type)
-    .collect())
+    appended(support::send(h, "H1", t, payload))
 }
 
 #[test]
 fn books_while_units_are_left() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let plugin = load(
-        &rt,
-        "hotel",
-        PluginKind::Aggregate,
-        factline_tests::BOOKING,
-        Limits::default(),
-    );
-    let h = AggregateHandler::new(
-        log(dir.path(), &[("hotel", 1)]),
-        plugin,
-        AggregateOptions::new("hotel"),
-    )
-    .unwrap();
+    let h = aggregate_handler(dir.path(), "hotel", factline_tests::BOOKING);
     let none = send(&h, "book", json!({"booking_id": "T1/hotel"})).unwrap_err();
     assert!(
         matches!(&none, CommandError::Rejected(r) if r.code == "none-left"),

@@ -1,24 +1,18 @@
 //! The inventory aggregate as `.wasm` through the host's command handler: all items available,
 //! one product missing (insufficient, partial reservation released), the same order twice.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::aggregate::AggregateHandler;
 use serde_json::{Value, json};
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{self, aggregate_handler};
 
 fn send(h: &AggregateHandler, t: &str, payload: Value) -> Vec<(String, Value)> {
-    h.handle(CommandRequest {
-        id: "main".into(),
-        command_type: t.into(),
-        payload: msgpack(payload),
-        ..Default::default()
-    })
-    .unwrap()
-    .events
-    .into_iter()
-    .map(|e| (e.event_type, rmp_serde::from_slice(&e.payload).unwrap()))
-    .collect()
+    support::send(h, "main", t, payload)
+        .unwrap()
+        .events
+        .into_iter()
+        .map(|e| (e.event_type, rmp_serde::from_slice(&e.payload).unwrap()))
+        .collect()
 }
 
 fn reserve(order: &str, items: &[(&str, u32)]) -> Value {
@@ -32,16 +26,7 @@ fn reserve(order: &str, items: &[(&str, u32)]) -> Value {
 #[test]
 fn reserves_all_items_or_none_and_never_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let plugin = load(
-        &rt,
-        "inventory",
-        PluginKind::Aggregate,
-        factline_tests::INVENTORY,
-        Limits::default(),
-    );
-    let log = log(dir.path(), &[("inventory", 1)]);
-    let h = AggregateHandler::new(log, plugin, AggregateOptions::new("inventory")).unwrap();
+    let h = aggregate_handler(dir.path(), "inventory", factline_tests::INVENTORY);
     send(&h, "restock", json!({"product_id": "P1", "quantity": 3}));
     send(&h, "restock", json!({"product_id": "P2", "quantity": 1}));
 

@@ -72,11 +72,7 @@ fn failed_payment_releases_the_inventory_and_names_process_payment() {
     )
     .unwrap();
     shop.place_order("ORD-2", "C2", &[("P1", 3, 500)]);
-    let failed = shop.wait_terminal("ORD-2");
-    assert_eq!(failed.status, SagaStatus::Failed, "{failed:#?}");
-    assert_eq!(failed.failed_step.as_deref(), Some("process_payment"));
-    let reason = failed.failure_reason.clone().unwrap();
-    assert!(reason.contains("over-limit"), "{reason}");
+    let failed = shop.wait_failed("ORD-2", "process_payment", "over-limit");
     expect_steps(
         &failed,
         &[
@@ -110,16 +106,7 @@ fn failed_shipping_refunds_then_releases() {
     )
     .unwrap();
     shop.place_order("ORD-3", "C3", &[("P1", 1, 700)]);
-    let failed = shop.wait_terminal("ORD-3");
-    assert_eq!(failed.status, SagaStatus::Failed, "{failed:#?}");
-    assert_eq!(failed.failed_step.as_deref(), Some("schedule_shipping"));
-    assert!(
-        failed
-            .failure_reason
-            .as_ref()
-            .unwrap()
-            .contains("no-capacity")
-    );
+    let failed = shop.wait_failed("ORD-3", "schedule_shipping", "no-capacity");
     expect_steps(
         &failed,
         &[
@@ -159,16 +146,7 @@ fn a_step_that_never_answers_times_out_and_compensates_even_across_a_restart() {
     assert_eq!(waiting.status, SagaStatus::Running);
     // The timer is durable: it fires in the next host.
     shop.restart();
-    let failed = shop.wait_terminal("ORD-4");
-    assert_eq!(failed.status, SagaStatus::Failed, "{failed:#?}");
-    assert_eq!(failed.failed_step.as_deref(), Some("schedule_shipping"));
-    assert!(
-        failed
-            .failure_reason
-            .as_ref()
-            .unwrap()
-            .contains("timed out")
-    );
+    shop.wait_failed("ORD-4", "schedule_shipping", "timed out");
     assert_eq!(
         types(&shop.events("payment-C4")),
         ["payment.charged", "payment.refunded"]

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::aggregate::{AggregateHandler, AggregateOptions};
 use factline_host::dispatch::Dispatcher;
 use factline_host::log::EventLog;
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
 use factline_host::saga::{self, SagaOptions, SagaRunner, SagaStatus};
 use serde_json::json;
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{load, log, runtime};
 
 /// One topic per step, in reverse step order: each pass moves an instance one step on.
 const TOPICS: &[&str] = &["notification", "shipping", "payment", "inventory", "order"];
@@ -30,24 +30,18 @@ struct Plugins {
 }
 
 fn plugins(rt: &PluginRuntime) -> Plugins {
-    let aggregates = [
-        ("order", factline_tests::ORDER),
-        ("inventory", factline_tests::INVENTORY),
-        ("payment", factline_tests::PAYMENT),
-        ("shipping", factline_tests::SHIPPING),
-        ("notification", factline_tests::NOTIFICATION),
-    ]
-    .into_iter()
-    .map(|(name, component)| {
-        load(
-            rt,
-            name,
-            PluginKind::Aggregate,
-            component,
-            Limits::default(),
-        )
-    })
-    .collect();
+    let aggregates = crate::shop::AGGREGATES
+        .iter()
+        .map(|(name, component)| {
+            load(
+                rt,
+                name,
+                PluginKind::Aggregate,
+                component,
+                Limits::default(),
+            )
+        })
+        .collect();
     let saga = load(
         rt,
         "order-placement",
@@ -89,14 +83,7 @@ fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
 
 impl Rig {
     fn send(&self, aggregate: &str, id: &str, t: &str, payload: serde_json::Value) {
-        self.aggregates[aggregate]
-            .handle(CommandRequest {
-                id: id.into(),
-                command_type: t.into(),
-                payload: msgpack(payload),
-                ..Default::default()
-            })
-            .unwrap();
+        crate::support::send(&self.aggregates[aggregate], id, t, payload).unwrap();
     }
 
     /// Passes until the instance satisfies `done` (timers included; up to 10 s).

@@ -1,42 +1,19 @@
 //! The shipping aggregate as `.wasm`: capacity rejects, a paused depot only queues, cancel
 //! frees a slot.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::aggregate::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
-use crate::support::{load, log, msgpack, runtime};
+use crate::support::{self, aggregate_handler, appended};
 
 fn send(h: &AggregateHandler, t: &str, payload: Value) -> Result<Vec<String>, CommandError> {
-    Ok(h.handle(CommandRequest {
-        id: "main".into(),
-        command_type: t.into(),
-        payload: msgpack(payload),
-        ..Default::default()
-    })?
-    .events
-    .into_iter()
-    .map(|e| e.event_type)
-    .collect())
+    appended(support::send(h, "main", t, payload))
 }
 
 #[test]
 fn schedules_within_capacity_queues_while_paused_and_cancels() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let plugin = load(
-        &rt,
-        "shipping",
-        PluginKind::Aggregate,
-        factline_tests::SHIPPING,
-        Limits::default(),
-    );
-    let h = AggregateHandler::new(
-        log(dir.path(), &[("shipping", 1)]),
-        plugin,
-        AggregateOptions::new("shipping"),
-    )
-    .unwrap();
+    let h = aggregate_handler(dir.path(), "shipping", factline_tests::SHIPPING);
     send(&h, "set-capacity", json!({"slots": 1})).unwrap();
     assert_eq!(
         send(&h, "schedule", json!({"order_id": "O1"})).unwrap(),

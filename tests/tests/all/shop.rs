@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use factline_host::aggregate::{CommandError, CommandOutcome, CommandRequest};
+use factline_host::aggregate::{CommandError, CommandOutcome};
 use factline_host::config::Config;
 use factline_host::event::Event;
 use factline_host::host::Host;
@@ -13,9 +13,16 @@ use factline_host::log::EventLog;
 use factline_host::saga::{self, SagaInstance, SagaStatus};
 use serde_json::{Value, json};
 
-use crate::support::msgpack;
-
 pub const TOPICS: &[&str] = &["order", "inventory", "payment", "shipping", "notification"];
+
+/// The shop's aggregates: `(name = topic, component)`.
+pub const AGGREGATES: &[(&str, &str)] = &[
+    ("order", factline_tests::ORDER),
+    ("inventory", factline_tests::INVENTORY),
+    ("payment", factline_tests::PAYMENT),
+    ("shipping", factline_tests::SHIPPING),
+    ("notification", factline_tests::NOTIFICATION),
+];
 
 /// The configuration text for `data_dir`, with `saga` as the order-placement component.
 pub fn config_text(data_dir: &Path, saga: &str) -> String {
@@ -23,14 +30,7 @@ pub fn config_text(data_dir: &Path, saga: &str) -> String {
     for topic in TOPICS {
         t += &format!("[[topics]]\nname = {topic:?}\npartitions = 2\n");
     }
-    let aggregates = [
-        ("order", factline_tests::ORDER),
-        ("inventory", factline_tests::INVENTORY),
-        ("payment", factline_tests::PAYMENT),
-        ("shipping", factline_tests::SHIPPING),
-        ("notification", factline_tests::NOTIFICATION),
-    ];
-    for (name, component) in aggregates {
+    for (name, component) in AGGREGATES {
         t += &format!(
             "[[plugins]]\nname = {name:?}\nkind = \"aggregate\"\ncomponent = {component:?}\n"
         );
@@ -121,15 +121,13 @@ impl Shop {
         command_type: &str,
         payload: Value,
     ) -> Result<CommandOutcome, CommandError> {
-        self.host()
-            .aggregate(aggregate)
-            .unwrap_or_else(|| panic!("no aggregate {aggregate}"))
-            .handle(CommandRequest {
-                id: id.into(),
-                command_type: command_type.into(),
-                payload: msgpack(payload),
-                ..Default::default()
-            })
+        let handler = self.host().aggregate(aggregate);
+        crate::support::send(
+            handler.unwrap_or_else(|| panic!("no aggregate {aggregate}")),
+            id,
+            command_type,
+            payload,
+        )
     }
 
     pub fn restock(&self, product: &str, quantity: u32) {
@@ -167,6 +165,16 @@ impl Shop {
 
     pub fn wait_terminal(&self, id: &str) -> SagaInstance {
         self.wait_saga(id, |i| !i.status.in_flight())
+    }
+
+    /// Waits for the instance to end `failed` at `step` with a reason containing `why`.
+    pub fn wait_failed(&self, id: &str, step: &str, why: &str) -> SagaInstance {
+        let failed = self.wait_terminal(id);
+        assert_eq!(failed.status, SagaStatus::Failed, "{failed:#?}");
+        assert_eq!(failed.failed_step.as_deref(), Some(step), "{failed:#?}");
+        let reason = failed.failure_reason.as_deref().unwrap_or_default();
+        assert!(reason.contains(why), "{reason}");
+        failed
     }
 
     pub fn events(&self, stream: &str) -> Vec<Event> {

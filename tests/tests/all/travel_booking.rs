@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use factline_host::aggregate::CommandRequest;
 use factline_host::config::Config;
 use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::host::Host;
@@ -36,15 +35,7 @@ fn config(dir: &Path) -> Config {
 }
 
 fn send(host: &Host, aggregate: &str, id: &str, t: &str, payload: Value) {
-    host.aggregate(aggregate)
-        .unwrap()
-        .handle(CommandRequest {
-            id: id.into(),
-            command_type: t.into(),
-            payload: msgpack(payload),
-            ..Default::default()
-        })
-        .unwrap();
+    crate::support::send(host.aggregate(aggregate).unwrap(), id, t, payload).unwrap();
 }
 
 fn request_trip(host: &Host, trip: &str, hotel: &str) {
