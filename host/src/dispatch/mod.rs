@@ -180,3 +180,43 @@ pub fn drive(runner: Arc<dyn Runner>, log: &EventLog) -> Driven {
     });
     Driven { stop, task }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: &str) -> OutgoingCommand {
+        OutgoingCommand {
+            aggregate: "inventory".into(),
+            stream: "inventory-main".into(),
+            command_type: "reserve".into(),
+            command_id: id.into(),
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn command_ids_are_stable_per_origin_and_plugin_id() {
+        let a = Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O1/reserve"));
+        assert_eq!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O1/reserve"))
+        );
+        assert_ne!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}j", &command("O1/reserve"))
+        );
+        assert_ne!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O2/reserve"))
+        );
+    }
+
+    #[test]
+    fn unknown_targets_are_outcomes_not_transient() {
+        let d = Dispatcher::default();
+        let e = d.plan("o", &command("x"), "c", "c").unwrap_err();
+        assert!(matches!(&e, DispatchError::UnknownAggregate(a) if a == "inventory"));
+        assert!(e.is_outcome());
+    }
+}

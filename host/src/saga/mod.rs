@@ -12,7 +12,9 @@
 //! Timers are durable (`saga_timers`): a sent step's timeout, a compensation's next retry, and
 //! "continue compensating" (due at once, so a compensation interrupted by a crash resumes).
 //! A compensation that keeps failing is retried with exponential backoff, then the instance is
-//! marked `needs-attention` ([`retry`] sends it back to compensating).
+//! marked `needs-attention` ([`retry`] sends it back to compensating). A plugin call that keeps
+//! failing on an event (a trigger it cannot start, an answer it cannot judge) is retried, then
+//! the event is parked in the dead-letter queue (`skip`); its step then times out.
 //!
 //! Version pinning: each instance records the content hash of the plugin version it started
 //! on and every call for it goes to that version. New instances use the current version.
@@ -28,7 +30,9 @@ use std::time::Duration;
 use crate::aggregate::{Planned, PlannedAppend};
 use crate::dispatch::{DispatchError, Dispatcher, Pass, Runner};
 use crate::event::{Event, now_millis};
-use crate::log::{CommitError, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange};
+use crate::log::{
+    CommitError, DeadLetter, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange,
+};
 use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance, SagaDefinition, Verdict};
 
 pub use record::{
@@ -128,6 +132,8 @@ pub struct SagaRunner {
     dispatcher: Dispatcher,
     options: SagaOptions,
     versions: Mutex<Versions>,
+    /// Failed plugin calls per event `(topic, partition, offset)`: (attempts, first failure ms).
+    failing: Mutex<HashMap<(String, u32, u64), (u32, u64)>>,
 }
 
 impl std::fmt::Debug for SagaRunner {
@@ -143,7 +149,12 @@ impl std::fmt::Debug for SagaRunner {
 struct Effects {
     writes: Vec<SagaWrite>,
     appends: Vec<PlannedAppend>,
+    park: Vec<DeadLetter>,
 }
+
+/// Calls of the saga plugin for one event before the event is parked (`skip`): an answer that
+/// cannot be judged then leaves its step to time out and compensate, never to block the saga.
+const EVENT_ATTEMPTS: u32 = 5;
 
 /// Commit attempts of one transition when a concurrent command moved the target stream.
 const COMMIT_ATTEMPTS: u32 = 5;
@@ -167,6 +178,7 @@ impl SagaRunner {
                 current: hash.clone(),
                 loaded: HashMap::from([(hash, version)]),
             }),
+            failing: Mutex::new(HashMap::new()),
         })
     }
 
@@ -331,8 +343,15 @@ impl SagaRunner {
             loop {
                 attempt += 1;
                 let mut fx = Effects::default();
-                self.on_event(event, &mut fx)?;
-                if fx.writes.is_empty() && event.offset != last_offset {
+                match self.on_event(event, &mut fx) {
+                    Ok(()) => {}
+                    Err(SagaError::Plugin { failure, .. }) => {
+                        fx = Effects::default();
+                        fx.park.push(self.failed_event(event, failure)?);
+                    }
+                    Err(e) => return Err(e),
+                }
+                if fx.writes.is_empty() && fx.park.is_empty() && event.offset != last_offset {
                     break; // nothing to do: the next commit moves the offset past it
                 }
                 match self.commit(topic, partition, Some((expected, event.offset + 1)), fx) {
@@ -346,6 +365,44 @@ impl SagaRunner {
             }
         }
         Ok(true)
+    }
+
+    /// Counts a failed plugin call for `event`: an error (the pass is retried) until the last
+    /// attempt, then the dead letter to park it with.
+    fn failed_event(&self, event: &Event, failure: CallFailure) -> Result<DeadLetter, SagaError> {
+        let now = now_millis();
+        let key = (event.topic.clone(), event.partition, event.offset);
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let (attempts, first) = {
+            let entry = failing.entry(key.clone()).or_insert((0, now));
+            entry.0 += 1;
+            *entry
+        };
+        if attempts < EVENT_ATTEMPTS {
+            return Err(SagaError::Plugin {
+                plugin: self.name.clone(),
+                failure,
+            });
+        }
+        failing.remove(&key);
+        tracing::error!(saga = %self.name, offset = event.offset, error = %failure, "saga plugin kept failing on an event; parked");
+        Ok(DeadLetter {
+            group: self.name.clone(),
+            topic: event.topic.clone(),
+            partition: event.partition,
+            offset: event.offset,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            stream: event.stream.clone(),
+            failure_kind: failure.kind.to_string(),
+            message: failure.message,
+            backtrace: failure.backtrace,
+            attempts,
+            plugin_version: self.versions().current.clone(),
+            first_failed_at: first,
+            last_failed_at: now,
+            blocking: false,
+        })
     }
 
     fn commit(
@@ -372,6 +429,7 @@ impl SagaRunner {
                 .map(|p| (p.stream, p.expected, p.events))
                 .collect(),
             saga_writes: fx.writes,
+            park: fx.park,
             ..Default::default()
         })?;
         Ok(())

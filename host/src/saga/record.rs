@@ -180,3 +180,78 @@ pub fn find(
         .into_iter()
         .find(|i| i.instance_id == instance_id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, status: StepStatus) -> StepRecord {
+        StepRecord {
+            name: name.into(),
+            status,
+            timeout_ms: 10,
+            compensable: true,
+            sent_at: None,
+            updated_at: None,
+            command_id: None,
+            compensation_attempts: 0,
+            compensation_error: None,
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_and_names_its_current_step() {
+        let mut i = SagaInstance {
+            saga: "s".into(),
+            instance_id: "i".into(),
+            plugin_version: "abc".into(),
+            status: SagaStatus::Running,
+            correlation_id: "c".into(),
+            trigger_event_id: Uuid::nil(),
+            trigger_topic: "t".into(),
+            trigger_partition: 0,
+            data: vec![1, 2, 3],
+            steps: vec![
+                step("a", StepStatus::Completed),
+                step("b", StepStatus::Pending),
+            ],
+            failed_step: None,
+            failure_reason: None,
+            attention: None,
+            history: Vec::new(),
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert_eq!(i.current_step(), Some(1));
+        i.note(5, 1, "sent");
+        assert_eq!((i.updated_at, i.steps[1].updated_at), (5, Some(5)));
+        let stored = StoredSaga {
+            saga: "s".into(),
+            instance_id: "i".into(),
+            revision: 3,
+            record: i.encode(),
+        };
+        assert_eq!(decode(&stored).unwrap(), (3, i));
+        let corrupt = StoredSaga {
+            record: vec![0xc1],
+            ..stored
+        };
+        assert!(
+            decode(&corrupt)
+                .unwrap_err()
+                .to_string()
+                .contains("corrupt")
+        );
+    }
+
+    #[test]
+    fn in_flight_statuses_are_the_ones_that_may_still_act() {
+        use SagaStatus::*;
+        let in_flight: Vec<bool> = [Running, Compensating, NeedsAttention, Completed, Failed]
+            .iter()
+            .map(|s| s.in_flight())
+            .collect();
+        assert_eq!(in_flight, [true, true, true, false, false]);
+        assert_eq!(NeedsAttention.to_string(), "needs-attention");
+    }
+}

@@ -336,3 +336,51 @@ fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
         "inventory.released"
     );
 }
+
+#[test]
+fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
+    use factline_host::event::{ExpectedVersion, NewEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let r = rig(dir.path(), &plugins(&rt));
+    r.send(
+        "inventory",
+        "main",
+        "restock",
+        json!({"product_id": "P1", "quantity": 10}),
+    );
+    // A paused depot keeps the instance waiting at schedule_shipping.
+    r.send("shipping", "main", "pause", json!({}));
+    r.place("ORD-X", "C1");
+    let waiting = r.until("ORD-X", |i| i.steps[2].sent_at.is_some());
+    // A malformed answer carrying the instance's correlation id.
+    let mut bad = NewEvent::new(
+        "shipping.scheduled",
+        crate::support::msgpack(json!({"order": 7})),
+    );
+    bad.correlation_id = Some(waiting.correlation_id);
+    r.log
+        .append("shipping-main", ExpectedVersion::Any, vec![bad])
+        .unwrap();
+    let mut failed_passes = 0;
+    while r.runner.run_pass().is_err() {
+        failed_passes += 1;
+    }
+    assert_eq!(failed_passes, 4, "retried, then parked on the fifth call");
+    let parked = r.log.dead_letters(Some("order-placement")).unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (parked[0].event_type.as_str(), parked[0].attempts),
+        ("shipping.scheduled", 5)
+    );
+    assert!(
+        parked[0].message.contains("order_id"),
+        "{}",
+        parked[0].message
+    );
+    // The saga goes on: the step still waits for a real answer (or its timeout).
+    let still = r.instance("ORD-X");
+    assert_eq!(still.status, SagaStatus::Running);
+    assert!(r.log.saga_timers("order-placement").unwrap().len() == 1);
+}
