@@ -132,8 +132,7 @@ pub struct SagaRunner {
     dispatcher: Dispatcher,
     options: SagaOptions,
     versions: Mutex<Versions>,
-    /// Failed plugin calls per event `(topic, partition, offset)`: (attempts, first failure ms).
-    failing: Mutex<HashMap<(String, u32, u64), (u32, u64)>>,
+    failing: Mutex<HashMap<EventKey, Failing>>,
 }
 
 impl std::fmt::Debug for SagaRunner {
@@ -155,6 +154,11 @@ struct Effects {
 /// Calls of the saga plugin for one event before the event is parked (`skip`): an answer that
 /// cannot be judged then leaves its step to time out and compensate, never to block the saga.
 const EVENT_ATTEMPTS: u32 = 5;
+
+/// Where an event sits: `(topic, partition, offset)`.
+type EventKey = (String, u32, u64);
+/// Failed plugin calls on one event: (attempts, first failure in ms since the Unix epoch).
+type Failing = (u32, u64);
 
 /// Commit attempts of one transition when a concurrent command moved the target stream.
 const COMMIT_ATTEMPTS: u32 = 5;
