@@ -1,8 +1,9 @@
 //! factline's host: the durable event log, the plugin runtime and the handlers that connect them.
 //!
 //! Data flow, visible in the module names: `event` (the envelope) → `log` (append, partitions,
-//! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime); `config`
-//! (the `factline.toml` file) and `host` (all of it assembled and running) sit on top.
+//! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime);
+//! `policy` and `saga` send commands to aggregates through `dispatch`; `config` (the
+//! `factline.toml` file) and `host` (all of it assembled and running) sit on top.
 
 pub mod aggregate;
 pub mod config;

@@ -81,6 +81,18 @@ fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
     }
 }
 
+/// A rig with its own plugins and 10 of `P1` in the warehouse.
+fn stocked_rig(dir: &std::path::Path) -> Rig {
+    let r = rig(dir, &plugins(&runtime()));
+    r.send(
+        "inventory",
+        "main",
+        "restock",
+        json!({"product_id": "P1", "quantity": 10}),
+    );
+    r
+}
+
 impl Rig {
     fn send(&self, aggregate: &str, id: &str, t: &str, payload: serde_json::Value) {
         crate::support::send(&self.aggregates[aggregate], id, t, payload).unwrap();
@@ -146,14 +158,7 @@ fn completed(i: &saga::SagaInstance) -> usize {
 #[test]
 fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let r = rig(dir.path(), &plugins(&rt));
-    r.send(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "P1", "quantity": 10}),
-    );
+    let r = stocked_rig(dir.path());
     r.place("ORD-OLD", "C1");
     r.runner.run_pass().unwrap();
     r.runner.run_pass().unwrap();
@@ -166,7 +171,7 @@ fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
 
     // Hot reload: a new version of the saga plugin.
     let v2 = load(
-        &rt,
+        &runtime(),
         "order-placement",
         PluginKind::Saga,
         factline_tests::ORDER_PLACEMENT_V2,
@@ -261,14 +266,7 @@ fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
 #[test]
 fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let r = rig(dir.path(), &plugins(&rt));
-    r.send(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "P1", "quantity": 10}),
-    );
+    let r = stocked_rig(dir.path());
     // A full depot: schedule_shipping is rejected once payment is done.
     r.send("shipping", "main", "set-capacity", json!({"slots": 0}));
     r.place("ORD-9", "C9");
@@ -342,14 +340,7 @@ fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
     use factline_host::event::{ExpectedVersion, NewEvent};
 
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime();
-    let r = rig(dir.path(), &plugins(&rt));
-    r.send(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "P1", "quantity": 10}),
-    );
+    let r = stocked_rig(dir.path());
     // A paused depot keeps the instance waiting at schedule_shipping.
     r.send("shipping", "main", "pause", json!({}));
     r.place("ORD-X", "C1");
