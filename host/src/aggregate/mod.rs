@@ -74,6 +74,26 @@ pub enum CommandError {
     Read(#[from] ReadError),
 }
 
+/// What [`AggregateHandler::plan`] decided.
+#[derive(Debug)]
+pub enum Planned {
+    /// Nothing to append: the command was already handled (its stored events), or it was
+    /// accepted without events.
+    Done(CommandOutcome),
+    Append(PlannedAppend),
+}
+
+/// Events to append at an expected version, decided but not yet written.
+#[derive(Debug)]
+pub struct PlannedAppend {
+    pub stream: String,
+    pub command_id: Uuid,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// The state the decision saw, to cache the next one after the commit.
+    before: CachedState,
+}
+
 /// Settings of one aggregate handler.
 #[derive(Clone, Debug)]
 pub struct AggregateOptions {
@@ -222,73 +242,27 @@ impl AggregateHandler {
     }
 
     fn decide_and_append(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
-        let stream = self.stream_of(&request.id);
-        self.log.locate(&stream)?;
-        let command_id = request.command_id.unwrap_or_else(Uuid::now_v7);
-        if let Some(done) = self.already_handled(&stream, command_id)? {
-            return Ok(done);
-        }
-        let input = CommandInput {
-            command_id: command_id.to_string(),
-            command_type: request.command_type.clone(),
-            stream: stream.clone(),
-            payload: request.payload.clone(),
-            correlation_id: request
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| command_id.to_string()),
-            causation_id: request
-                .causation_id
-                .clone()
-                .unwrap_or_else(|| command_id.to_string()),
-            issued_at: now_millis(),
-            metadata: request.metadata.clone(),
-        };
         for attempt in 1..=self.options.max_attempts {
-            let (current, decision) = {
-                let mut instance = self.lock();
-                let current = self.load(&mut instance, &stream)?;
-                let decision = instance
-                    .decide(&current.state, &input)
-                    .map_err(|f| self.failed(f))?;
-                (current, decision)
+            let planned = match self.plan(&request)? {
+                Planned::Done(outcome) => return Ok(outcome),
+                Planned::Append(p) => p,
             };
-            let produced = match decision {
-                Decision::Rejected(r) => return Err(CommandError::Rejected(r)),
-                Decision::Accepted(events) => events,
-            };
-            if produced.is_empty() {
-                return Ok(CommandOutcome {
-                    stream,
-                    command_id,
-                    version: current.version,
-                    events: Vec::new(),
-                    deduplicated: false,
-                    attempts: attempt,
-                });
-            }
-            let new_events = produced
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| NewEvent {
-                    event_id: Some(derived_event_id(command_id, i)),
-                    event_type: e.event_type,
-                    schema_version: e.schema_version,
-                    payload: e.payload,
-                    metadata: e.metadata.into_iter().collect(),
-                    correlation_id: Some(input.correlation_id.clone()),
-                    causation_id: Some(input.causation_id.clone()),
-                })
-                .collect();
-            let expected = ExpectedVersion::from_current(current.version);
-            match self.log.append(&stream, expected, new_events) {
+            let PlannedAppend {
+                stream,
+                command_id,
+                expected,
+                events,
+                ..
+            } = &planned;
+            match self.log.append(stream, *expected, events.clone()) {
                 Ok(r) => {
                     let events = self.log.read_stream(
-                        &stream,
+                        stream,
                         r.first_version,
                         (r.last_version - r.first_version + 1) as usize,
                     )?;
-                    self.remember(&stream, current, &events);
+                    let (stream, command_id) = (stream.clone(), *command_id);
+                    self.committed(planned, &events);
                     return Ok(CommandOutcome {
                         stream,
                         command_id,
@@ -306,9 +280,85 @@ impl AggregateHandler {
             }
         }
         Err(CommandError::Conflict {
-            stream,
+            stream: self.stream_of(&request.id),
             attempts: self.options.max_attempts,
         })
+    }
+
+    /// Decides on a command without appending: the events to append with the expected version,
+    /// for a caller that commits them together with other effects (a policy's or saga's offset
+    /// and state). After the commit, pass the stored events to [`AggregateHandler::committed`].
+    /// The caller must supply `command_id` for the derived event ids to make a redelivery safe.
+    pub fn plan(&self, request: &CommandRequest) -> Result<Planned, CommandError> {
+        let stream = self.stream_of(&request.id);
+        self.log.locate(&stream)?;
+        let command_id = request.command_id.unwrap_or_else(Uuid::now_v7);
+        if let Some(done) = self.already_handled(&stream, command_id)? {
+            return Ok(Planned::Done(done));
+        }
+        let input = CommandInput {
+            command_id: command_id.to_string(),
+            command_type: request.command_type.clone(),
+            stream: stream.clone(),
+            payload: request.payload.clone(),
+            correlation_id: request
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| command_id.to_string()),
+            causation_id: request
+                .causation_id
+                .clone()
+                .unwrap_or_else(|| command_id.to_string()),
+            issued_at: now_millis(),
+            metadata: request.metadata.clone(),
+        };
+        let (current, decision) = {
+            let mut instance = self.lock();
+            let current = self.load(&mut instance, &stream)?;
+            let decision = instance
+                .decide(&current.state, &input)
+                .map_err(|f| self.failed(f))?;
+            (current, decision)
+        };
+        let produced = match decision {
+            Decision::Rejected(r) => return Err(CommandError::Rejected(r)),
+            Decision::Accepted(events) => events,
+        };
+        if produced.is_empty() {
+            return Ok(Planned::Done(CommandOutcome {
+                stream,
+                command_id,
+                version: current.version,
+                events: Vec::new(),
+                deduplicated: false,
+                attempts: 1,
+            }));
+        }
+        let events = produced
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| NewEvent {
+                event_id: Some(derived_event_id(command_id, i)),
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                payload: e.payload,
+                metadata: e.metadata.into_iter().collect(),
+                correlation_id: Some(input.correlation_id.clone()),
+                causation_id: Some(input.causation_id.clone()),
+            })
+            .collect();
+        Ok(Planned::Append(PlannedAppend {
+            stream,
+            command_id,
+            expected: ExpectedVersion::from_current(current.version),
+            events,
+            before: current,
+        }))
+    }
+
+    /// Caches the state after a planned append committed, so the next command does not re-read.
+    pub fn committed(&self, planned: PlannedAppend, stored: &[Event]) {
+        self.remember(&planned.stream, planned.before, stored);
     }
 
     /// The current state of a stream (cached state plus newer events).
@@ -456,6 +506,11 @@ impl AggregateHandler {
     /// Caches the state after our own append, so the next command does not re-read it.
     fn remember(&self, stream: &str, before: CachedState, events: &[Event]) {
         let mut instance = self.lock();
+        if instance.plugin().version.content_hash != before.plugin_hash {
+            // A new version was deployed meanwhile: its evolve must not continue (nor snapshot)
+            // a state the old version built. The next load rebuilds from the log.
+            return;
+        }
         if let Ok(state) = instance.evolve(&before.state, events) {
             let version = events.last().map_or(before.version, |e| e.stream_version);
             let current = CachedState {

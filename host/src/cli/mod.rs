@@ -16,9 +16,10 @@ mod plugins;
 mod query;
 mod read;
 mod run;
+mod saga;
 mod send;
-mod test;
 mod state;
+mod test;
 
 use std::process::ExitCode;
 
@@ -70,6 +71,8 @@ enum Command {
     Test(test::Args),
     /// An aggregate's state now, as of a stream version or a point in time (stopped host).
     State(state::Args),
+    /// Saga instances of a stopped host: list, show, retry.
+    Saga(saga::Args),
     /// Measure throughput and print a table.
     Bench {
         /// Directory of built example plugins (for `bench plugins`).
@@ -110,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Test(args) => test::run(args),
         Command::State(args) => state::run(args),
+        Command::Saga(args) => saga::run(args),
         Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }

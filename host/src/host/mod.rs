@@ -15,13 +15,16 @@ use std::time::Duration;
 use crate::aggregate::{AggregateHandler, AggregateOptions};
 use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
+use crate::dispatch::{Dispatcher, Driven, drive};
 use crate::evolution::Upcasters;
 use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
 };
+use crate::policy::{PolicyError, PolicyRunner};
 use crate::projector::WasmProjection;
 use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
+use crate::saga::{SagaError, SagaOptions, SagaRunner};
 
 /// How often [`Host::wait_until_idle`] re-checks when no commit wakes it (retry backoffs end
 /// without a commit).
@@ -50,10 +53,10 @@ pub enum HostError {
     Instantiate { name: String, source: CallFailure },
     #[error("starting the consumer group of plugin {name:?}: {source}")]
     Group { name: String, source: ConsumerError },
-    /// Policies and sagas parse, but the host cannot run them yet; refusing beats silently
-    /// not running a configured plugin.
-    #[error("plugin {name:?}: {kind} plugins cannot run in the host yet")]
-    Unsupported { name: String, kind: PluginKind },
+    #[error("starting saga {name:?}: {source}")]
+    Saga { name: String, source: SagaError },
+    #[error("starting policy {name:?}: {source}")]
+    Policy { name: String, source: PolicyError },
 }
 
 /// What one consumer group did while this host ran it.
@@ -77,8 +80,11 @@ pub struct Host {
     registry: Registry,
     /// Deploys and rollbacks run one at a time.
     deploy_lock: tokio::sync::Mutex<()>,
-    aggregates: BTreeMap<String, AggregateHandler>,
+    aggregates: BTreeMap<String, Arc<AggregateHandler>>,
     groups: Vec<GroupHandle>,
+    sagas: BTreeMap<String, Arc<SagaRunner>>,
+    /// Saga and policy runners' tasks.
+    runners: Vec<Driven>,
 }
 
 impl std::fmt::Debug for Host {
@@ -101,16 +107,6 @@ impl Host {
         }
         // Before anything makes metric handles (handles made earlier would stay no-ops).
         crate::telemetry::install();
-        if let Some(p) = config
-            .plugins
-            .iter()
-            .find(|p| matches!(p.kind, PluginKind::Policy | PluginKind::Saga))
-        {
-            return Err(HostError::Unsupported {
-                name: p.name.clone(),
-                kind: p.kind,
-            });
-        }
         let log = EventLog::open(
             &config.data_dir,
             LogOptions::with_topics(config.topics.iter().cloned()),
@@ -170,7 +166,10 @@ impl Host {
                     };
                     let handler = AggregateHandler::new(log.clone(), loaded.clone(), options)
                         .map_err(instantiate)?;
-                    aggregates.insert(p.name.clone(), handler);
+                    aggregates.insert(p.name.clone(), Arc::new(handler));
+                }
+                Role::Consumer(_) if matches!(p.kind, PluginKind::Policy | PluginKind::Saga) => {
+                    // Started below, once every aggregate they send commands to exists.
                 }
                 Role::Consumer(group) => {
                     // With `concurrency > 1` the group replicates this instance for its other
@@ -204,6 +203,59 @@ impl Host {
             tracing::info!(?upcasters, "upcasters installed");
             log.set_upcaster(Some(Arc::new(upcasters)));
         }
+        let dispatcher = Dispatcher::new(aggregates.clone());
+        let mut sagas = BTreeMap::new();
+        let mut runners: Vec<Arc<dyn crate::dispatch::Runner>> = Vec::new();
+        for (p, loaded) in config.plugins.iter().zip(&plugins) {
+            let Role::Consumer(group) = &p.role else {
+                continue;
+            };
+            match p.kind {
+                PluginKind::Saga => {
+                    let mut options = SagaOptions::new(group.topics.clone());
+                    options.batch_size = group.batch_size;
+                    let runner = Arc::new(
+                        SagaRunner::new(
+                            p.name.clone(),
+                            log.clone(),
+                            dispatcher.clone(),
+                            loaded.clone(),
+                            options,
+                        )
+                        .map_err(|source| HostError::Saga {
+                            name: p.name.clone(),
+                            source,
+                        })?,
+                    );
+                    sagas.insert(p.name.clone(), runner.clone());
+                    runners.push(runner);
+                }
+                PluginKind::Policy => {
+                    let runner = PolicyRunner::new(
+                        p.name.clone(),
+                        log.clone(),
+                        dispatcher.clone(),
+                        loaded,
+                        group.topics.clone(),
+                        group.batch_size,
+                        group.retry,
+                    )
+                    .map_err(|source| HostError::Policy {
+                        name: p.name.clone(),
+                        source,
+                    })?;
+                    runners.push(Arc::new(runner));
+                }
+                PluginKind::Aggregate | PluginKind::Projector => {}
+            }
+        }
+        let runners = runners
+            .into_iter()
+            .map(|r| {
+                tracing::info!(runner = %r.name(), "saga/policy runner started");
+                drive(r, &log)
+            })
+            .collect();
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
         let groups = groups
@@ -221,7 +273,14 @@ impl Host {
             deploy_lock: tokio::sync::Mutex::new(()),
             aggregates,
             groups,
+            sagas,
+            runners,
         })
+    }
+
+    /// The runner of saga plugin `name` (to add a version on hot reload, list versions).
+    pub fn saga(&self, name: &str) -> Option<&Arc<SagaRunner>> {
+        self.sagas.get(name)
     }
 
     pub fn config(&self) -> &Config {
@@ -399,6 +458,16 @@ impl Host {
                         source,
                     })?;
             }
+            Role::Consumer(_) if config.kind == PluginKind::Saga => {
+                // New instances start on the new version; in-flight ones finish on the version
+                // they started with (pinned by content hash), which stays loaded.
+                let saga = self.sagas.get(&name).expect("every saga has a runner");
+                saga.add_version(&new.plugin)
+                    .map_err(|e| DeployError::Saga {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
             Role::Consumer(_) => {
                 return Err(DeployError::Unsupported {
                     plugin: name,
@@ -421,7 +490,7 @@ impl Host {
 
     /// The command handler of aggregate plugin `name`.
     pub fn aggregate(&self, name: &str) -> Option<&AggregateHandler> {
-        self.aggregates.get(name)
+        self.aggregates.get(name).map(|a| &**a)
     }
 
     /// The running consumer groups.
@@ -442,7 +511,8 @@ impl Host {
     }
 
     /// True when no group can make progress without new events: every partition is caught
-    /// up, or waits on a blocking dead letter (only an operator moves it).
+    /// up, or waits on a blocking dead letter (only an operator moves it), and no saga instance
+    /// has a timer pending.
     pub fn is_idle(&self) -> Result<bool, ReadError> {
         for (group, partitions) in self.lag()? {
             for p in partitions.iter().filter(|p| p.lag > 0) {
@@ -455,6 +525,12 @@ impl Host {
                 if !self.log.dead_letter(&key)?.is_some_and(|d| d.blocking) {
                     return Ok(false);
                 }
+            }
+        }
+        // A saga with a durable timer still has work (a step's timeout, a compensation).
+        for saga in self.sagas.keys() {
+            if !self.log.saga_timers(saga)?.is_empty() {
+                return Ok(false);
             }
         }
         Ok(true)
@@ -477,6 +553,9 @@ impl Host {
     /// Stops every group after its in-flight batch, then closes the log (the writer drains
     /// and joins once the last handle is gone). Returns what each group did.
     pub async fn shutdown(self) -> Vec<GroupReport> {
+        for runner in self.runners {
+            runner.stop().await;
+        }
         // Stop all groups at once: each finishes its in-flight batch in parallel.
         let stopping: Vec<_> = self
             .groups

@@ -61,21 +61,6 @@ fn a_component_that_is_not_wasm_refuses_the_start_naming_the_plugin() {
 }
 
 #[test]
-fn policies_and_sagas_are_refused_until_the_host_runs_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = config(
-        dir.path(),
-        "[[plugins]]\nname = \"notify\"\nkind = \"policy\"\ncomponent = \"p.wasm\"\nsubscriptions = [\"tick\"]\n",
-    );
-    let rt = runtime();
-    let e = rt.block_on(async { Host::start(c).unwrap_err() });
-    assert!(
-        matches!(&e, HostError::Unsupported { name, kind: PluginKind::Policy } if name == "notify"),
-        "{e}"
-    );
-}
-
-#[test]
 fn a_data_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _held = EventLog::open(dir.path().join("data"), LogOptions::default()).unwrap();

@@ -23,6 +23,7 @@ use super::append::{self, Fatal, LogTables, Overlay};
 use super::dead_letter::DeadLetter;
 use super::error::{AppendError, ReadError, storage};
 use super::format;
+use super::saga_state::{SagaTables, SagaWrite};
 use super::{AppendRequest, AppendResult, TopicInfo};
 use crate::event::{ExpectedVersion, NewEvent};
 
@@ -117,6 +118,9 @@ pub struct HandlerCommit {
     pub keep_offset: bool,
     /// What the batch read from its snapshot; any difference refuses the commit.
     pub read_checks: Vec<ReadCheck>,
+    /// Saga instances this commit moves (the saga runner's state and timers), each fenced by
+    /// its expected revision.
+    pub saga_writes: Vec<SagaWrite>,
 }
 
 /// A handler commit was refused or failed; nothing of it was written.
@@ -163,6 +167,16 @@ pub enum CommitError {
         scope: String,
         read: String,
     },
+    /// A saga instance changed since it was read (or already exists): re-read it.
+    #[error(
+        "saga {saga} instance {instance_id} is at revision {actual:?}, the commit expected {expected:?}"
+    )]
+    SagaRevision {
+        saga: String,
+        instance_id: String,
+        expected: Option<u64>,
+        actual: Option<u64>,
+    },
     #[error("storage error, nothing was written: {0}")]
     Storage(String),
     #[error("the event log is closed")]
@@ -186,6 +200,7 @@ pub(crate) struct HandlerTables<'txn> {
     offsets: Table<'txn, (&'static str, u32, u32), u64>,
     read_models: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     dead_letters: Table<'txn, (&'static str, u32, u32, u64), &'static [u8]>,
+    sagas: SagaTables<'txn>,
 }
 
 impl<'txn> HandlerTables<'txn> {
@@ -194,6 +209,7 @@ impl<'txn> HandlerTables<'txn> {
             offsets: txn.open_table(format::GROUP_OFFSETS)?,
             read_models: txn.open_table(format::READ_MODELS)?,
             dead_letters: txn.open_table(format::DEAD_LETTERS)?,
+            sagas: SagaTables::open(txn)?,
         })
     }
 }
@@ -243,6 +259,16 @@ pub(crate) fn apply(
             }));
         }
     }
+    for w in &c.saga_writes {
+        if let Err(actual) = tables.sagas.check(w)? {
+            return Ok(Err(CommitError::SagaRevision {
+                saga: w.saga.clone(),
+                instance_id: w.instance_id.clone(),
+                expected: w.expected_revision,
+                actual,
+            }));
+        }
+    }
     // Plan every append before writing any, so a refusal leaves the transaction untouched.
     let mut overlay = Overlay::default();
     let mut plans = Vec::with_capacity(prepared.appends.len());
@@ -267,6 +293,9 @@ pub(crate) fn apply(
                 tables.read_models.remove(k)?;
             }
         }
+    }
+    for w in &c.saga_writes {
+        tables.sagas.write(w)?;
     }
     for &offset in &c.resolve {
         tables

@@ -12,7 +12,11 @@
 use redb::TableDefinition;
 
 /// Bumped on any incompatible change of the tables below. Stored under `meta["format_version"]`.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The oldest stored version this build upgrades in place (version 1 lacks only the saga
+/// tables, which opening creates).
+pub const OLDEST_UPGRADABLE_VERSION: u64 = 1;
 
 /// `name -> value`: `format_version` (u64).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -50,3 +54,19 @@ pub const DEAD_LETTERS: TableDefinition<(&str, u32, u32, u64), &[u8]> =
 /// `occurred_at`, `plugin_version`, `state`): an aggregate's state after that version, written
 /// every `snapshot_every` events. A cache of a replay; loading ignores other state schemas.
 pub const SNAPSHOTS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("snapshots");
+/// `(saga, instance id) -> (revision, SagaInstance)`: each saga instance's durable log. The
+/// value bytes are the saga runner's MessagePack (named fields); the log only checks the
+/// revision, which every write must name (the fence for timer-driven commits, which move no
+/// offset). Added in format version 2.
+pub const SAGA_INSTANCES: TableDefinition<(&str, &str), (u64, &[u8])> =
+    TableDefinition::new("saga_instances");
+
+/// `(saga, correlation id, instance id) -> ()`: which instances answers with that correlation
+/// id may belong to. Added in format version 2.
+pub const SAGA_CORRELATIONS: TableDefinition<(&str, &str, &str), ()> =
+    TableDefinition::new("saga_correlations");
+
+/// `(saga, instance id) -> due time (ms since the Unix epoch)`: the one durable timer of an
+/// in-flight instance (a step's timeout or a compensation's next retry). Only in-flight
+/// instances have a row, so scanning a saga's timers stays cheap. Added in format version 2.
+pub const SAGA_TIMERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("saga_timers");

@@ -16,6 +16,7 @@ mod format;
 mod inspect;
 mod partition;
 mod read;
+mod saga_state;
 mod snapshot;
 mod upcast;
 mod writer;
@@ -42,6 +43,7 @@ pub use inspect::{
     DeadLetterCount, GroupPosition, InspectError, Inspection, TopicSummary, inspect,
 };
 pub use partition::{murmur2, partition_for};
+pub use saga_state::{SagaWrite, StoredSaga, TimerChange};
 pub use snapshot::{Snapshot, SnapshotBound};
 pub use upcast::Upcast;
 pub use writer::WriterStats;
@@ -548,6 +550,34 @@ impl EventLog {
     /// How many events are parked over all groups (the `dlq_messages` gauge).
     pub fn dead_letter_count(&self) -> Result<u64, ReadError> {
         dead_letter::count(&self.shared.db)
+    }
+
+    /// One saga instance's stored record.
+    pub fn saga_instance(
+        &self,
+        saga: &str,
+        instance_id: &str,
+    ) -> Result<Option<StoredSaga>, ReadError> {
+        saga_state::instance(&self.shared.db, saga, instance_id)
+    }
+
+    /// Every instance of `saga` (of every saga when `None`).
+    pub fn saga_instances(&self, saga: Option<&str>) -> Result<Vec<StoredSaga>, ReadError> {
+        saga_state::instances(&self.shared.db, saga)
+    }
+
+    /// Ids of the instances of `saga` that answers with `correlation_id` may concern.
+    pub fn saga_correlated(
+        &self,
+        saga: &str,
+        correlation_id: &str,
+    ) -> Result<Vec<String>, ReadError> {
+        saga_state::correlated(&self.shared.db, saga, correlation_id)
+    }
+
+    /// The durable timers of `saga`: `(instance id, due ms since the Unix epoch)`.
+    pub fn saga_timers(&self, saga: &str) -> Result<Vec<(String, u64)>, ReadError> {
+        saga_state::timers(&self.shared.db, saga)
     }
 
     /// A consistent snapshot of read models, for queries and for a handler's batch.

@@ -222,6 +222,106 @@ fn reopen_checks_topics_and_format_version() {
 }
 
 #[test]
+fn format_version_1_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(dir.path());
+        log.append("order-1", ExpectedVersion::Any, vec![ev("a")])
+            .unwrap();
+    }
+    {
+        let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(format::META)
+            .unwrap()
+            .insert("format_version", 1)
+            .unwrap();
+        txn.delete_table(format::SAGA_INSTANCES).unwrap();
+        txn.delete_table(format::SAGA_TIMERS).unwrap();
+        txn.commit().unwrap();
+    }
+    let log = open(dir.path());
+    assert_eq!(log.read_stream("order-1", 1, 10).unwrap().len(), 1);
+    assert!(log.saga_instances(None).unwrap().is_empty());
+    assert!(log.saga_timers("s").unwrap().is_empty());
+    drop(log);
+    let db = redb::Database::create(dir.path().join(DB_FILE)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(format::META).unwrap();
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().value(),
+        format::FORMAT_VERSION
+    );
+}
+
+#[test]
+fn saga_writes_are_fenced_by_revision_and_commit_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    log.append("order-1", ExpectedVersion::Any, vec![ev("a")])
+        .unwrap();
+    let (_, partition) = log.locate("order-1").unwrap();
+    let write = |rev: Option<u64>, record: &[u8], timer| SagaWrite {
+        saga: "s".into(),
+        instance_id: "i1".into(),
+        expected_revision: rev,
+        record: record.to_vec(),
+        correlations: vec!["c1".into()],
+        timer,
+    };
+    let commit = |expected_offset, w: SagaWrite, append: bool| HandlerCommit {
+        group: "s".into(),
+        topic: "order".into(),
+        partition,
+        expected_offset,
+        next_offset: 1,
+        appends: if append {
+            vec![("order-2".into(), ExpectedVersion::NoStream, vec![ev("b")])]
+        } else {
+            Vec::new()
+        },
+        saga_writes: vec![w],
+        ..Default::default()
+    };
+    log.commit_handler(commit(None, write(None, b"one", TimerChange::Set(5)), true))
+        .unwrap();
+    assert_eq!(log.saga_instance("s", "i1").unwrap().unwrap().revision, 1);
+    assert_eq!(log.saga_correlated("s", "c1").unwrap(), ["i1"]);
+    assert_eq!(log.saga_timers("s").unwrap(), [("i1".to_owned(), 5)]);
+    assert_eq!(log.stream_version("order-2").unwrap(), 1);
+    // A stale revision refuses the whole commit: no offset move, no append.
+    let mut stale = commit(Some(1), write(None, b"two", TimerChange::Clear), true);
+    stale.next_offset = 1;
+    stale.appends[0].1 = ExpectedVersion::Exact(1);
+    let err = log.commit_handler(stale).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommitError::SagaRevision {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(log.stream_version("order-2").unwrap(), 1);
+    assert_eq!(
+        log.saga_instance("s", "i1").unwrap().unwrap().record,
+        b"one"
+    );
+    let mut next = commit(Some(1), write(Some(1), b"two", TimerChange::Clear), false);
+    next.keep_offset = true;
+    log.commit_handler(next).unwrap();
+    let stored = log.saga_instance("s", "i1").unwrap().unwrap();
+    assert_eq!(
+        (stored.revision, stored.record.as_slice()),
+        (2, &b"two"[..])
+    );
+    assert!(log.saga_timers("s").unwrap().is_empty());
+    assert_eq!(log.group_offset("s", "order", partition).unwrap(), Some(1));
+}
+
+#[test]
 fn handler_commit_is_atomic_and_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path());

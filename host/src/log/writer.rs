@@ -66,6 +66,11 @@ pub(crate) fn initialize(
                     supported: format::FORMAT_VERSION,
                 });
             }
+            Some(v) if (format::OLDEST_UPGRADABLE_VERSION..format::FORMAT_VERSION).contains(&v) => {
+                // Every later version only added tables, created just below.
+                meta.insert("format_version", format::FORMAT_VERSION)
+                    .map_err(|e| st(&e))?;
+            }
             Some(v) if v < format::FORMAT_VERSION => {
                 return Err(OpenError::FormatUnsupported {
                     found: v,
@@ -83,6 +88,10 @@ pub(crate) fn initialize(
         txn.open_table(format::READ_MODELS).map_err(|e| st(&e))?;
         txn.open_table(format::DEAD_LETTERS).map_err(|e| st(&e))?;
         txn.open_table(format::SNAPSHOTS).map_err(|e| st(&e))?;
+        txn.open_table(format::SAGA_INSTANCES).map_err(|e| st(&e))?;
+        txn.open_table(format::SAGA_CORRELATIONS)
+            .map_err(|e| st(&e))?;
+        txn.open_table(format::SAGA_TIMERS).map_err(|e| st(&e))?;
         let mut next_id = table.len().map_err(|e| st(&e))? as u32;
         for t in topics {
             if t.partitions == 0 || t.partitions > 4096 {

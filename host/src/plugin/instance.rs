@@ -45,7 +45,6 @@ pub struct ProducedEvent {
 
 /// A command a policy (or saga) asks the host to send to an aggregate: the SDK's own type (the
 /// host reads the SDK's scenario format too, so both sides share it).
-pub use factline_guest::OutgoingCommand;
 
 /// The plugin said no: a business outcome, never retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -334,46 +333,6 @@ impl PluginInstance {
         }
     }
 
-    // ---- policy -----------------------------------------------------------------------------
-
-    /// The commands each event of the batch causes, one list per event, in order.
-    pub fn react(&mut self, events: &[Event]) -> Result<Vec<Vec<OutgoingCommand>>, CallFailure> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let wit = self.wit_events(events);
-        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
-        let r = self.call("react", now, batch_seed(events), |store, ex| match ex {
-            Exports::Policy(p) => p
-                .factline_plugin_policy_handler()
-                .call_react(store, &wit)
-                .map(Some),
-            _ => Ok(None),
-        });
-        self.scratch = wit;
-        match r?.ok_or_else(|| self.wrong_kind("policy"))? {
-            Ok(lists) => {
-                let total: usize = lists.iter().flatten().map(|c| c.payload.len()).sum();
-                self.check_output("commands", total)?;
-                Ok(lists
-                    .into_iter()
-                    .map(|list| {
-                        list.into_iter()
-                            .map(|c| OutgoingCommand {
-                                aggregate: c.aggregate,
-                                stream: c.stream,
-                                command_type: c.command_type,
-                                command_id: c.command_id,
-                                payload: c.payload,
-                            })
-                            .collect()
-                    })
-                    .collect())
-            }
-            Err(f) => Err(self.guest_failure(f)),
-        }
-    }
-
     // ---- schema evolution (optional aggregate exports) ------------------------------------
 
     /// The declared state schema; 1 for a component without the `schema-evolution` export.
@@ -633,4 +592,202 @@ fn root_message(err: &wasmtime::Error) -> String {
         .filter(|s| !s.contains("wasm backtrace"))
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+// ---- policy and saga ----------------------------------------------------------------------
+
+/// A command a policy or saga wants sent to an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingCommand {
+    /// The target aggregate plugin's name.
+    pub aggregate: String,
+    pub stream: String,
+    pub command_type: String,
+    /// The plugin's deterministic id for it (the host derives the command's UUID from it).
+    pub command_id: String,
+    pub payload: Vec<u8>,
+}
+
+impl From<OutgoingCommand> for factline_guest::OutgoingCommand {
+    fn from(c: OutgoingCommand) -> Self {
+        factline_guest::OutgoingCommand {
+            aggregate: c.aggregate,
+            stream: c.stream,
+            command_type: c.command_type,
+            command_id: c.command_id,
+            payload: c.payload,
+        }
+    }
+}
+
+impl From<types::OutgoingCommand> for OutgoingCommand {
+    fn from(c: types::OutgoingCommand) -> Self {
+        OutgoingCommand {
+            aggregate: c.aggregate,
+            stream: c.stream,
+            command_type: c.command_type,
+            command_id: c.command_id,
+            payload: c.payload,
+        }
+    }
+}
+
+/// One step as a saga plugin defines it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaStep {
+    pub name: String,
+    pub timeout_ms: u64,
+    pub compensable: bool,
+}
+
+/// A saga plugin's definition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SagaDefinition {
+    pub name: String,
+    pub trigger_types: Vec<String>,
+    pub answer_types: Vec<String>,
+    pub steps: Vec<SagaStep>,
+}
+
+/// A saga plugin's judgement of an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The step completed; the instance's new data.
+    Succeeded(Vec<u8>),
+    /// The step failed, with the reason.
+    Failed(String),
+    NotMine,
+}
+
+impl PluginInstance {
+    /// For each event of the batch, in order, the commands the policy sends.
+    pub fn react(&mut self, events: &[Event]) -> Result<Vec<Vec<OutgoingCommand>>, CallFailure> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wit = self.wit_events(events);
+        let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let r = self.call("react", now, batch_seed(events), |store, ex| match ex {
+            Exports::Policy(p) => p
+                .factline_plugin_policy_handler()
+                .call_react(store, &wit)
+                .map(Some),
+            _ => Ok(None),
+        });
+        self.scratch = wit;
+        match r?.ok_or_else(|| self.wrong_kind("policy"))? {
+            Ok(lists) if lists.len() == events.len() => Ok(lists
+                .into_iter()
+                .map(|l| l.into_iter().map(OutgoingCommand::from).collect())
+                .collect()),
+            Ok(lists) => Err(CallFailure::new(
+                FailureKind::BadOutput,
+                format!(
+                    "react returned {} command lists for {} events",
+                    lists.len(),
+                    events.len()
+                ),
+            )),
+            Err(f) => Err(self.guest_failure(f)),
+        }
+    }
+
+    /// The saga's name, trigger and answer types and steps.
+    pub fn saga_definition(&mut self) -> Result<SagaDefinition, CallFailure> {
+        let d = self.saga_call("definition", 0, |s, store| s.call_definition(store).map(Ok))?;
+        Ok(SagaDefinition {
+            name: d.name,
+            trigger_types: d.trigger_types,
+            answer_types: d.answer_types,
+            steps: d
+                .steps
+                .into_iter()
+                .map(|s| SagaStep {
+                    name: s.name,
+                    timeout_ms: s.timeout_ms,
+                    compensable: s.compensable,
+                })
+                .collect(),
+        })
+    }
+
+    /// Starts an instance for `trigger`: `(instance id, data)`, or `None` to ignore it.
+    pub fn saga_start(
+        &mut self,
+        trigger: &Event,
+    ) -> Result<Option<(String, Vec<u8>)>, CallFailure> {
+        let wit = to_wit_event(trigger);
+        let started = self.saga_call("start", trigger.occurred_at, |s, store| {
+            s.call_start(store, &wit)
+        })?;
+        Ok(started.map(|s| (s.instance_id, s.data)))
+    }
+
+    /// The command that performs `step`.
+    pub fn saga_execute(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<OutgoingCommand, CallFailure> {
+        let c = self.saga_call("execute", now_ms, |s, store| {
+            s.call_execute(store, step, data)
+        })?;
+        Ok(c.into())
+    }
+
+    /// The command that undoes `step`, if any.
+    pub fn saga_compensate(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<OutgoingCommand>, CallFailure> {
+        let c = self.saga_call("compensate", now_ms, |s, store| {
+            s.call_compensate(store, step, data)
+        })?;
+        Ok(c.map(Into::into))
+    }
+
+    /// Judges an event that may answer `step`.
+    pub fn saga_judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &Event,
+    ) -> Result<Verdict, CallFailure> {
+        let wit = to_wit_event(answer);
+        let v = self.saga_call("judge", answer.occurred_at, |s, store| {
+            s.call_judge(store, step, data, &wit)
+        })?;
+        Ok(match v {
+            saga::exports::factline::plugin::saga_handler::Verdict::Succeeded(data) => {
+                self.check_output("saga data", data.len())?;
+                Verdict::Succeeded(data)
+            }
+            saga::exports::factline::plugin::saga_handler::Verdict::Failed(reason) => {
+                Verdict::Failed(reason)
+            }
+            saga::exports::factline::plugin::saga_handler::Verdict::NotMine => Verdict::NotMine,
+        })
+    }
+
+    fn saga_call<R>(
+        &mut self,
+        function: &'static str,
+        now_ms: u64,
+        f: impl FnOnce(
+            &saga::exports::factline::plugin::saga_handler::Guest,
+            &mut Store<HostState>,
+        ) -> wasmtime::Result<Result<R, types::Failure>>,
+    ) -> Result<R, CallFailure> {
+        // Saga calls are keyed by the event time they run at: replays of one instance see
+        // the same numbers.
+        let r = self.call(function, now_ms, now_ms, |store, ex| match ex {
+            Exports::Saga(s) => f(s.factline_plugin_saga_handler(), store).map(Some),
+            _ => Ok(None),
+        })?;
+        r.ok_or_else(|| self.wrong_kind("saga"))?
+            .map_err(|f| self.guest_failure(f))
+    }
 }

@@ -33,6 +33,7 @@ pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
 pub use instance::{
     CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
+    SagaDefinition, SagaStep, Verdict,
 };
 pub use limits::Limits;
 

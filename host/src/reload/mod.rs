@@ -50,6 +50,8 @@ pub enum DeployError {
         plugin: String,
         source: ConsumerError,
     },
+    #[error("the saga runner refused the new version of {plugin:?}: {message}")]
+    Saga { plugin: String, message: String },
     #[error("{0:?} has no previous version to roll back to")]
     NoPrevious(String),
     #[error("{plugin:?} is a {kind} plugin, which cannot be redeployed while running yet")]

@@ -133,7 +133,10 @@ then = [{ key = "counter-1", value = { total = 2 } }, { key = "counter-2" }]
         let (_d, path) = write("s.toml", &typo);
         let e = load(&path).unwrap_err().to_string();
         // The span is the scenario holding the typo (its `[[scenarios]]` line).
-        assert!(e.contains("s.toml:4:1: ") && e.contains("command_typ"), "{e}");
+        assert!(
+            e.contains("s.toml:4:1: ") && e.contains("command_typ"),
+            "{e}"
+        );
 
         let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"saga\"}]}");
         let e = load(&path).unwrap_err().to_string();

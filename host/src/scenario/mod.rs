@@ -254,7 +254,12 @@ impl ScenarioRunner {
             Ok(lists) => lists,
             Err(f) => return Ok(failed(f)),
         };
-        Ok(PolicyOutcome::from_lists(lists))
+        Ok(PolicyOutcome::from_lists(
+            lists
+                .into_iter()
+                .map(|l| l.into_iter().map(Into::into).collect())
+                .collect(),
+        ))
     }
 }
 

@@ -4,24 +4,35 @@
 //! after it: `foreach_plugin!` below fails to compile otherwise.
 
 mod bank_account;
+mod booking;
 mod counter_plugin;
 mod garbage_plugin;
 mod hostile_plugin;
 mod http_api;
+mod inventory;
+mod inventory_release;
 mod log_crash;
 mod log_model;
 mod log_race;
+mod notification;
+mod notification_log;
 mod order;
+mod order_placement;
+mod order_placement_v2;
 mod order_summary;
 mod outbox_relay;
+mod payment;
 mod poison_fixed_plugin;
 mod poison_plugin;
-mod service;
-mod scenario_files;
 mod review;
 mod review_notification;
 mod review_rating;
+mod scenario_files;
+mod service;
+mod shipping;
+mod shop;
 mod support;
+mod travel_booking;
 mod versioned_plugin;
 
 macro_rules! assert_test_exists {

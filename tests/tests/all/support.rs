@@ -256,3 +256,45 @@ impl Drop for RunningHost {
         let _ = self.child.wait();
     }
 }
+
+/// An aggregate handler named `name` (its topic too, one partition) over a scratch log in `dir`.
+pub fn aggregate_handler(
+    dir: &Path,
+    name: &str,
+    component: &str,
+) -> factline_host::aggregate::AggregateHandler {
+    use factline_host::aggregate::{AggregateHandler, AggregateOptions};
+    let plugin = load(
+        &runtime(),
+        name,
+        PluginKind::Aggregate,
+        component,
+        Limits::default(),
+    );
+    AggregateHandler::new(log(dir, &[(name, 1)]), plugin, AggregateOptions::new(name)).unwrap()
+}
+
+/// Sends a command (fresh id) to stream `<topic>-<id>`.
+pub fn send(
+    h: &factline_host::aggregate::AggregateHandler,
+    id: &str,
+    command_type: &str,
+    payload: serde_json::Value,
+) -> Result<factline_host::aggregate::CommandOutcome, factline_host::aggregate::CommandError> {
+    h.handle(factline_host::aggregate::CommandRequest {
+        id: id.into(),
+        command_type: command_type.into(),
+        payload: msgpack(payload),
+        ..Default::default()
+    })
+}
+
+/// The types of the events a command appended.
+pub fn appended(
+    outcome: Result<
+        factline_host::aggregate::CommandOutcome,
+        factline_host::aggregate::CommandError,
+    >,
+) -> Result<Vec<String>, factline_host::aggregate::CommandError> {
+    Ok(outcome?.events.into_iter().map(|e| e.event_type).collect())
+}

@@ -1,0 +1,156 @@
+//! `factline saga ...`: the saga log of a stopped host's data directory (list, show, retry an
+//! instance that needs attention). The running host holds the directory's lock.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use factline_host::config::Config;
+use factline_host::log::{EventLog, LogOptions, OpenError};
+use factline_host::saga::{self, SagaInstance};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The host's configuration file (names the data directory).
+    #[arg(long, env = "FACTLINE_CONFIG")]
+    config: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Every instance with its status and, if it failed, the step and reason.
+    List {
+        /// Only this saga.
+        #[arg(long)]
+        saga: Option<String>,
+    },
+    /// One instance's log: every step with its status and times, and its history.
+    Show {
+        id: String,
+        /// The saga, when instance ids repeat across sagas.
+        #[arg(long)]
+        saga: Option<String>,
+    },
+    /// Send an instance that needs attention back to compensating (the host resumes it).
+    Retry {
+        id: String,
+        #[arg(long)]
+        saga: Option<String>,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    let log = match EventLog::open(
+        &config.data_dir,
+        LogOptions::with_topics(config.topics.iter().cloned()),
+    ) {
+        Err(OpenError::AlreadyOpen { path }) => {
+            anyhow::bail!("{path} is in use by a running factline host; stop it first")
+        }
+        other => other.context("opening the data directory")?,
+    };
+    match args.action {
+        Action::List { saga } => {
+            let all = saga::list(&log, saga.as_deref())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                print_list(&all);
+            }
+        }
+        Action::Show { id, saga } => {
+            let i = find(&log, saga.as_deref(), &id)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print_one(&i);
+            }
+        }
+        Action::Retry { id, saga } => {
+            let i = find(&log, saga.as_deref(), &id)?;
+            saga::retry(&log, &i.saga, &i.instance_id)?;
+            println!(
+                "{} {}: back to compensating; the host resumes it when it starts",
+                i.saga, i.instance_id
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find(log: &EventLog, saga: Option<&str>, id: &str) -> anyhow::Result<SagaInstance> {
+    saga::find(log, saga, id)?.with_context(|| format!("no saga instance {id:?}"))
+}
+
+fn print_list(all: &[SagaInstance]) {
+    println!(
+        "{:<20} {:<24} {:<16} {:<10} {:<20} REASON",
+        "SAGA", "INSTANCE", "STATUS", "VERSION", "FAILED STEP"
+    );
+    for i in all {
+        println!(
+            "{:<20} {:<24} {:<16} {:<10} {:<20} {}",
+            i.saga,
+            i.instance_id,
+            i.status.to_string(),
+            short(&i.plugin_version),
+            i.failed_step.as_deref().unwrap_or("-"),
+            i.attention
+                .as_deref()
+                .or(i.failure_reason.as_deref())
+                .unwrap_or("")
+        );
+    }
+    let counts = saga::count_by_status(all);
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("{} instances: {}", all.len(), summary.join(", "));
+}
+
+fn print_one(i: &SagaInstance) {
+    println!("saga:        {}", i.saga);
+    println!("instance:    {}", i.instance_id);
+    println!("status:      {}", i.status);
+    println!("version:     {}", i.plugin_version);
+    println!("correlation: {}", i.correlation_id);
+    if let Some(step) = &i.failed_step {
+        println!(
+            "failed step: {step}: {}",
+            i.failure_reason.as_deref().unwrap_or("")
+        );
+    }
+    if let Some(a) = &i.attention {
+        println!("attention:   {a}");
+    }
+    println!("steps:");
+    for s in &i.steps {
+        println!(
+            "  {:<22} {:<12} sent {:<14} updated {:<14}{}",
+            s.name,
+            s.status.to_string(),
+            time(s.sent_at),
+            time(s.updated_at),
+            s.compensation_error
+                .as_ref()
+                .map(|e| format!(" compensation failed {}x: {e}", s.compensation_attempts))
+                .unwrap_or_default()
+        );
+    }
+    println!("history:");
+    for h in &i.history {
+        println!("  {:<14} {:<22} {}", h.at, h.step, h.what);
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..12.min(hash.len())]
+}
+
+fn time(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".to_owned(), |t| t.to_string())
+}

@@ -1,0 +1,222 @@
+//! Commands from policies and sagas to local aggregates, and the task that drives a
+//! partition-consuming runner (policy or saga) on the tokio runtime.
+//!
+//! A command is *planned* here (decided without appending, [`AggregateHandler::plan`]) so its
+//! events commit in the caller's transaction together with its offset and saga state. Its id is
+//! a UUIDv5 of where it comes from and the plugin's own deterministic id, so a resent command is
+//! deduplicated by the aggregate (the events it produces have ids derived from it).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::aggregate::{AggregateHandler, CommandError, CommandRequest, Planned};
+use crate::log::EventLog;
+use crate::plugin::OutgoingCommand;
+
+/// Namespace of the command ids the host derives for policies and sagas.
+const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6a0c_1f55_0e7b_4c1e_9d5e_f4c7_1b2a_3c4d);
+
+/// The local aggregates, by plugin name.
+#[derive(Clone, Debug, Default)]
+pub struct Dispatcher {
+    aggregates: BTreeMap<String, Arc<AggregateHandler>>,
+}
+
+/// Why a command could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("no aggregate named {0:?} runs in this host")]
+    UnknownAggregate(String),
+    #[error(
+        "stream {stream:?} is not a stream of aggregate {aggregate:?} (expected `{topic}-<id>`)"
+    )]
+    ForeignStream {
+        aggregate: String,
+        stream: String,
+        topic: String,
+    },
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
+impl DispatchError {
+    /// A business rejection or a plugin failure of the target: the command's outcome. The
+    /// others (storage, contention) say nothing about the command; retry later.
+    pub fn is_outcome(&self) -> bool {
+        match self {
+            DispatchError::Command(
+                CommandError::Append(_) | CommandError::Read(_) | CommandError::Conflict { .. },
+            ) => false,
+            DispatchError::Command(CommandError::Rejected(_) | CommandError::Failed { .. })
+            | DispatchError::UnknownAggregate(_)
+            | DispatchError::ForeignStream { .. } => true,
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(aggregates: BTreeMap<String, Arc<AggregateHandler>>) -> Self {
+        Dispatcher { aggregates }
+    }
+
+    /// The command's UUID: stable for the same origin and plugin id, so a resend dedupes.
+    pub fn command_id(origin: &str, command: &OutgoingCommand) -> Uuid {
+        Uuid::new_v5(
+            &COMMAND_NAMESPACE,
+            format!(
+                "{origin}\u{0}{}\u{0}{}",
+                command.aggregate, command.command_id
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Decides `command` on its aggregate without appending.
+    pub fn plan(
+        &self,
+        origin: &str,
+        command: &OutgoingCommand,
+        correlation_id: &str,
+        causation_id: &str,
+    ) -> Result<Planned, DispatchError> {
+        let handler = self
+            .aggregates
+            .get(&command.aggregate)
+            .ok_or_else(|| DispatchError::UnknownAggregate(command.aggregate.clone()))?;
+        let prefix = handler.stream_of("");
+        let id = command
+            .stream
+            .strip_prefix(&prefix)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| DispatchError::ForeignStream {
+                aggregate: command.aggregate.clone(),
+                stream: command.stream.clone(),
+                topic: prefix.trim_end_matches('-').to_owned(),
+            })?;
+        Ok(handler.plan(&CommandRequest {
+            id: id.to_owned(),
+            command_type: command.command_type.clone(),
+            payload: command.payload.clone(),
+            command_id: Some(Self::command_id(origin, command)),
+            correlation_id: Some(correlation_id.to_owned()),
+            causation_id: Some(causation_id.to_owned()),
+            metadata: Vec::new(),
+        })?)
+    }
+}
+
+/// What one pass of a runner did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    /// Something committed: run again at once.
+    pub progress: bool,
+    /// The earliest durable timer (ms since the Unix epoch), if any.
+    pub next_timer: Option<u64>,
+}
+
+/// A runner the driver calls repeatedly (blocking work: plugin calls and log reads).
+pub trait Runner: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn pass(&self) -> Result<Pass, String>;
+}
+
+/// Wait after a failed pass before the next.
+const ERROR_PAUSE: Duration = Duration::from_millis(500);
+/// Longest sleep without a commit or timer, as a safety net.
+const MAX_SLEEP: Duration = Duration::from_secs(5);
+
+/// Stops a driven runner between passes.
+#[derive(Debug)]
+pub struct Driven {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driven {
+    /// Stops after the pass in flight.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Runs `runner` on the current tokio runtime: a pass whenever the log commits or a timer is
+/// due, until stopped.
+pub fn drive(runner: Arc<dyn Runner>, log: &EventLog) -> Driven {
+    let (stop, mut stopped) = watch::channel(false);
+    let mut commits = log.commits();
+    let task = tokio::spawn(async move {
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            commits.borrow_and_update();
+            let r = runner.clone();
+            let pause = match tokio::task::spawn_blocking(move || r.pass()).await {
+                Ok(Ok(pass)) if pass.progress => continue,
+                Ok(Ok(pass)) => pass.next_timer.map_or(MAX_SLEEP, |due| {
+                    Duration::from_millis(due.saturating_sub(crate::event::now_millis()))
+                        .min(MAX_SLEEP)
+                }),
+                Ok(Err(e)) => {
+                    tracing::error!(runner = %runner.name(), error = %e, "pass failed; retrying");
+                    ERROR_PAUSE
+                }
+                Err(panic) => {
+                    tracing::error!(runner = %runner.name(), error = %panic, "pass panicked; retrying");
+                    ERROR_PAUSE
+                }
+            };
+            tokio::select! {
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    });
+    Driven { stop, task }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(id: &str) -> OutgoingCommand {
+        OutgoingCommand {
+            aggregate: "inventory".into(),
+            stream: "inventory-main".into(),
+            command_type: "reserve".into(),
+            command_id: id.into(),
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn command_ids_are_stable_per_origin_and_plugin_id() {
+        let a = Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O1/reserve"));
+        assert_eq!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O1/reserve"))
+        );
+        assert_ne!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}j", &command("O1/reserve"))
+        );
+        assert_ne!(
+            a,
+            Dispatcher::command_id("saga\u{0}s\u{0}i", &command("O2/reserve"))
+        );
+    }
+
+    #[test]
+    fn unknown_targets_are_outcomes_not_transient() {
+        let d = Dispatcher::default();
+        let e = d.plan("o", &command("x"), "c", "c").unwrap_err();
+        assert!(matches!(&e, DispatchError::UnknownAggregate(a) if a == "inventory"));
+        assert!(e.is_outcome());
+    }
+}

@@ -1,0 +1,377 @@
+//! Version pinning and crash-resume with a saga runner driven pass by pass: instances started
+//! on one plugin version finish on it after a new version is loaded, new ones use the new one,
+//! and a store reopened mid-saga resumes each instance without sending a step twice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use factline_host::aggregate::{AggregateHandler, AggregateOptions};
+use factline_host::dispatch::Dispatcher;
+use factline_host::log::EventLog;
+use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
+use factline_host::saga::{self, SagaOptions, SagaRunner, SagaStatus};
+use serde_json::json;
+
+use crate::support::{load, log, runtime};
+
+/// One topic per step, in reverse step order: each pass moves an instance one step on.
+const TOPICS: &[&str] = &["notification", "shipping", "payment", "inventory", "order"];
+
+struct Rig {
+    log: EventLog,
+    aggregates: BTreeMap<String, Arc<AggregateHandler>>,
+    runner: SagaRunner,
+}
+
+/// The compiled plugins, loaded once per test (compiling takes longer than a step's timeout).
+struct Plugins {
+    aggregates: Vec<Arc<LoadedPlugin>>,
+    saga: Arc<LoadedPlugin>,
+}
+
+fn plugins(rt: &PluginRuntime) -> Plugins {
+    let aggregates = crate::shop::AGGREGATES
+        .iter()
+        .map(|(name, component)| {
+            load(
+                rt,
+                name,
+                PluginKind::Aggregate,
+                component,
+                Limits::default(),
+            )
+        })
+        .collect();
+    let saga = load(
+        rt,
+        "order-placement",
+        PluginKind::Saga,
+        factline_tests::ORDER_PLACEMENT,
+        Limits::default(),
+    );
+    Plugins { aggregates, saga }
+}
+
+fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
+    let topics: Vec<(&str, u32)> = TOPICS.iter().map(|t| (*t, 1)).collect();
+    let log = log(dir, &topics);
+    let mut aggregates = BTreeMap::new();
+    for plugin in &plugins.aggregates {
+        let name = plugin.name.clone();
+        let handler =
+            AggregateHandler::new(log.clone(), plugin.clone(), AggregateOptions::new(&name))
+                .unwrap();
+        aggregates.insert(name, Arc::new(handler));
+    }
+    let mut options = SagaOptions::new(TOPICS.iter().map(|t| (*t).to_owned()).collect());
+    options.backoff_base = std::time::Duration::from_millis(5);
+    options.compensation_attempts = 3;
+    let runner = SagaRunner::new(
+        "order-placement",
+        log.clone(),
+        Dispatcher::new(aggregates.clone()),
+        plugins.saga.clone(),
+        options,
+    )
+    .unwrap();
+    Rig {
+        log,
+        aggregates,
+        runner,
+    }
+}
+
+/// A rig with its own plugins and 10 of `P1` in the warehouse.
+fn stocked_rig(dir: &std::path::Path) -> Rig {
+    let r = rig(dir, &plugins(&runtime()));
+    r.send(
+        "inventory",
+        "main",
+        "restock",
+        json!({"product_id": "P1", "quantity": 10}),
+    );
+    r
+}
+
+impl Rig {
+    fn send(&self, aggregate: &str, id: &str, t: &str, payload: serde_json::Value) {
+        crate::support::send(&self.aggregates[aggregate], id, t, payload).unwrap();
+    }
+
+    /// Passes until the instance satisfies `done` (timers included; up to 10 s).
+    fn until(&self, id: &str, done: impl Fn(&saga::SagaInstance) -> bool) -> saga::SagaInstance {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            self.runner.run_pass().unwrap();
+            let i = self.instance(id);
+            if done(&i) {
+                return i;
+            }
+            assert!(std::time::Instant::now() < deadline, "{i:#?}");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn place(&self, order: &str, customer: &str) {
+        self.send("order", order, "create", json!({"customer_id": customer}));
+        self.send(
+            "order",
+            order,
+            "add-item",
+            json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
+        );
+        self.send("order", order, "confirm", json!({}));
+    }
+
+    fn instance(&self, id: &str) -> saga::SagaInstance {
+        saga::find(&self.log, Some("order-placement"), id)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn types(&self, stream: &str) -> Vec<String> {
+        self.log
+            .read_stream(stream, 1, 1000)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_type)
+            .collect()
+    }
+
+    fn subject(&self, order: &str) -> String {
+        let sent = &self
+            .log
+            .read_stream(&format!("notification-{order}"), 1, 1)
+            .unwrap()[0];
+        let body: serde_json::Value = rmp_serde::from_slice(&sent.payload).unwrap();
+        body["subject"].as_str().unwrap().to_owned()
+    }
+}
+
+fn completed(i: &saga::SagaInstance) -> usize {
+    i.steps
+        .iter()
+        .filter(|s| s.status == saga::StepStatus::Completed)
+        .count()
+}
+
+#[test]
+fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stocked_rig(dir.path());
+    r.place("ORD-OLD", "C1");
+    r.runner.run_pass().unwrap();
+    r.runner.run_pass().unwrap();
+    let old = r.instance("ORD-OLD");
+    assert_eq!(
+        (old.status, completed(&old)),
+        (SagaStatus::Running, 1),
+        "{old:#?}"
+    );
+
+    // Hot reload: a new version of the saga plugin.
+    let v2 = load(
+        &runtime(),
+        "order-placement",
+        PluginKind::Saga,
+        factline_tests::ORDER_PLACEMENT_V2,
+        Limits::default(),
+    );
+    r.runner.add_version(&v2).unwrap();
+    assert_eq!(r.runner.loaded_versions().len(), 2);
+    r.place("ORD-NEW", "C2");
+    r.runner.run_until_idle().unwrap();
+
+    let old = r.instance("ORD-OLD");
+    let new = r.instance("ORD-NEW");
+    assert_eq!(
+        (old.status, new.status),
+        (SagaStatus::Completed, SagaStatus::Completed)
+    );
+    assert_eq!(old.plugin_version, old.plugin_version.to_lowercase());
+    assert_ne!(old.plugin_version, new.plugin_version);
+    assert_eq!(new.plugin_version, v2.version.content_hash);
+    assert_eq!(r.subject("ORD-OLD"), "Order confirmed: ORD-OLD");
+    assert_eq!(r.subject("ORD-NEW"), "Order confirmed (v2): ORD-NEW");
+    // Nothing in flight needs the old version any more.
+    assert_eq!(
+        r.runner.retire_unused_versions().unwrap(),
+        [old.plugin_version]
+    );
+    assert_eq!(
+        r.runner.loaded_versions(),
+        std::slice::from_ref(&v2.version.content_hash)
+    );
+}
+
+#[test]
+fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
+    let rt = runtime();
+    let plugins = plugins(&rt);
+    // Stop after 1, 2, 3 and 4 passes: every point between two steps.
+    for passes in 1..=4 {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let r = rig(dir.path(), &plugins);
+            r.send(
+                "inventory",
+                "main",
+                "restock",
+                json!({"product_id": "P1", "quantity": 10}),
+            );
+            r.place("ORD-1", "C1");
+            for _ in 0..passes {
+                r.runner.run_pass().unwrap();
+            }
+            let i = r.instance("ORD-1");
+            assert_eq!(completed(&i), passes - 1, "{i:#?}");
+        }
+        let r = rig(dir.path(), &plugins);
+        r.runner.run_until_idle().unwrap();
+        let i = r.instance("ORD-1");
+        assert_eq!(
+            i.status,
+            SagaStatus::Completed,
+            "after {passes} passes: {i:#?}"
+        );
+        let sent: Vec<&str> = i
+            .history
+            .iter()
+            .filter(|h| h.what.starts_with("sent"))
+            .map(|h| h.step.as_str())
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                "reserve_inventory",
+                "process_payment",
+                "schedule_shipping",
+                "send_confirmation"
+            ]
+        );
+        assert_eq!(r.types("payment-C1"), ["payment.charged"]);
+        assert_eq!(r.types("shipping-main"), ["shipping.scheduled"]);
+        assert_eq!(r.types("notification-ORD-1"), ["notification.sent"]);
+        assert_eq!(
+            r.types("inventory-main"),
+            [
+                "inventory.restocked",
+                "inventory.item-reserved",
+                "inventory.reserved"
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = stocked_rig(dir.path());
+    // A full depot: schedule_shipping is rejected once payment is done.
+    r.send("shipping", "main", "set-capacity", json!({"slots": 0}));
+    r.place("ORD-9", "C9");
+    for _ in 0..3 {
+        r.runner.run_pass().unwrap();
+    }
+    let failing = r.instance("ORD-9");
+    assert_eq!(failing.status, SagaStatus::Compensating, "{failing:#?}");
+    // The account freezes before refund_payment runs: that compensation is refused each time.
+    r.send("payment", "C9", "freeze", json!({}));
+    let stuck = r.until("ORD-9", |i| i.status == SagaStatus::NeedsAttention);
+    assert_eq!(stuck.failed_step.as_deref(), Some("schedule_shipping"));
+    assert!(
+        stuck
+            .failure_reason
+            .as_ref()
+            .unwrap()
+            .contains("no-capacity")
+    );
+    let pay = &stuck.steps[1];
+    assert_eq!(
+        (pay.status, pay.compensation_attempts),
+        (saga::StepStatus::Completed, 3)
+    );
+    assert!(
+        stuck.attention.as_ref().unwrap().contains("account-frozen"),
+        "{stuck:#?}"
+    );
+    // Reverse order holds: the inventory is not released before the refund.
+    assert_eq!(stuck.steps[0].status, saga::StepStatus::Completed);
+    assert!(
+        !r.types("inventory-main")
+            .contains(&"inventory.released".to_owned())
+    );
+    // Listable, and it stays put: no timer is left.
+    assert!(r.log.saga_timers("order-placement").unwrap().is_empty());
+    let listed = saga::list(&r.log, Some("order-placement")).unwrap();
+    assert_eq!(listed[0].status, SagaStatus::NeedsAttention);
+
+    r.send("payment", "C9", "unfreeze", json!({}));
+    saga::retry(&r.log, "order-placement", "ORD-9").unwrap();
+    let done = r.until("ORD-9", |i| !i.status.in_flight());
+    assert_eq!(done.status, SagaStatus::Failed, "{done:#?}");
+    assert!(
+        done.steps[..2]
+            .iter()
+            .all(|s| s.status == saga::StepStatus::Compensated)
+    );
+    // Retrying an instance that does not need attention is refused.
+    assert!(matches!(
+        saga::retry(&r.log, "order-placement", "ORD-9"),
+        Err(saga::SagaError::NotRetryable { .. })
+    ));
+    assert_eq!(
+        r.types("payment-C9"),
+        [
+            "payment.charged",
+            "payment.frozen",
+            "payment.unfrozen",
+            "payment.refunded"
+        ]
+    );
+    assert_eq!(
+        r.types("inventory-main").last().unwrap(),
+        "inventory.released"
+    );
+}
+
+#[test]
+fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
+    use factline_host::event::{ExpectedVersion, NewEvent};
+
+    let dir = tempfile::tempdir().unwrap();
+    let r = stocked_rig(dir.path());
+    // A paused depot keeps the instance waiting at schedule_shipping.
+    r.send("shipping", "main", "pause", json!({}));
+    r.place("ORD-X", "C1");
+    let waiting = r.until("ORD-X", |i| i.steps[2].sent_at.is_some());
+    // A malformed answer carrying the instance's correlation id.
+    let mut bad = NewEvent::new(
+        "shipping.scheduled",
+        crate::support::msgpack(json!({"order": 7})),
+    );
+    bad.correlation_id = Some(waiting.correlation_id);
+    r.log
+        .append("shipping-main", ExpectedVersion::Any, vec![bad])
+        .unwrap();
+    let mut failed_passes = 0;
+    while r.runner.run_pass().is_err() {
+        failed_passes += 1;
+    }
+    assert_eq!(failed_passes, 4, "retried, then parked on the fifth call");
+    let parked = r.log.dead_letters(Some("order-placement")).unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (parked[0].event_type.as_str(), parked[0].attempts),
+        ("shipping.scheduled", 5)
+    );
+    assert!(
+        parked[0].message.contains("order_id"),
+        "{}",
+        parked[0].message
+    );
+    // The saga goes on: the step still waits for a real answer (or its timeout).
+    let still = r.instance("ORD-X");
+    assert_eq!(still.status, SagaStatus::Running);
+    assert!(r.log.saga_timers("order-placement").unwrap().len() == 1);
+}
