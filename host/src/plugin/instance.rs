@@ -43,9 +43,6 @@ pub struct ProducedEvent {
     pub metadata: Vec<(String, String)>,
 }
 
-/// A command a policy (or saga) asks the host to send to an aggregate: the SDK's own type (the
-/// host reads the SDK's scenario format too, so both sides share it).
-
 /// The plugin said no: a business outcome, never retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("rejected ({code}): {message}")]
