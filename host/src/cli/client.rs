@@ -71,6 +71,16 @@ impl Client {
         self.answer("POST", path, sent)
     }
 
+    /// POSTs raw bytes (a component to deploy).
+    pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let mut req = self.agent.post(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let sent = req.header("Content-Type", "application/wasm").send(bytes);
+        self.answer("POST", path, sent)
+    }
+
     fn answer(
         &self,
         method: &str,

@@ -1,5 +1,6 @@
-//! `factline saga ...`: the saga log of a stopped host's data directory (list, show, retry an
-//! instance that needs attention). The running host holds the directory's lock.
+//! `factline saga ...`: the saga log. Against a running host through its API (list, show), or
+//! with `--config` on a stopped host's data directory (list, show, and retry an instance that
+//! needs attention; the running host holds the directory's lock).
 
 use std::path::PathBuf;
 
@@ -9,14 +10,16 @@ use factline_host::config::Config;
 use factline_host::log::{EventLog, LogOptions, OpenError};
 use factline_host::saga::{self, SagaInstance};
 
+use super::client::{Client, Remote, segment};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// The host's configuration file (names the data directory).
-    #[arg(long, env = "FACTLINE_CONFIG")]
-    config: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
+    /// A stopped host's configuration file (names the data directory); without it, the
+    /// running host at `--host` is asked.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    remote: Remote,
     #[command(subcommand)]
     action: Action,
 }
@@ -45,7 +48,11 @@ enum Action {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+    let Some(config) = &args.config else {
+        return remote(&args.remote, args.action);
+    };
+    let json = args.remote.json;
+    let config = Config::load(config)?;
     let log = match EventLog::open(
         &config.data_dir,
         LogOptions::with_topics(config.topics.iter().cloned()),
@@ -58,7 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.action {
         Action::List { saga } => {
             let all = saga::list(&log, saga.as_deref())?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print_list(&all);
@@ -66,7 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Action::Show { id, saga } => {
             let i = find(&log, saga.as_deref(), &id)?;
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&i)?);
             } else {
                 print_one(&i);
@@ -80,6 +87,45 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 i.saga, i.instance_id
             );
         }
+    }
+    Ok(())
+}
+
+/// The same views through a running host's API.
+fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
+    let client = Client::new(remote);
+    let instances = |saga: Option<&str>| -> anyhow::Result<Vec<SagaInstance>> {
+        let path = match saga {
+            Some(s) => format!("/v1/admin/sagas?saga={}", segment(s)),
+            None => "/v1/admin/sagas".to_owned(),
+        };
+        Ok(serde_json::from_value(
+            client.get(&path)?["instances"].take(),
+        )?)
+    };
+    match action {
+        Action::List { saga } => {
+            let all = instances(saga.as_deref())?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                print_list(&all);
+            }
+        }
+        Action::Show { id, saga } => {
+            let i = instances(saga.as_deref())?
+                .into_iter()
+                .find(|i| i.instance_id == id)
+                .with_context(|| format!("no saga instance {id:?}"))?;
+            if remote.json {
+                println!("{}", serde_json::to_string_pretty(&i)?);
+            } else {
+                print_one(&i);
+            }
+        }
+        Action::Retry { .. } => anyhow::bail!(
+            "retry works on a stopped host's directory: stop the host and pass --config"
+        ),
     }
     Ok(())
 }

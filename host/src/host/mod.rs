@@ -404,7 +404,10 @@ impl Host {
             swap: std::time::Duration::ZERO,
             persist_error: None,
         };
-        if new.plugin.version == current.plugin.version {
+        // Same bytes = same version, whatever the label (the watcher sees a deploy's own
+        // rewrite of the file without one).
+        if new.plugin.version.content_hash == current.plugin.version.content_hash {
+            report.current = current.plugin.version.clone();
             return Ok(report);
         }
         let swap_started = std::time::Instant::now();

@@ -9,6 +9,7 @@
 //! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag, dead letters |
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
+//! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances and one's log |
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
 //! | GET | `/metrics` | Prometheus text format (admin: needs the token when one is set) |
@@ -58,6 +59,8 @@ pub fn router(host: Arc<Host>) -> Router {
         )
         .route("/v1/admin/plugins/{name}/rollback", post(rollback))
         .route("/v1/admin/groups", get(groups))
+        .route("/v1/admin/sagas", get(sagas))
+        .route("/v1/admin/sagas/{saga}/{id}", get(saga_instance))
         .route("/v1/admin/dlq", get(dead_letters))
         .route(
             "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
@@ -406,6 +409,38 @@ fn deploy_error(e: DeployError) -> ApiError {
         DeployError::Swap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "swap-failed"),
     };
     ApiError::new(status, kind, e)
+}
+
+#[derive(Deserialize)]
+struct SagaQuery {
+    saga: Option<String>,
+}
+
+async fn sagas(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Query(q): Query<SagaQuery>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let all = crate::saga::list(host.log(), q.saga.as_deref()).map_err(internal)?;
+    Ok(Json(json!({ "instances": all })))
+}
+
+async fn saga_instance(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path((saga, id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let found = crate::saga::find(host.log(), Some(&saga), &id).map_err(internal)?;
+    let instance = found.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-saga-instance",
+            format!("no instance {id:?} of saga {saga:?}"),
+        )
+    })?;
+    Ok(Json(json!(instance)))
 }
 
 async fn groups(

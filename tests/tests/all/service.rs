@@ -68,7 +68,7 @@ fn scrape(port: u16) -> String {
 }
 
 /// Runs the CLI with `args`; returns its output.
-fn cli(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn cli(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(bin)
         .args(args)
         .envs(env.iter().copied())
@@ -77,7 +77,7 @@ fn cli(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn cli_json(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+pub(crate) fn cli_json(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
     let out = cli(bin, args, env);
     assert!(
         out.status.success(),

@@ -308,3 +308,77 @@ fn deploy_and_rollback_over_http() {
         assert_eq!(status, 404);
     });
 }
+
+/// `factline plugins deploy|rollback` and `factline saga list` against the real binary: the
+/// CLI mirrors the API, and the file watcher of `factline run` sees the CLI's own rewrite of the
+/// component file as "unchanged" (one swap per deploy, none from the watcher).
+#[test]
+fn the_cli_deploys_and_rolls_back_a_running_plugin() {
+    use crate::service::cli_json;
+    use crate::support::{RunningHost, factline_binary};
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::write(plugins.join("versioned.wasm"), version(0)).unwrap();
+    let config = dir.path().join("factline.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[http]\naddress = \"127.0.0.1:0\"\n[[topics]]\nname = \"tick\"\npartitions = 2\n\
+         [[plugins]]\nname = \"versioned\"\nkind = \"projector\"\ncomponent = \"plugins/versioned.wasm\"\nsubscriptions = [\"tick\"]\n",
+    )
+    .unwrap();
+    let bin = factline_binary();
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    host.wait_ready();
+    let url = host.url().to_owned();
+    let new = dir.path().join("v2.wasm");
+    std::fs::write(&new, version(2)).unwrap();
+
+    let report = cli_json(
+        &bin,
+        &[
+            "plugins",
+            "deploy",
+            "versioned",
+            new.to_str().unwrap(),
+            "--version",
+            "2.0",
+            "--host",
+            &url,
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(report["swapped"], true, "{report}");
+    assert_eq!(report["current"]["label"], "2.0", "{report}");
+    // Give the watcher time to see the rewrite; it must not deploy anything itself.
+    std::thread::sleep(Duration::from_millis(800));
+    let listed = cli_json(&bin, &["plugins", "--host", &url, "--json"], &[]);
+    assert_eq!(listed["plugins"][0]["label"], "2.0", "{listed}");
+
+    let back = cli_json(
+        &bin,
+        &["plugins", "rollback", "versioned", "--host", &url, "--json"],
+        &[],
+    );
+    assert_eq!(back["swapped"], true, "{back}");
+    assert_eq!(
+        std::fs::read(plugins.join("versioned.wasm")).unwrap(),
+        version(0)
+    );
+    let refused = crate::service::cli(
+        &bin,
+        &["plugins", "rollback", "versioned", "--host", &url],
+        &[],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no previous version"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let sagas = cli_json(&bin, &["saga", "list", "--host", &url, "--json"], &[]);
+    assert_eq!(sagas, serde_json::json!([]));
+    assert!(host.terminate().success(), "{}", host.stderr());
+}
