@@ -23,6 +23,14 @@
 //! `react(given_events)` as one batch, then [`PolicyOutcome::from_lists`] over the command lists
 //! it returned (a failure gives `Failed`).
 //!
+//! # Running a saga scenario
+//! [`SagaScenario::run`] drives the saga through a [`SagaCalls`] (the plugin's byte-level
+//! exports, native or `.wasm`) as the host would, with answers arriving in order: `start` on the
+//! trigger, `execute` the first step, then each answer is judged by the current step
+//! (`not-mine` skips it; `succeeded` moves to the next step's command; `failed`, or a command the
+//! aggregate rejected, fails the step and compensates the completed compensable steps newest
+//! first). The outcome is the commands sent, the compensations sent, and the final status.
+//!
 //! Envelopes are deterministic: given event `i` has id `given-{i}`, offset `i`, partition 0, topic
 //! = the stream's category (text before the first `-`), `occurred_at` =
 //! [`default_occurred_at`]`(i)` unless set; the command has id `command` and `issued_at` =
@@ -67,6 +75,7 @@ pub enum Scenario {
     Aggregate(AggregateScenario),
     Projector(ProjectorScenario),
     Policy(PolicyScenario),
+    Saga(SagaScenario),
 }
 
 impl Scenario {
@@ -75,7 +84,210 @@ impl Scenario {
             Scenario::Aggregate(s) => &s.name,
             Scenario::Projector(s) => &s.name,
             Scenario::Policy(s) => &s.name,
+            Scenario::Saga(s) => &s.name,
         }
+    }
+}
+
+/// Given a trigger event and answers in order, then the commands and compensations the saga
+/// sends and where it ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaScenario {
+    pub name: String,
+    /// Must name its stream.
+    pub trigger: GivenEvent,
+    #[serde(default)]
+    pub answers: Vec<SagaAnswer>,
+    pub then: SagaExpectation,
+}
+
+/// An answer to the current step: an event (naming its stream), or the step's command rejected
+/// by its aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SagaAnswer {
+    Rejected { rejected: String },
+    Event(GivenEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SagaExpectation {
+    /// `ignored` (the trigger started nothing), `running`, `completed` or `failed`.
+    pub status: String,
+    /// Step commands, in the order they were sent.
+    #[serde(default)]
+    pub commands: Vec<ExpectedCommand>,
+    /// Compensating commands, in the order they were sent.
+    #[serde(default)]
+    pub compensations: Vec<ExpectedCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+}
+
+/// What running a saga scenario produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum SagaOutcome {
+    Ran(SagaExpectation),
+    Failed { message: String },
+}
+
+/// A saga's judgement of an answer, as [`SagaCalls::judge`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    Succeeded(Vec<u8>),
+    Failed(String),
+    NotMine,
+}
+
+/// A saga plugin's exports at the byte level (instance data is the plugin's own bytes); errors
+/// are the plugin's failure messages.
+pub trait SagaCalls {
+    /// `(step name, compensable)` in order.
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, String>;
+    /// The new instance's data, or `None` when the trigger starts nothing.
+    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, String>;
+    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, String>;
+    fn compensate(
+        &mut self,
+        step: &str,
+        data: &[u8],
+    ) -> Result<Option<crate::OutgoingCommand>, String>;
+    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent) -> Result<Judgement, String>;
+}
+
+fn expected_command(c: crate::OutgoingCommand) -> Result<ExpectedCommand, String> {
+    let payload = codec::msgpack_to_json(&c.payload)
+        .map_err(|e| format!("payload of `{}`: {e}", c.command_type))?;
+    Ok(ExpectedCommand {
+        aggregate: c.aggregate,
+        stream: c.stream,
+        command_type: c.command_type,
+        command_id: Some(c.command_id),
+        payload,
+    })
+}
+
+impl SagaScenario {
+    /// Runs the scenario against `calls` (see the module documentation).
+    pub fn run(&self, calls: &mut impl SagaCalls) -> SagaOutcome {
+        match self.drive(calls) {
+            Ok(ran) => SagaOutcome::Ran(ran),
+            Err(message) => SagaOutcome::Failed { message },
+        }
+    }
+
+    fn drive(&self, calls: &mut impl SagaCalls) -> Result<SagaExpectation, String> {
+        let mut given = vec![self.trigger.clone()];
+        given.extend(self.answers.iter().filter_map(|a| match a {
+            SagaAnswer::Event(e) => Some(e.clone()),
+            SagaAnswer::Rejected { .. } => None,
+        }));
+        let mut events = raw_events(&given, None)?.into_iter();
+        let trigger = events.next().expect("the trigger is first");
+        let mut ran = SagaExpectation {
+            status: "ignored".into(),
+            commands: Vec::new(),
+            compensations: Vec::new(),
+            failed_step: None,
+        };
+        let steps = calls.steps()?;
+        let Some(mut data) = calls.start(&trigger)? else {
+            return Ok(ran);
+        };
+        ran.status = "running".into();
+        let mut current = 0;
+        if let Some((step, _)) = steps.first() {
+            ran.commands
+                .push(expected_command(calls.execute(step, &data)?)?);
+        } else {
+            ran.status = "completed".into();
+            return Ok(ran);
+        }
+        for answer in &self.answers {
+            let step = steps[current].0.clone();
+            let verdict = match answer {
+                SagaAnswer::Rejected { rejected } => Judgement::Failed(rejected.clone()),
+                SagaAnswer::Event(_) => {
+                    let event = events.next().expect("one raw event per event answer");
+                    calls.judge(&step, &data, &event)?
+                }
+            };
+            match verdict {
+                Judgement::NotMine => continue,
+                Judgement::Succeeded(next) => {
+                    data = next;
+                    current += 1;
+                    match steps.get(current) {
+                        Some((next_step, _)) => ran
+                            .commands
+                            .push(expected_command(calls.execute(next_step, &data)?)?),
+                        None => {
+                            ran.status = "completed".into();
+                            return Ok(ran);
+                        }
+                    }
+                }
+                Judgement::Failed(_) => {
+                    ran.status = "failed".into();
+                    ran.failed_step = Some(step);
+                    for (done, compensable) in steps[..current].iter().rev() {
+                        if *compensable && let Some(c) = calls.compensate(done, &data)? {
+                            ran.compensations.push(expected_command(c)?);
+                        }
+                    }
+                    return Ok(ran);
+                }
+            }
+        }
+        Ok(ran)
+    }
+
+    pub fn verify(&self, outcome: &SagaOutcome) -> Result<(), Mismatch> {
+        let mut diffs = Vec::new();
+        match outcome {
+            SagaOutcome::Failed { message } => diffs.push(format!("the saga failed: {message}")),
+            SagaOutcome::Ran(got) => {
+                let want = &self.then;
+                diff(
+                    "status",
+                    &json!(want.status),
+                    &json!(got.status),
+                    &mut diffs,
+                );
+                diff(
+                    "failed_step",
+                    &json!(want.failed_step),
+                    &json!(got.failed_step),
+                    &mut diffs,
+                );
+                for (what, want, got) in [
+                    ("commands", &want.commands, &got.commands),
+                    ("compensations", &want.compensations, &got.compensations),
+                ] {
+                    if want.len() != got.len() {
+                        diffs.push(format!(
+                            "{what}: expected {} commands, got {}",
+                            want.len(),
+                            got.len()
+                        ));
+                    }
+                    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                        let w = to_json(w);
+                        let mut g = to_json(g);
+                        if w.get("command_id").is_none()
+                            && let Some(o) = g.as_object_mut()
+                        {
+                            o.remove("command_id");
+                        }
+                        diff(&format!("{what}[{i}]"), &w, &g, &mut diffs);
+                    }
+                }
+            }
+        }
+        Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
     }
 }
 
@@ -607,6 +819,13 @@ pub enum Outcome {
     Aggregate(AggregateOutcome),
     Projector(ProjectorOutcome),
     Policy(PolicyOutcome),
+    Saga(SagaOutcome),
+}
+
+impl From<SagaOutcome> for Outcome {
+    fn from(outcome: SagaOutcome) -> Self {
+        Self::Saga(outcome)
+    }
 }
 
 impl From<PolicyOutcome> for Outcome {
@@ -633,6 +852,7 @@ pub fn verify(scenario: &Scenario, outcome: &Outcome) -> Result<(), Mismatch> {
         (Scenario::Aggregate(s), Outcome::Aggregate(o)) => s.verify(o),
         (Scenario::Projector(s), Outcome::Projector(o)) => s.verify(o),
         (Scenario::Policy(s), Outcome::Policy(o)) => s.verify(o),
+        (Scenario::Saga(s), Outcome::Saga(o)) => s.verify(o),
         (s, o) => Mismatch::check(
             s.name(),
             vec!["the outcome is of another plugin kind than the scenario".into()],
@@ -641,6 +861,7 @@ pub fn verify(scenario: &Scenario, outcome: &Outcome) -> Result<(), Mismatch> {
                 Outcome::Aggregate(o) => to_json(o),
                 Outcome::Projector(o) => to_json(o),
                 Outcome::Policy(o) => to_json(o),
+                Outcome::Saga(o) => to_json(o),
             },
         ),
     }

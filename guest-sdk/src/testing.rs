@@ -155,6 +155,63 @@ pub fn run_aggregate<A: Aggregate>(scenario: &AggregateScenario) -> AggregateOut
 }
 
 /// Runs a projector scenario natively against `P` with an in-memory read model.
+/// Runs a saga scenario natively against the Rust type `S` (the same driver the `.wasm` runner
+/// uses, over the byte-level entry points the export glue calls).
+pub fn run_saga<S: crate::Saga>(
+    scenario: &crate::scenario::SagaScenario,
+) -> crate::scenario::SagaOutcome {
+    scenario.run(&mut NativeSaga::<S>(std::marker::PhantomData))
+}
+
+struct NativeSaga<S>(std::marker::PhantomData<S>);
+
+impl<S: crate::Saga> crate::scenario::SagaCalls for NativeSaga<S> {
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, String> {
+        Ok(crate::saga::runtime::definition::<S>()
+            .steps
+            .into_iter()
+            .map(|s| (s.name, s.compensable))
+            .collect())
+    }
+
+    fn start(&mut self, trigger: &crate::RawEvent) -> Result<Option<Vec<u8>>, String> {
+        crate::saga::runtime::start::<S>(trigger.clone())
+            .map(|s| s.map(|(_, data)| data))
+            .map_err(|f| f.to_string())
+    }
+
+    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, String> {
+        crate::saga::runtime::execute::<S>(step, data).map_err(|f| f.to_string())
+    }
+
+    fn compensate(
+        &mut self,
+        step: &str,
+        data: &[u8],
+    ) -> Result<Option<crate::OutgoingCommand>, String> {
+        crate::saga::runtime::compensate::<S>(step, data).map_err(|f| f.to_string())
+    }
+
+    fn judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &crate::RawEvent,
+    ) -> Result<crate::scenario::Judgement, String> {
+        use crate::saga::runtime::RawVerdict;
+        use crate::scenario::Judgement;
+        Ok(
+            match crate::saga::runtime::judge::<S>(step, data, answer.clone())
+                .map_err(|f| f.to_string())?
+            {
+                RawVerdict::Succeeded(d) => Judgement::Succeeded(d),
+                RawVerdict::Failed(r) => Judgement::Failed(r),
+                RawVerdict::NotMine => Judgement::NotMine,
+            },
+        )
+    }
+}
+
 pub fn run_projector<P: Projector>(scenario: &ProjectorScenario) -> ProjectorOutcome {
     let given = match scenario.given_events() {
         Ok(given) => given,

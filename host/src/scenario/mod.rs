@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use factline_guest::scenario::{
-    AggregateOutcome, AggregateScenario, Mismatch, Outcome, PolicyOutcome, PolicyScenario,
-    ProjectorOutcome, ProjectorScenario, Scenario,
+    AggregateOutcome, AggregateScenario, BASE_TIME_MS, Judgement, Mismatch, Outcome, PolicyOutcome,
+    PolicyScenario, ProjectorOutcome, ProjectorScenario, SagaCalls, SagaOutcome, SagaScenario,
+    Scenario,
 };
 use factline_guest::{RawEvent, RawNewEvent};
 use uuid::Uuid;
@@ -32,7 +33,7 @@ use crate::event::Event;
 use crate::log::{Durability, EventLog, LogOptions};
 use crate::plugin::{
     CommandInput, Decision, Limits, LoadError, LoadedPlugin, PluginKind, PluginRuntime,
-    ReadModelSession, RuntimeConfig,
+    ReadModelSession, RuntimeConfig, Verdict,
 };
 
 /// Why a scenario did not pass.
@@ -117,6 +118,7 @@ impl ScenarioRunner {
             Scenario::Aggregate(s) => self.aggregate(wasm, s)?.into(),
             Scenario::Projector(s) => self.projector(wasm, s)?.into(),
             Scenario::Policy(s) => self.policy(wasm, s)?.into(),
+            Scenario::Saga(s) => self.saga(wasm, s)?.into(),
         })
     }
 
@@ -237,6 +239,7 @@ pub fn kind_of(scenario: &Scenario) -> PluginKind {
         Scenario::Aggregate(_) => PluginKind::Aggregate,
         Scenario::Projector(_) => PluginKind::Projector,
         Scenario::Policy(_) => PluginKind::Policy,
+        Scenario::Saga(_) => PluginKind::Saga,
     }
 }
 
@@ -260,6 +263,82 @@ impl ScenarioRunner {
                 .map(|l| l.into_iter().map(Into::into).collect())
                 .collect(),
         ))
+    }
+}
+
+impl ScenarioRunner {
+    fn saga(&self, wasm: &Path, s: &SagaScenario) -> Result<SagaOutcome, ScenarioError> {
+        let plugin = self.plugin(wasm, PluginKind::Saga)?;
+        let instance = match plugin.instantiate() {
+            Ok(i) => i,
+            Err(f) => {
+                return Ok(SagaOutcome::Failed {
+                    message: f.to_string(),
+                });
+            }
+        };
+        Ok(s.run(&mut WasmSaga(instance)))
+    }
+}
+
+/// A saga component's exports as the scenario driver calls them.
+struct WasmSaga(crate::plugin::PluginInstance);
+
+fn envelope(raw: &RawEvent) -> Event {
+    envelopes(std::slice::from_ref(raw)).remove(0)
+}
+
+impl SagaCalls for WasmSaga {
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, String> {
+        let d = self.0.saga_definition().map_err(|f| f.to_string())?;
+        Ok(d.steps
+            .into_iter()
+            .map(|s| (s.name, s.compensable))
+            .collect())
+    }
+
+    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, String> {
+        let started = self
+            .0
+            .saga_start(&envelope(trigger))
+            .map_err(|f| f.to_string())?;
+        Ok(started.map(|(_, data)| data))
+    }
+
+    fn execute(
+        &mut self,
+        step: &str,
+        data: &[u8],
+    ) -> Result<factline_guest::OutgoingCommand, String> {
+        let c = self
+            .0
+            .saga_execute(step, data, BASE_TIME_MS)
+            .map_err(|f| f.to_string())?;
+        Ok(c.into())
+    }
+
+    fn compensate(
+        &mut self,
+        step: &str,
+        data: &[u8],
+    ) -> Result<Option<factline_guest::OutgoingCommand>, String> {
+        let c = self
+            .0
+            .saga_compensate(step, data, BASE_TIME_MS)
+            .map_err(|f| f.to_string())?;
+        Ok(c.map(Into::into))
+    }
+
+    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent) -> Result<Judgement, String> {
+        let v = self
+            .0
+            .saga_judge(step, data, &envelope(answer))
+            .map_err(|f| f.to_string())?;
+        Ok(match v {
+            Verdict::Succeeded(d) => Judgement::Succeeded(d),
+            Verdict::Failed(r) => Judgement::Failed(r),
+            Verdict::NotMine => Judgement::NotMine,
+        })
     }
 }
 

@@ -12,3 +12,23 @@ pub const CONFIRMATION_SUBJECT: &str = "Order confirmed";
 include!("saga.rs");
 
 factline_guest::saga!(OrderPlacement);
+
+#[cfg(test)]
+mod scenario_file {
+    use factline_guest::scenario::{Scenario, ScenarioFile};
+
+    /// The file `factline test` runs against the `.wasm` (and any other language's build) holds
+    /// natively for the Rust type too.
+    #[test]
+    fn the_scenario_file_passes_natively() {
+        let file: ScenarioFile = serde_json::from_str(include_str!("../scenarios.json")).unwrap();
+        assert!(file.scenarios.len() >= 5);
+        for s in &file.scenarios {
+            let Scenario::Saga(s) = s else {
+                panic!("{} is not a saga scenario", s.name())
+            };
+            let outcome = factline_guest::testing::run_saga::<super::OrderPlacement>(s);
+            s.verify(&outcome).unwrap_or_else(|m| panic!("{m}"));
+        }
+    }
+}

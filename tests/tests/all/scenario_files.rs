@@ -93,3 +93,34 @@ fn factline_test_refuses_a_component_of_another_kind_once() {
     assert!(out.contains("projector-handler"), "{out}");
     assert_eq!(out.matches("cannot load").count(), 1, "{out}");
 }
+
+/// Saga scenarios: the order-placement saga's file passes; a wrong expectation is a diff that
+/// names what differs, with a non-zero exit.
+#[test]
+fn saga_scenario_files_run_through_factline_test() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/order-placement/scenarios.json"
+    );
+    let (ok, out) = factline_test(&[factline_tests::ORDER_PLACEMENT, file]);
+    assert!(ok && out.contains("5 passed, 0 failed"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.json");
+    let text = std::fs::read_to_string(file)
+        .unwrap()
+        .replacen("\"status\": \"completed\"", "\"status\": \"failed\"", 1)
+        .replacen("\"ORD-1/release\"", "\"ORD-1/release-twice\"", 1);
+    std::fs::write(&wrong, text).unwrap();
+    let (ok, out) = factline_test(&[factline_tests::ORDER_PLACEMENT, wrong.to_str().unwrap()]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"status: expected "failed", got "completed""#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"compensations[0].command_id: expected "ORD-1/release-twice""#),
+        "{out}"
+    );
+    assert!(out.contains("3 passed, 2 failed"), "{out}");
+}
