@@ -1,5 +1,6 @@
 //! The language-neutral scenario format: given events, when a command, then events or a
-//! rejection (aggregates); given events, then read-model rows (projectors).
+//! rejection (aggregates); given events, then read-model rows (projectors) or commands
+//! (policies); given a trigger and answers, then commands and compensations (sagas).
 //!
 //! Scenarios are plain serde data, so they are written in Rust with [`crate::testing`], or read
 //! from JSON or TOML files, and run natively against a Rust type or against any built `.wasm`
