@@ -138,9 +138,9 @@ then = [{ key = "counter-1", value = { total = 2 } }, { key = "counter-2" }]
             "{e}"
         );
 
-        let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"saga\"}]}");
+        let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"workflow\"}]}");
         let e = load(&path).unwrap_err().to_string();
-        assert!(e.contains("s.json:2:") && e.contains("saga"), "{e}");
+        assert!(e.contains("s.json:2:") && e.contains("workflow"), "{e}");
 
         let (_d, path) = write("s.json", "{\"scenarios\": []}");
         assert!(matches!(load(&path), Err(ScenarioFileError::Empty { .. })));
