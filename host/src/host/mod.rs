@@ -83,6 +83,7 @@ pub struct Host {
     aggregates: BTreeMap<String, Arc<AggregateHandler>>,
     groups: Vec<GroupHandle>,
     sagas: BTreeMap<String, Arc<SagaRunner>>,
+    policies: BTreeMap<String, Arc<PolicyRunner>>,
     /// Saga and policy runners' tasks.
     runners: Vec<Driven>,
 }
@@ -205,6 +206,7 @@ impl Host {
         }
         let dispatcher = Dispatcher::new(aggregates.clone());
         let mut sagas = BTreeMap::new();
+        let mut policies = BTreeMap::new();
         let mut runners: Vec<Arc<dyn crate::dispatch::Runner>> = Vec::new();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
             let Role::Consumer(group) = &p.role else {
@@ -244,7 +246,9 @@ impl Host {
                         name: p.name.clone(),
                         source,
                     })?;
-                    runners.push(Arc::new(runner));
+                    let runner = Arc::new(runner);
+                    policies.insert(p.name.clone(), runner.clone());
+                    runners.push(runner);
                 }
                 PluginKind::Aggregate | PluginKind::Projector => {}
             }
@@ -274,6 +278,7 @@ impl Host {
             aggregates,
             groups,
             sagas,
+            policies,
             runners,
         })
     }
@@ -466,6 +471,16 @@ impl Host {
                 // they started with (pinned by content hash), which stays loaded.
                 let saga = self.sagas.get(&name).expect("every saga has a runner");
                 saga.add_version(&new.plugin)
+                    .map_err(|e| DeployError::Saga {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    })?;
+            }
+            Role::Consumer(_) if config.kind == PluginKind::Policy => {
+                // Between two batches: the runner holds its state lock for a whole batch.
+                let policy = self.policies.get(&name).expect("every policy has a runner");
+                policy
+                    .swap_plugin(&new.plugin)
                     .map_err(|e| DeployError::Saga {
                         plugin: name.clone(),
                         message: e.to_string(),

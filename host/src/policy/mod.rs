@@ -126,6 +126,27 @@ impl PolicyRunner {
         &self.name
     }
 
+    /// Deploys a new plugin version: instantiated first (a failure changes nothing), then
+    /// swapped in between two batches (a batch holds the state lock). Pending retries start
+    /// over: the new version deserves its own attempts.
+    pub fn swap_plugin(&self, plugin: &std::sync::Arc<LoadedPlugin>) -> Result<(), PolicyError> {
+        let failed = |failure| PolicyError::Instantiate {
+            plugin: plugin.name.clone(),
+            failure,
+        };
+        let mut instance = plugin.instantiate().map_err(failed)?;
+        let types = instance
+            .event_types()
+            .map_err(failed)?
+            .into_iter()
+            .collect();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.instance = instance;
+        state.types = types;
+        state.retrying.clear();
+        Ok(())
+    }
+
     /// One pass over every partition; `progress` when anything committed.
     pub fn run_pass(&self) -> Result<Pass, PolicyError> {
         let mut progress = false;

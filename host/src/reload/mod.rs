@@ -50,7 +50,8 @@ pub enum DeployError {
         plugin: String,
         source: ConsumerError,
     },
-    #[error("the saga runner refused the new version of {plugin:?}: {message}")]
+    /// The saga or policy runner refused the new version (e.g. another saga's definition).
+    #[error("the runner refused the new version of {plugin:?}: {message}")]
     Saga { plugin: String, message: String },
     #[error("{0:?} has no previous version to roll back to")]
     NoPrevious(String),

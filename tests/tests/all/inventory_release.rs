@@ -66,3 +66,53 @@ fn a_cancelled_order_releases_its_inventory() {
             .is_empty()
     );
 }
+
+/// A new version of a running policy (and of a saga) is deployed through the host like any
+/// plugin: swapped between batches, listed, and the policy keeps working on the new version.
+#[test]
+fn policies_and_sagas_are_hot_deployed() {
+    use factline_host::reload::DeployOrigin;
+    let shop = Shop::start();
+    shop.restock("P1", 5);
+    // Same code, another content hash: a custom section appended (`name` "v", payload "2").
+    let mut policy = std::fs::read(factline_tests::INVENTORY_RELEASE).unwrap();
+    policy.extend_from_slice(&[0, 3, 1, b'v', b'2']);
+    let host = shop.host();
+    // `File`: as the watcher deploys, so the build's own component file is not rewritten.
+    let report = shop
+        .rt
+        .block_on(host.deploy("inventory-release", policy, None, DeployOrigin::File))
+        .unwrap();
+    assert!(report.swapped, "{report:?}");
+    let running = host
+        .plugins()
+        .into_iter()
+        .find(|p| p.name == "inventory-release")
+        .unwrap();
+    assert_eq!(running.version, report.current);
+
+    let saga = std::fs::read(factline_tests::ORDER_PLACEMENT_V2).unwrap();
+    let report = shop
+        .rt
+        .block_on(host.deploy("order-placement", saga, None, DeployOrigin::File))
+        .unwrap();
+    assert!(report.swapped, "{report:?}");
+    assert!(
+        host.saga("order-placement")
+            .unwrap()
+            .loaded_versions()
+            .contains(&report.current.content_hash),
+        "the runner has the new version"
+    );
+
+    // The new policy version releases a cancelled order's stock, once.
+    shop.place_order("ORD-9", "C9", &[("P1", 2, 100)]);
+    shop.wait_saga("ORD-9", |i| i.status == SagaStatus::Completed);
+    shop.send("order", "ORD-9", "cancel", json!({"reason": "x"}))
+        .unwrap();
+    eventually(|| {
+        shop.events("inventory-main")
+            .into_iter()
+            .find(|e| e.event_type == "inventory.released")
+    });
+}
