@@ -268,27 +268,34 @@ impl SagaScenario {
                     ("commands", &want.commands, &got.commands),
                     ("compensations", &want.compensations, &got.compensations),
                 ] {
-                    if want.len() != got.len() {
-                        diffs.push(format!(
-                            "{what}: expected {} commands, got {}",
-                            want.len(),
-                            got.len()
-                        ));
-                    }
-                    for (i, (w, g)) in want.iter().zip(got).enumerate() {
-                        let w = to_json(w);
-                        let mut g = to_json(g);
-                        if w.get("command_id").is_none()
-                            && let Some(o) = g.as_object_mut()
-                        {
-                            o.remove("command_id");
-                        }
-                        diff(&format!("{what}[{i}]"), &w, &g, &mut diffs);
-                    }
+                    diff_commands(what, want, got, &mut diffs);
                 }
             }
         }
         Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
+    }
+}
+
+/// Differences between expected and sent commands, in order; a `command_id` is compared only
+/// when the expectation gives one.
+fn diff_commands(
+    what: &str,
+    want: &[ExpectedCommand],
+    got: &[ExpectedCommand],
+    diffs: &mut Vec<String>,
+) {
+    if want.len() != got.len() {
+        diffs.push(format!("expected {} {what}, got {}", want.len(), got.len()));
+    }
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        let w = to_json(w);
+        let mut g = to_json(g);
+        if w.get("command_id").is_none()
+            && let Some(o) = g.as_object_mut()
+        {
+            o.remove("command_id");
+        }
+        diff(&format!("{what}[{i}]"), &w, &g, diffs);
     }
 }
 
@@ -328,23 +335,7 @@ impl PolicyScenario {
                 diffs.push(format!("the policy failed: {message}"))
             }
             PolicyOutcome::Commands { commands } => {
-                if commands.len() != self.then.len() {
-                    diffs.push(format!(
-                        "expected {} commands, got {}",
-                        self.then.len(),
-                        commands.len()
-                    ));
-                }
-                for (i, (want, got)) in self.then.iter().zip(commands).enumerate() {
-                    let want = to_json(want);
-                    let mut got = to_json(got);
-                    if want.get("command_id").is_none()
-                        && let Some(o) = got.as_object_mut()
-                    {
-                        o.remove("command_id");
-                    }
-                    diff(&format!("commands[{i}]"), &want, &got, &mut diffs);
-                }
+                diff_commands("commands", &self.then, commands, &mut diffs)
             }
         }
         Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))

@@ -56,6 +56,23 @@ struct State {
     retrying: HashMap<(String, u32), Retrying>,
 }
 
+/// A fresh instance of `plugin` and the event types it handles.
+fn instantiate(
+    plugin: &std::sync::Arc<LoadedPlugin>,
+) -> Result<(PluginInstance, HashSet<String>), PolicyError> {
+    let failed = |failure| PolicyError::Instantiate {
+        plugin: plugin.name.clone(),
+        failure,
+    };
+    let mut instance = plugin.instantiate().map_err(failed)?;
+    let types = instance
+        .event_types()
+        .map_err(failed)?
+        .into_iter()
+        .collect();
+    Ok((instance, types))
+}
+
 /// Runs one policy plugin.
 pub struct PolicyRunner {
     name: String,
@@ -97,16 +114,7 @@ impl PolicyRunner {
         batch_size: usize,
         retry: RetryPolicy,
     ) -> Result<Self, PolicyError> {
-        let failed = |failure| PolicyError::Instantiate {
-            plugin: plugin.name.clone(),
-            failure,
-        };
-        let mut instance = plugin.instantiate().map_err(failed)?;
-        let types = instance
-            .event_types()
-            .map_err(failed)?
-            .into_iter()
-            .collect();
+        let (instance, types) = instantiate(plugin)?;
         Ok(PolicyRunner {
             name: name.into(),
             log,
@@ -130,16 +138,7 @@ impl PolicyRunner {
     /// swapped in between two batches (a batch holds the state lock). Pending retries start
     /// over: the new version deserves its own attempts.
     pub fn swap_plugin(&self, plugin: &std::sync::Arc<LoadedPlugin>) -> Result<(), PolicyError> {
-        let failed = |failure| PolicyError::Instantiate {
-            plugin: plugin.name.clone(),
-            failure,
-        };
-        let mut instance = plugin.instantiate().map_err(failed)?;
-        let types = instance
-            .event_types()
-            .map_err(failed)?
-            .into_iter()
-            .collect();
+        let (instance, types) = instantiate(plugin)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.instance = instance;
         state.types = types;
