@@ -471,7 +471,7 @@ impl Host {
                 // they started with (pinned by content hash), which stays loaded.
                 let saga = self.sagas.get(&name).expect("every saga has a runner");
                 saga.add_version(&new.plugin)
-                    .map_err(|e| DeployError::Saga {
+                    .map_err(|e| DeployError::Runner {
                         plugin: name.clone(),
                         message: e.to_string(),
                     })?;
@@ -481,7 +481,7 @@ impl Host {
                 let policy = self.policies.get(&name).expect("every policy has a runner");
                 policy
                     .swap_plugin(&new.plugin)
-                    .map_err(|e| DeployError::Saga {
+                    .map_err(|e| DeployError::Runner {
                         plugin: name.clone(),
                         message: e.to_string(),
                     })?;

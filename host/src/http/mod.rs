@@ -401,7 +401,7 @@ async fn rollback(
 fn deploy_error(e: DeployError) -> ApiError {
     let (status, kind) = match &e {
         DeployError::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown-plugin"),
-        DeployError::Load { .. } | DeployError::Instantiate { .. } | DeployError::Saga { .. } => {
+        DeployError::Load { .. } | DeployError::Instantiate { .. } | DeployError::Runner { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid-component")
         }
         DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),

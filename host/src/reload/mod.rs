@@ -52,7 +52,7 @@ pub enum DeployError {
     },
     /// The saga or policy runner refused the new version (e.g. another saga's definition).
     #[error("the runner refused the new version of {plugin:?}: {message}")]
-    Saga { plugin: String, message: String },
+    Runner { plugin: String, message: String },
     #[error("{0:?} has no previous version to roll back to")]
     NoPrevious(String),
     #[error("{plugin:?} is a {kind} plugin, which cannot be redeployed while running yet")]
