@@ -27,6 +27,14 @@ pub trait Projector: Default {
         meta: &EventMeta,
         model: &mut ReadModel<'_>,
     ) -> Result<(), Failure>;
+
+    /// Version of the read model's shape. Bump it when a new plugin version writes rows the old
+    /// ones cannot be read with (new keys, new value shapes): deploying it then rebuilds the
+    /// read model from offset 0 beside the running one, and queries switch over once it has
+    /// caught up. Same version: the new plugin continues the existing read model in place.
+    fn read_model_version() -> u32 {
+        1
+    }
 }
 
 /// Raw key-value storage behind a [`ReadModel`]: the host's `read-model` interface on wasm, a
@@ -146,6 +154,10 @@ pub(crate) mod runtime {
 
     pub fn event_types<P: Projector>() -> Vec<String> {
         crate::variant_list::<P::Event>()
+    }
+
+    pub fn read_model_version<P: Projector>() -> u32 {
+        P::read_model_version()
     }
 
     /// Projects a batch. On failure the host discards the batch's writes (they commit with the

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod plugin;
 pub mod policy;
 pub mod projector;
+pub mod rebuild;
 pub mod reload;
 pub mod saga;
 pub mod scenario;

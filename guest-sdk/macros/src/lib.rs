@@ -50,7 +50,8 @@ fn export(kind: Kind, input: TokenStream) -> TokenStream {
     let (name, world) = match kind {
         // The optional `schema-evolution` export rides along with every SDK aggregate.
         Kind::Aggregate => ("aggregate", "evolving-aggregate"),
-        Kind::Projector => ("projector", "projector"),
+        // Likewise the optional `read-model-evolution` export with every SDK projector.
+        Kind::Projector => ("projector", "versioned-projector"),
         Kind::Policy => ("policy", "policy"),
         Kind::Saga => ("saga", "saga"),
     };
@@ -278,6 +279,13 @@ fn projector_glue() -> TokenStream2 {
 
             fn scan(&self, prefix: &str, start_after: Option<&str>, limit: u32) -> Vec<(String, Vec<u8>)> {
                 self::factline::plugin::read_model::scan_prefix(prefix, start_after, limit)
+            }
+        }
+
+        impl self::exports::factline::plugin::read_model_evolution::Guest for Component {
+            fn read_model_version() -> u32 {
+                setup();
+                rt::projector::read_model_version::<Plugin>()
             }
         }
 

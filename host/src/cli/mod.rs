@@ -13,6 +13,7 @@ mod dlq;
 mod groups;
 mod inspect;
 mod plugins;
+mod projector;
 mod query;
 mod read;
 mod run;
@@ -61,6 +62,8 @@ enum Command {
     Query(query::Args),
     /// Plugins of a running host and their versions.
     Plugins(plugins::Args),
+    /// Projector read models of a running host; rebuild one blue/green.
+    Projector(projector::Args),
     /// Consumer groups of a running host and their lag.
     Groups(groups::Args),
     /// Topics, high-water marks, group offsets and dead letters of a stopped host's directory.
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Read(args) => read::run(args),
         Command::Query(args) => query::run(args),
         Command::Plugins(args) => plugins::run(args),
+        Command::Projector(args) => projector::run(args),
         Command::Groups(args) => groups::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Test(args) => test::run(args),

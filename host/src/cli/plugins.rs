@@ -68,7 +68,15 @@ fn print_report(remote: &Remote, report: &serde_json::Value) -> anyhow::Result<(
             None => short.to_owned(),
         }
     };
-    if report["swapped"] == true {
+    if !report["rebuild"].is_null() {
+        println!(
+            "{}: {} declares another read-model version: rebuilding it beside the live one; {} stays current until it switches (watch it with `factline projector show {}`)",
+            cell(&report["plugin"]),
+            version(&report["current"]),
+            version(&report["previous"]),
+            cell(&report["plugin"]),
+        );
+    } else if report["swapped"] == true {
         println!(
             "{}: {} -> {} (cache {}, prepare {:.1} ms, swap {:.1} ms)",
             cell(&report["plugin"]),

@@ -160,6 +160,14 @@ pub(super) fn parse(
         if name.is_empty() {
             return Err(c.error(p.name.span(), "`name`: a plugin needs a name"));
         }
+        if name.contains('@') {
+            return Err(c.error(
+                p.name.span(),
+                format!(
+                    "`name`: plugin {name:?} contains '@', which marks read-model generations and rebuild groups"
+                ),
+            ));
+        }
         if !plugin_names.insert(name.clone()) {
             return Err(c.error(
                 p.name.span(),

@@ -40,8 +40,11 @@ pub enum StartFrom {
 /// A consumer group's configuration (one per handler).
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
-    /// The group's name, which is also its read-model scope.
+    /// The group's name (its offsets and dead letters are kept under it).
     pub name: String,
+    /// The read-model scope its batches read and write; `None`: the group's name. A projector's
+    /// live group writes its live generation's scope, a rebuild group the next one's.
+    pub scope: Option<String>,
     pub topics: Vec<String>,
     /// Most events per plugin call.
     pub batch_size: usize,
@@ -60,6 +63,7 @@ impl GroupConfig {
     pub fn new(name: impl Into<String>, topics: Vec<String>) -> Self {
         GroupConfig {
             name: name.into(),
+            scope: None,
             topics,
             batch_size: 256,
             max_events_in_memory: 4096,
@@ -68,6 +72,11 @@ impl GroupConfig {
             start: StartFrom::default(),
             concurrency: 1,
         }
+    }
+
+    /// The read-model scope its batches read and write.
+    pub fn scope(&self) -> &str {
+        self.scope.as_deref().unwrap_or(&self.name)
     }
 
     /// Most events per batch on each of `lanes` lanes.
@@ -343,6 +352,15 @@ impl ConsumerGroup {
 
     pub fn metrics(&self) -> &Arc<GroupMetrics> {
         &self.metrics
+    }
+
+    /// Counts into `metrics` from now on (a handle keeps its counters across the groups it
+    /// runs).
+    pub(crate) fn share_metrics(&mut self, metrics: Arc<GroupMetrics>) {
+        for lane in &mut self.lanes {
+            lane.metrics = metrics.clone();
+        }
+        self.metrics = metrics;
     }
 
     /// Replaces the projection (a new plugin version) between batches, on every lane (the
@@ -801,8 +819,11 @@ impl Lane {
     /// Runs `events` through the projection on a fresh snapshot: the outcome, the writes and
     /// what was read (the commit's read checks).
     fn project(&mut self, events: &[Event]) -> Result<Projected, ReadError> {
-        let session =
-            ReadModelSession::new(&self.config.name, self.log.read_models()?, MAX_VALUE_BYTES);
+        let session = ReadModelSession::new(
+            self.config.scope(),
+            self.log.read_models()?,
+            MAX_VALUE_BYTES,
+        );
         let (result, session) = self.projection.project(events, session);
         let (writes, checks) = match (&result, session) {
             (Ok(()), Some(s)) => s.into_commit(),

@@ -16,7 +16,7 @@ pub use group::{
     Step, lag,
 };
 pub use retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
-pub use runner::{ConsumerPool, GroupHandle};
+pub use runner::{ConsumerPool, GroupHandle, Paused};
 
 #[cfg(test)]
 mod tests;

@@ -43,24 +43,98 @@ struct LaneTask {
     owns: Vec<(String, u32)>,
 }
 
-/// A running group. Dead-letter operations go through it so they run between the batches of
-/// the lane owning the partition (a redelivered event and a batch of its partition never race;
-/// other lanes are fenced by read checks as usual).
-pub struct GroupHandle {
-    name: String,
-    /// The group without its lanes, which the lane tasks hold until [`GroupHandle::stop`].
+/// A group whose lanes are out running.
+struct Running {
+    /// The group without its lanes, which the lane tasks hold until they stop.
     group: Detached,
     lanes: Vec<LaneTask>,
     stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops every lane after its current batch and gives the group back.
+    async fn stop(self) -> ConsumerGroup {
+        let _ = self.stop.send(true);
+        let mut lanes = Vec::with_capacity(self.lanes.len());
+        for l in self.lanes {
+            lanes.push(l.task.await.expect("consumer group lane task panicked"));
+        }
+        ConsumerGroup::from_parts(self.group, lanes)
+    }
+
+    fn lane_of(&self, name: &str, key: &DeadLetterKey) -> Result<&LaneTask, ConsumerError> {
+        let not_ours = || ConsumerError::NotThisGroup(Box::new(key.clone()));
+        if key.group != name {
+            return Err(not_ours());
+        }
+        self.lanes
+            .iter()
+            .find(|l| {
+                l.owns
+                    .iter()
+                    .any(|(t, p)| *t == key.topic && *p == key.partition)
+            })
+            .ok_or_else(not_ours)
+    }
+}
+
+/// A running group. Dead-letter operations go through it so they run between the batches of
+/// the lane owning the partition (a redelivered event and a batch of its partition never race;
+/// other lanes are fenced by read checks as usual). The group can be paused and given back
+/// another [`ConsumerGroup`] of the same name (a projector's rebuilt read model goes live so).
+pub struct GroupHandle {
+    name: String,
+    pool: ConsumerPool,
+    /// The same counters across pauses, whatever group runs.
     metrics: Arc<GroupMetrics>,
+    /// `None` while paused, or when nothing runs under this name (a projector whose read model
+    /// is being rebuilt before it may process).
+    running: tokio::sync::Mutex<Option<Running>>,
 }
 
 impl std::fmt::Debug for GroupHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupHandle")
             .field("name", &self.name)
-            .field("lanes", &self.lanes.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A paused group (see [`GroupHandle::pause`]). Dropping it starts whatever group it then holds;
+/// dead-letter operations and deploys of this group wait meanwhile.
+pub struct Paused<'a> {
+    running: tokio::sync::MutexGuard<'a, Option<Running>>,
+    pool: ConsumerPool,
+    metrics: Arc<GroupMetrics>,
+    group: Option<ConsumerGroup>,
+}
+
+impl std::fmt::Debug for Paused<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paused")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Paused<'_> {
+    /// The group that resumes when this is dropped (`None`: nothing will run).
+    pub fn group(&self) -> Option<&ConsumerGroup> {
+        self.group.as_ref()
+    }
+
+    /// Puts `group` in place of the paused one, which is returned.
+    pub fn replace(&mut self, group: Option<ConsumerGroup>) -> Option<ConsumerGroup> {
+        std::mem::replace(&mut self.group, group)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        if let Some(mut group) = self.group.take() {
+            group.share_metrics(self.metrics.clone());
+            *self.running = Some(self.pool.start(group));
+        }
     }
 }
 
@@ -74,9 +148,29 @@ impl ConsumerPool {
 
     /// Starts `group` on the current tokio runtime: one task per lane.
     pub fn spawn(&self, group: ConsumerGroup) -> GroupHandle {
-        let (stop, stop_rx) = watch::channel(false);
         let name = group.name().to_owned();
         let metrics = group.metrics().clone();
+        GroupHandle {
+            name,
+            pool: self.clone(),
+            metrics,
+            running: tokio::sync::Mutex::new(Some(self.start(group))),
+        }
+    }
+
+    /// A handle for group `name` with nothing running yet; [`GroupHandle::pause`] and a
+    /// replacement start it.
+    pub fn idle(&self, name: impl Into<String>) -> GroupHandle {
+        GroupHandle {
+            name: name.into(),
+            pool: self.clone(),
+            metrics: Arc::default(),
+            running: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn start(&self, group: ConsumerGroup) -> Running {
+        let (stop, stop_rx) = watch::channel(false);
         let (group, lanes) = group.into_parts();
         let lanes = lanes
             .into_iter()
@@ -91,13 +185,7 @@ impl ConsumerPool {
                 }
             })
             .collect();
-        GroupHandle {
-            name,
-            group,
-            lanes,
-            stop,
-            metrics,
-        }
+        Running { group, lanes, stop }
     }
 }
 
@@ -110,20 +198,32 @@ impl GroupHandle {
         &self.metrics
     }
 
+    /// Whether a group runs under this handle (not paused, not waiting for a rebuild).
+    pub fn is_running(&self) -> bool {
+        self.running.try_lock().map_or(true, |r| r.is_some())
+    }
+
+    /// The command queue of the lane owning `key`'s partition.
+    async fn lane_of(&self, key: &DeadLetterKey) -> Result<mpsc::Sender<Command>, ConsumerError> {
+        let running = self.running.lock().await;
+        let running = running.as_ref().ok_or(ConsumerError::Stopped)?;
+        Ok(running.lane_of(&self.name, key)?.commands.clone())
+    }
+
     pub async fn retry_dead_letter(
         &self,
         key: DeadLetterKey,
     ) -> Result<RetryOutcome, ConsumerError> {
-        let lane = self.lane_of(&key)?;
+        let lane = self.lane_of(&key).await?;
         let (tx, rx) = oneshot::channel();
-        send(lane, Command::Retry(key, tx)).await?;
+        send(&lane, Command::Retry(key, tx)).await?;
         rx.await.map_err(|_| ConsumerError::Stopped)?
     }
 
     pub async fn discard_dead_letter(&self, key: DeadLetterKey) -> Result<(), ConsumerError> {
-        let lane = self.lane_of(&key)?;
+        let lane = self.lane_of(&key).await?;
         let (tx, rx) = oneshot::channel();
-        send(lane, Command::Discard(key, tx)).await?;
+        send(&lane, Command::Discard(key, tx)).await?;
         rx.await.map_err(|_| ConsumerError::Stopped)?
     }
 
@@ -133,14 +233,16 @@ impl GroupHandle {
         &self,
         projection: Box<dyn Projection>,
     ) -> Result<(), ConsumerError> {
-        let (name, n) = (self.name.clone(), self.lanes.len());
+        let running = self.running.lock().await;
+        let running = running.as_ref().ok_or(ConsumerError::Stopped)?;
+        let (name, n) = (self.name.clone(), running.lanes.len());
         let projections = tokio::task::spawn_blocking(move || replicas(&name, projection, n))
             .await
             .expect("replicating a projection panicked")?;
         let mut replies = Vec::with_capacity(n);
-        for (lane, p) in self.lanes.iter().zip(projections) {
+        for (lane, p) in running.lanes.iter().zip(projections) {
             let (tx, rx) = oneshot::channel();
-            send(lane, Command::Swap(p, tx)).await?;
+            send(&lane.commands, Command::Swap(p, tx)).await?;
             replies.push(rx);
         }
         for rx in replies {
@@ -149,37 +251,34 @@ impl GroupHandle {
         Ok(())
     }
 
-    fn lane_of(&self, key: &DeadLetterKey) -> Result<&LaneTask, ConsumerError> {
-        let not_ours = || ConsumerError::NotThisGroup(Box::new(key.clone()));
-        if key.group != self.name {
-            return Err(not_ours());
+    /// Stops every lane after its current batch and holds the group until the returned guard
+    /// is dropped, which starts the group it then holds.
+    pub async fn pause(&self) -> Paused<'_> {
+        let mut running = self.running.lock().await;
+        let group = match running.take() {
+            Some(r) => Some(r.stop().await),
+            None => None,
+        };
+        Paused {
+            running,
+            pool: self.pool.clone(),
+            metrics: self.metrics.clone(),
+            group,
         }
-        self.lanes
-            .iter()
-            .find(|l| {
-                l.owns
-                    .iter()
-                    .any(|(t, p)| *t == key.topic && *p == key.partition)
-            })
-            .ok_or_else(not_ours)
     }
 
-    /// Stops every lane after its current batch and hands the group back.
-    pub async fn stop(self) -> ConsumerGroup {
-        let _ = self.stop.send(true);
-        let mut lanes = Vec::with_capacity(self.lanes.len());
-        for l in self.lanes {
-            lanes.push(l.task.await.expect("consumer group lane task panicked"));
+    /// Stops every lane after its current batch and hands the group back (`None` if none ran).
+    pub async fn stop(self) -> Option<ConsumerGroup> {
+        let running = self.running.into_inner();
+        match running {
+            Some(r) => Some(r.stop().await),
+            None => None,
         }
-        ConsumerGroup::from_parts(self.group, lanes)
     }
 }
 
-async fn send(lane: &LaneTask, c: Command) -> Result<(), ConsumerError> {
-    lane.commands
-        .send(c)
-        .await
-        .map_err(|_| ConsumerError::Stopped)
+async fn send(lane: &mpsc::Sender<Command>, c: Command) -> Result<(), ConsumerError> {
+    lane.send(c).await.map_err(|_| ConsumerError::Stopped)
 }
 
 /// Runs `f` on the lane on a blocking thread and gives the lane back.

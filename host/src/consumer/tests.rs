@@ -274,7 +274,7 @@ fn concurrent_lanes_lose_no_update_on_a_shared_key() {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        handle.stop().await
+        handle.stop().await.expect("the group was running")
     });
     let count = log
         .read_models()

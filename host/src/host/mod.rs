@@ -8,8 +8,8 @@
 //! (ARCHITECTURE.md, "Effects and offset commit in one transaction").
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::aggregate::{AggregateHandler, AggregateOptions};
@@ -17,12 +17,16 @@ use crate::config::{Config, Role};
 use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
 use crate::dispatch::{Dispatcher, Driven, drive};
 use crate::evolution::Upcasters;
-use crate::log::{DeadLetterKey, EventLog, LogOptions, OpenError, ReadError};
+use crate::log::{
+    DeadLetterKey, EventLog, LogOptions, OpenError, ProjectionChange, ProjectionError, ReadError,
+    ReadModelGeneration,
+};
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
 };
 use crate::policy::{PolicyError, PolicyRunner};
-use crate::projector::WasmProjection;
+use crate::projector::{Projection, WasmProjection};
+use crate::rebuild::{RebuildJob, RebuildProgress, RebuildReason, RebuildStatus};
 use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
 use crate::saga::{SagaError, SagaOptions, SagaRunner};
 
@@ -57,6 +61,34 @@ pub enum HostError {
     Saga { name: String, source: SagaError },
     #[error("starting policy {name:?}: {source}")]
     Policy { name: String, source: PolicyError },
+    #[error("reading the read-model record of projector {name:?}: {source}")]
+    Projection {
+        name: String,
+        source: ProjectionError,
+    },
+}
+
+/// Why a rebuild was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildRequestError {
+    #[error("no projector named {0:?} is configured")]
+    UnknownProjector(String),
+    #[error("the read model of {0:?} is already being rebuilt")]
+    AlreadyRunning(String),
+}
+
+/// A projector's read models, as the API reports them.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ProjectorStatus {
+    pub projector: String,
+    /// The generation queries read (none before the projector's first start).
+    pub live: Option<ReadModelGeneration>,
+    /// Its read-model scope.
+    pub scope: String,
+    /// Whether its consumer group runs (not while a start-up rebuild must finish first).
+    pub processing: bool,
+    /// The running or last rebuild since this host started.
+    pub rebuild: Option<RebuildStatus>,
 }
 
 /// What one consumer group did while this host ran it.
@@ -77,11 +109,14 @@ pub struct Host {
     /// Held for the host's life: it owns the epoch ticker that enforces call deadlines.
     runtime: Arc<PluginRuntime>,
     /// The running version of every plugin and the ones before it.
-    registry: Registry,
+    registry: Arc<Registry>,
     /// Deploys and rollbacks run one at a time.
     deploy_lock: tokio::sync::Mutex<()>,
     aggregates: BTreeMap<String, Arc<AggregateHandler>>,
-    groups: Vec<GroupHandle>,
+    groups: Vec<Arc<GroupHandle>>,
+    /// Each projector's running or last rebuild, and the rebuild tasks.
+    rebuilds: Mutex<BTreeMap<String, Arc<RebuildProgress>>>,
+    rebuild_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     sagas: BTreeMap<String, Arc<SagaRunner>>,
     policies: BTreeMap<String, Arc<PolicyRunner>>,
     /// Saga and policy runners' tasks.
@@ -127,7 +162,7 @@ impl Host {
 
         // Load (and validate) every plugin before starting anything, so a bad one refuses the
         // whole start instead of leaving a half-running host.
-        let registry = Registry::default();
+        let registry = Arc::new(Registry::default());
         let mut plugins = Vec::new();
         for p in &config.plugins {
             let (loaded, bytes) = read_component(&p.component)
@@ -151,6 +186,7 @@ impl Host {
 
         let mut aggregates = BTreeMap::new();
         let mut groups = Vec::new();
+        let mut pending_rebuilds = Vec::new();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
             let instantiate = |source| HostError::Instantiate {
                 name: p.name.clone(),
@@ -178,13 +214,27 @@ impl Host {
                     let projection =
                         WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
                             .map_err(instantiate)?;
-                    let group =
-                        ConsumerGroup::new(log.clone(), group.clone(), Box::new(projection))
-                            .map_err(|source| HostError::Group {
-                                name: p.name.clone(),
-                                source,
-                            })?;
-                    groups.push(group);
+                    let (config, rebuild) = projector_start(&log, group, loaded, &projection)
+                        .map_err(|source| HostError::Projection {
+                            name: p.name.clone(),
+                            source,
+                        })?;
+                    let group = match rebuild {
+                        // Its read model has another version: nothing runs until it is rebuilt.
+                        Some(PendingRebuild { live: false, .. }) => None,
+                        _ => Some(
+                            ConsumerGroup::new(log.clone(), config, Box::new(projection)).map_err(
+                                |source| HostError::Group {
+                                    name: p.name.clone(),
+                                    source,
+                                },
+                            )?,
+                        ),
+                    };
+                    if let Some(r) = rebuild {
+                        pending_rebuilds.push((p.name.clone(), loaded.clone(), r));
+                    }
+                    groups.push((p.name.clone(), group));
                 }
             }
         }
@@ -264,12 +314,17 @@ impl Host {
         let pool = ConsumerPool::new(config.workers);
         let groups = groups
             .into_iter()
-            .map(|g| {
-                tracing::info!(group = %g.name(), topics = ?g.config().topics, batch_size = g.config().batch_size, concurrency = g.config().concurrency, "consumer group started");
-                pool.spawn(g)
+            .map(|(name, g)| {
+                Arc::new(match g {
+                    Some(g) => {
+                        tracing::info!(group = %g.name(), scope = %g.config().scope(), topics = ?g.config().topics, batch_size = g.config().batch_size, concurrency = g.config().concurrency, "consumer group started");
+                        pool.spawn(g)
+                    }
+                    None => pool.idle(name),
+                })
             })
             .collect();
-        Ok(Host {
+        let host = Host {
             config,
             log,
             runtime,
@@ -277,10 +332,117 @@ impl Host {
             deploy_lock: tokio::sync::Mutex::new(()),
             aggregates,
             groups,
+            rebuilds: Mutex::default(),
+            rebuild_tasks: Mutex::default(),
             sagas,
             policies,
             runners,
-        })
+        };
+        for (name, plugin, _) in pending_rebuilds {
+            host.spawn_rebuild(&name, plugin, RebuildReason::Startup, true, None);
+        }
+        Ok(host)
+    }
+
+    /// Starts rebuilding `name`'s read model with `plugin` in the background (the caller made
+    /// sure none runs).
+    fn spawn_rebuild(
+        &self,
+        name: &str,
+        plugin: Arc<LoadedPlugin>,
+        reason: RebuildReason,
+        resume: bool,
+        on_switch: Option<Box<dyn FnOnce() + Send + Sync>>,
+    ) -> Arc<RebuildProgress> {
+        let p = self
+            .config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .expect("rebuilds are of configured projectors");
+        let Role::Consumer(config) = &p.role else {
+            unreachable!("a projector has a consumer role");
+        };
+        let live = self
+            .groups
+            .iter()
+            .find(|g| g.name() == name)
+            .expect("every projector has a group handle")
+            .clone();
+        let progress = RebuildProgress::new(name, reason, &plugin);
+        let job = RebuildJob {
+            log: self.log.clone(),
+            live,
+            config: config.clone(),
+            plugin,
+            progress: progress.clone(),
+            resume,
+            on_switch,
+        };
+        let task = tokio::spawn(job.run());
+        lock(&self.rebuilds).insert(name.to_owned(), progress.clone());
+        let mut tasks = lock(&self.rebuild_tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+        progress
+    }
+
+    fn rebuilding(&self, name: &str) -> bool {
+        lock(&self.rebuilds)
+            .get(name)
+            .is_some_and(|p| p.status().is_running())
+    }
+
+    /// Rebuilds projector `name`'s read model from offset 0 beside the live one, which keeps
+    /// answering queries until the new one has caught up and switches in (see
+    /// [`crate::rebuild`]). Returns at once; [`Host::projector`] reports the progress.
+    pub async fn rebuild_projector(
+        &self,
+        name: &str,
+    ) -> Result<RebuildStatus, RebuildRequestError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let unknown = || RebuildRequestError::UnknownProjector(name.to_owned());
+        let p = self
+            .config
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(unknown)?;
+        if p.kind != PluginKind::Projector {
+            return Err(unknown());
+        }
+        if self.rebuilding(name) {
+            return Err(RebuildRequestError::AlreadyRunning(name.to_owned()));
+        }
+        let plugin = self
+            .registry
+            .current(name)
+            .expect("every configured plugin is registered")
+            .plugin;
+        Ok(self
+            .spawn_rebuild(name, plugin, RebuildReason::Requested, false, None)
+            .status())
+    }
+
+    /// Projector `name`'s read models: the live generation and the running or last rebuild.
+    pub fn projector(&self, name: &str) -> Result<Option<ProjectorStatus>, ReadError> {
+        let Some(p) = self.config.plugins.iter().find(|p| p.name == name) else {
+            return Ok(None);
+        };
+        if p.kind != PluginKind::Projector {
+            return Ok(None);
+        }
+        let live = self.log.projection(name)?.map(|r| r.active);
+        Ok(Some(ProjectorStatus {
+            projector: name.to_owned(),
+            scope: self.log.read_models()?.live_scope(name)?,
+            live,
+            processing: self
+                .groups
+                .iter()
+                .any(|g| g.name() == name && g.is_running()),
+            rebuild: lock(&self.rebuilds).get(name).map(|r| r.status()),
+        }))
     }
 
     /// The runner of saga plugin `name` (to add a version on hot reload, list versions).
@@ -329,6 +491,9 @@ impl Host {
     ) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         let config = self.plugin_config(name)?;
+        if self.rebuilding(name) {
+            return Err(DeployError::Rebuilding(name.to_owned()));
+        }
         let started = std::time::Instant::now();
         let bytes: Arc<[u8]> = bytes.into();
         let (runtime, b, n, kind) = (
@@ -360,6 +525,9 @@ impl Host {
     pub async fn rollback(&self, name: &str) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
         self.plugin_config(name)?;
+        if self.rebuilding(name) {
+            return Err(DeployError::Rebuilding(name.to_owned()));
+        }
         let previous = self
             .registry
             .pop_previous(name)
@@ -408,6 +576,7 @@ impl Host {
             prepare,
             swap: std::time::Duration::ZERO,
             persist_error: None,
+            rebuild: None,
         };
         // Same bytes = same version, whatever the label (the watcher sees a deploy's own
         // rewrite of the file without one).
@@ -453,6 +622,39 @@ impl Host {
                         .await
                         .expect("instantiating a projection panicked")
                         .map_err(failed)?;
+                let live_version = self
+                    .log
+                    .projection(&name)
+                    .map_err(|e| DeployError::Storage {
+                        plugin: name.clone(),
+                        message: e.to_string(),
+                    })?
+                    .map_or(1, |r| r.active.read_model_version);
+                if projection.read_model_version() != live_version {
+                    // Another read-model shape: build it beside the live one, which keeps
+                    // running the old version; the new version goes live with its read model.
+                    let registry = self.registry.clone();
+                    let path = config.component.clone();
+                    let rewrite = origin != DeployOrigin::File;
+                    let keep_old = origin != DeployOrigin::Rollback;
+                    let deployed = new.clone();
+                    let on_switch = Box::new(move || {
+                        if rewrite && let Err(e) = crate::reload::persist(&path, &deployed.bytes) {
+                            tracing::warn!(plugin = %deployed.plugin.name, path = %path.display(), error = %e, "deployed, but the component file could not be rewritten; a restart would load the old file");
+                        }
+                        registry.advance(deployed, keep_old);
+                    });
+                    let progress = self.spawn_rebuild(
+                        &name,
+                        new.plugin.clone(),
+                        RebuildReason::Deploy,
+                        false,
+                        Some(on_switch),
+                    );
+                    tracing::info!(plugin = %name, from = %report.previous, to = %report.current, from_read_model = live_version, to_read_model = projection.read_model_version(), "new read-model version: rebuilding beside the live one");
+                    report.rebuild = Some(progress.status());
+                    return Ok(report);
+                }
                 let group = self
                     .groups
                     .iter()
@@ -512,7 +714,7 @@ impl Host {
     }
 
     /// The running consumer groups.
-    pub fn groups(&self) -> &[GroupHandle] {
+    pub fn groups(&self) -> &[Arc<GroupHandle>] {
         &self.groups
     }
 
@@ -532,6 +734,12 @@ impl Host {
     /// up, or waits on a blocking dead letter (only an operator moves it), and no saga instance
     /// has a timer pending.
     pub fn is_idle(&self) -> Result<bool, ReadError> {
+        if lock(&self.rebuilds)
+            .values()
+            .any(|r| r.status().is_running())
+        {
+            return Ok(false);
+        }
         for (group, partitions) in self.lag()? {
             for p in partitions.iter().filter(|p| p.lag > 0) {
                 let key = DeadLetterKey {
@@ -571,6 +779,14 @@ impl Host {
     /// Stops every group after its in-flight batch, then closes the log (the writer drains
     /// and joins once the last handle is gone). Returns what each group did.
     pub async fn shutdown(self) -> Vec<GroupReport> {
+        // Rebuilds stop at a batch boundary and resume at the next start.
+        for r in lock(&self.rebuilds).values() {
+            r.interrupt();
+        }
+        let tasks = std::mem::take(&mut *lock(&self.rebuild_tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
         for runner in self.runners {
             runner.stop().await;
         }
@@ -581,9 +797,13 @@ impl Host {
             .map(|handle| {
                 tokio::spawn(async move {
                     let metrics = handle.metrics().clone();
-                    let group = handle.stop().await;
+                    let name = handle.name().to_owned();
+                    // The rebuild tasks are done, so this is the only handle left.
+                    if let Ok(handle) = Arc::try_unwrap(handle) {
+                        handle.stop().await;
+                    }
                     GroupReport {
-                        name: group.name().to_owned(),
+                        name,
                         events_processed: metrics.events_processed.load(Ordering::Relaxed),
                         batches_committed: metrics.batches_committed.load(Ordering::Relaxed),
                         failed_calls: metrics.failed_calls.load(Ordering::Relaxed),
@@ -613,3 +833,63 @@ impl Host {
 
 #[cfg(test)]
 mod tests;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A rebuild a projector needs at start.
+struct PendingRebuild {
+    /// Whether the live group may run meanwhile (not when its read model has another version).
+    live: bool,
+}
+
+/// Reads (or creates) a projector's read-model record: its live group's configuration (the
+/// live generation's scope), and the rebuild it needs before or while it runs, if any.
+fn projector_start(
+    log: &EventLog,
+    group: &crate::consumer::GroupConfig,
+    loaded: &LoadedPlugin,
+    projection: &WasmProjection,
+) -> Result<(crate::consumer::GroupConfig, Option<PendingRebuild>), ProjectionError> {
+    let read_model_version = projection.read_model_version();
+    let plugin_version = loaded.version.to_string();
+    let init = ProjectionChange::Init {
+        projector: group.name.clone(),
+        read_model_version,
+        plugin_version: plugin_version.clone(),
+    };
+    // The writer answers through a channel that must not be awaited from inside the runtime.
+    let record = off_runtime(|| log.change_projection(init))?;
+    let config = crate::consumer::GroupConfig {
+        scope: Some(record.active.scope(&group.name)),
+        ..group.clone()
+    };
+    if record.active.read_model_version != read_model_version {
+        tracing::warn!(projector = %group.name, stored = record.active.read_model_version, plugin = read_model_version, "the read model has another version than the plugin declares: rebuilding it before the projector runs; queries answer from the old one meanwhile");
+        return Ok((config, Some(PendingRebuild { live: false })));
+    }
+    match &record.rebuild {
+        Some(r)
+            if r.plugin_version == plugin_version && r.read_model_version == read_model_version =>
+        {
+            tracing::info!(projector = %group.name, generation = r.generation, "resuming an interrupted read-model rebuild");
+            Ok((config, Some(PendingRebuild { live: true })))
+        }
+        Some(r) => {
+            // Another version's rebuild (a deploy that never switched): it cannot finish.
+            let abort = ProjectionChange::Abort {
+                projector: group.name.clone(),
+                generation: r.generation,
+            };
+            off_runtime(|| log.change_projection(abort))?;
+            Ok((config, None))
+        }
+        None => Ok((config, None)),
+    }
+}
+
+/// Runs `f` on a plain thread (blocking waits inside a tokio runtime panic).
+fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| s.spawn(f).join().expect("a start-up step panicked"))
+}

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::aggregate::{CommandError, CommandRequest};
 use crate::event::Event;
-use crate::host::Host;
+use crate::host::{Host, RebuildRequestError};
 use crate::log::{AppendError, DeadLetterKey};
 use crate::reload::{DeployError, DeployOrigin};
 
@@ -58,6 +58,11 @@ pub fn router(host: Arc<Host>) -> Router {
             post(deploy).layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES)),
         )
         .route("/v1/admin/plugins/{name}/rollback", post(rollback))
+        .route("/v1/admin/projectors/{name}", get(projector_status))
+        .route(
+            "/v1/admin/projectors/{name}/rebuild",
+            post(rebuild_projector),
+        )
         .route("/v1/admin/groups", get(groups))
         .route("/v1/admin/sagas", get(sagas))
         .route("/v1/admin/sagas/{saga}/{id}", get(saga_instance))
@@ -407,8 +412,46 @@ fn deploy_error(e: DeployError) -> ApiError {
         DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
         DeployError::Unsupported { .. } => (StatusCode::CONFLICT, "unsupported"),
         DeployError::Swap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "swap-failed"),
+        DeployError::Rebuilding(_) => (StatusCode::CONFLICT, "rebuilding"),
+        DeployError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
     };
     ApiError::new(status, kind, e)
+}
+
+async fn projector_status(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&host, &headers)?;
+    let status = host.projector(&name).map_err(internal)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-projector",
+            format!("no projector named {name:?} is configured"),
+        )
+    })?;
+    Ok(Json(json!(status)))
+}
+
+/// Starts a blue/green rebuild; `202 Accepted` with its first status (poll
+/// `GET /v1/admin/projectors/{name}` for progress).
+async fn rebuild_projector(
+    State(host): State<Arc<Host>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    authorize(&host, &headers)?;
+    let status = host.rebuild_projector(&name).await.map_err(|e| {
+        let (status, kind) = match &e {
+            RebuildRequestError::UnknownProjector(_) => {
+                (StatusCode::NOT_FOUND, "unknown-projector")
+            }
+            RebuildRequestError::AlreadyRunning(_) => (StatusCode::CONFLICT, "rebuilding"),
+        };
+        ApiError::new(status, kind, e)
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(json!(status))))
 }
 
 #[derive(Deserialize)]

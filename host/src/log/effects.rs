@@ -392,9 +392,11 @@ fn scan(
     Ok(())
 }
 
-/// A consistent, read-only snapshot of all read models.
+/// A consistent, read-only snapshot of all read models (and of which generation of each
+/// projector's read model is live).
 pub struct ReadModelView {
     table: redb::ReadOnlyTable<(&'static str, &'static str), &'static [u8]>,
+    projections: redb::ReadOnlyTable<&'static str, &'static [u8]>,
 }
 
 impl std::fmt::Debug for ReadModelView {
@@ -411,7 +413,19 @@ impl ReadModelView {
         let table = txn
             .open_table(format::READ_MODELS)
             .map_err(|e| ReadError::Storage(storage(e)))?;
-        Ok(ReadModelView { table })
+        let projections = txn
+            .open_table(format::PROJECTIONS)
+            .map_err(|e| ReadError::Storage(storage(e)))?;
+        Ok(ReadModelView { table, projections })
+    }
+
+    /// The scope of `projector`'s live read model in this snapshot (its name until a rebuild
+    /// switched it to another generation).
+    pub fn live_scope(&self, projector: &str) -> Result<String, ReadError> {
+        Ok(
+            super::projection::read_record(&self.projections, projector)?
+                .map_or_else(|| projector.to_owned(), |r| r.active.scope(projector)),
+        )
     }
 
     pub fn get(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>, ReadError> {

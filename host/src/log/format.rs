@@ -12,10 +12,10 @@
 use redb::TableDefinition;
 
 /// Bumped on any incompatible change of the tables below. Stored under `meta["format_version"]`.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The oldest stored version this build upgrades in place (version 1 lacks only the saga
-/// tables, which opening creates).
+/// tables, version 2 only the projections table; opening creates them).
 pub const OLDEST_UPGRADABLE_VERSION: u64 = 1;
 
 /// `name -> value`: `format_version` (u64).
@@ -70,3 +70,9 @@ pub const SAGA_CORRELATIONS: TableDefinition<(&str, &str, &str), ()> =
 /// in-flight instance (a step's timeout or a compensation's next retry). Only in-flight
 /// instances have a row, so scanning a saga's timers stays cheap. Added in format version 2.
 pub const SAGA_TIMERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("saga_timers");
+
+/// `projector name -> ProjectionRecord` (MessagePack, named fields: `active` and `rebuild`, each
+/// `{generation, read_model_version, plugin_version, since}`): which generation of a
+/// projector's read model is live, and which is being rebuilt. Generation 0 keeps its rows under
+/// scope `name`, generation g under `name@g`. No record: generation 0. Added in format version 3.
+pub const PROJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("projections");

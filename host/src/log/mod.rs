@@ -15,6 +15,7 @@ mod error;
 mod format;
 mod inspect;
 mod partition;
+mod projection;
 mod read;
 mod saga_state;
 mod snapshot;
@@ -43,6 +44,10 @@ pub use inspect::{
     DeadLetterCount, GroupPosition, InspectError, Inspection, TopicSummary, inspect,
 };
 pub use partition::{murmur2, partition_for};
+pub use projection::{
+    ProjectionChange, ProjectionError, ProjectionRecord, ReadModelGeneration, rebuild_group,
+    scope as read_model_scope,
+};
 pub use saga_state::{SagaWrite, StoredSaga, TimerChange};
 pub use snapshot::{Snapshot, SnapshotBound};
 pub use upcast::Upcast;
@@ -578,6 +583,39 @@ impl EventLog {
     /// The durable timers of `saga`: `(instance id, due ms since the Unix epoch)`.
     pub fn saga_timers(&self, saga: &str) -> Result<Vec<(String, u64)>, ReadError> {
         saga_state::timers(&self.shared.db, saga)
+    }
+
+    /// Changes a projector's read-model record (blue/green rebuilds). Blocks until durable.
+    pub fn change_projection(
+        &self,
+        change: ProjectionChange,
+    ) -> Result<ProjectionRecord, ProjectionError> {
+        let rx = self.submit_projection(change)?;
+        rx.blocking_recv().map_err(|_| ProjectionError::Closed)?
+    }
+
+    /// [`EventLog::change_projection`] for async callers.
+    pub async fn change_projection_async(
+        &self,
+        change: ProjectionChange,
+    ) -> Result<ProjectionRecord, ProjectionError> {
+        let rx = self.submit_projection(change)?;
+        rx.await.map_err(|_| ProjectionError::Closed)?
+    }
+
+    fn submit_projection(
+        &self,
+        change: ProjectionChange,
+    ) -> Result<oneshot::Receiver<Result<ProjectionRecord, ProjectionError>>, ProjectionError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(writer::Op::Projection(change, tx))
+            .map_err(|_| ProjectionError::Closed)?;
+        Ok(rx)
+    }
+
+    /// The read-model record of `projector` (none before its first start).
+    pub fn projection(&self, projector: &str) -> Result<Option<ProjectionRecord>, ReadError> {
+        projection::record(&self.shared.db, projector)
     }
 
     /// A consistent snapshot of read models, for queries and for a handler's batch.

@@ -19,6 +19,7 @@ use super::append::{self, Fatal, LogTables, Overlay};
 use super::effects::{self, CommitError, PreparedCommit};
 use super::error::{AppendError, OpenError};
 use super::format;
+use super::projection::{self, ProjectionChange, ProjectionError, ProjectionRecord};
 use super::snapshot::{self, Snapshot};
 use super::{AppendRequest, AppendResult, Durability, TopicConfig, TopicInfo};
 use crate::event::now_millis;
@@ -34,12 +35,17 @@ pub(crate) enum Op {
         oneshot::Sender<Result<Vec<AppendResult>, CommitError>>,
     ),
     Snapshot(Snapshot, oneshot::Sender<Result<(), AppendError>>),
+    Projection(
+        ProjectionChange,
+        oneshot::Sender<Result<ProjectionRecord, ProjectionError>>,
+    ),
 }
 
 enum Outcome {
     Append(Result<AppendResult, AppendError>),
     Commit(Result<Vec<AppendResult>, CommitError>),
     Snapshot,
+    Projection(Result<ProjectionRecord, ProjectionError>),
 }
 
 /// Checks the format version and registers topics (its own transaction, before any writer).
@@ -92,6 +98,7 @@ pub(crate) fn initialize(
         txn.open_table(format::SAGA_CORRELATIONS)
             .map_err(|e| st(&e))?;
         txn.open_table(format::SAGA_TIMERS).map_err(|e| st(&e))?;
+        txn.open_table(format::PROJECTIONS).map_err(|e| st(&e))?;
         let mut next_id = table.len().map_err(|e| st(&e))? as u32;
         for t in topics {
             if t.partitions == 0 || t.partitions > 4096 {
@@ -223,6 +230,9 @@ fn run(
                         Op::Snapshot(_, tx) => {
                             let _ = tx.send(Err(AppendError::Storage(msg.clone())));
                         }
+                        Op::Projection(_, tx) => {
+                            let _ = tx.send(Err(ProjectionError::Storage(msg.clone())));
+                        }
                     }
                 }
             }
@@ -252,6 +262,9 @@ fn reply(op: Op, outcome: Outcome) {
         }
         (Op::Snapshot(_, tx), Outcome::Snapshot) => {
             let _ = tx.send(Ok(()));
+        }
+        (Op::Projection(_, tx), Outcome::Projection(r)) => {
+            let _ = tx.send(r);
         }
         _ => unreachable!("outcomes are produced in the order and kind of their ops"),
     }
@@ -289,6 +302,12 @@ fn commit_group(
                 Op::Snapshot(s, _) => {
                     snapshot::write(&txn, s)?;
                     Outcome::Snapshot
+                }
+                Op::Projection(change, _) => {
+                    // Handler tables hold the same tables open: close them first (a later
+                    // commit in this group reopens them).
+                    handler_tables = None;
+                    Outcome::Projection(projection::apply(&txn, change, now)?)
                 }
             });
         }

@@ -34,6 +34,20 @@ pub mod projector {
     });
 }
 
+/// Only for the optional `read-model-evolution` export of a projector (world
+/// `versioned-projector`); the projector exports themselves come from `projector`.
+pub mod projector_evolution {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/versioned-projector",
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+            "factline:plugin/read-model": super::projector::factline::plugin::read_model,
+        },
+    });
+}
+
 pub mod policy {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -60,3 +74,4 @@ pub use aggregate::factline::plugin::logging;
 pub use aggregate::factline::plugin::types;
 pub use evolution::exports::factline::plugin::schema_evolution;
 pub use projector::factline::plugin::read_model;
+pub use projector_evolution::exports::factline::plugin::read_model_evolution;

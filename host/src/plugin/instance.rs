@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 use wasmtime::Store;
 
-use super::bindings::{aggregate, policy, projector, saga, schema_evolution, types};
+use super::bindings::{
+    aggregate, policy, projector, read_model_evolution, saga, schema_evolution, types,
+};
 use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind};
 use super::host::read_model::ReadModelSession;
@@ -60,7 +62,7 @@ pub enum Decision {
 
 enum Exports {
     Aggregate(aggregate::Aggregate, Option<schema_evolution::Guest>),
-    Projector(projector::Projector),
+    Projector(projector::Projector, Option<read_model_evolution::Guest>),
     Policy(policy::Policy),
     Saga(saga::Saga),
 }
@@ -135,7 +137,9 @@ impl PluginInstance {
                 KindPre::Aggregate(pre, evolution) => {
                     instantiate_aggregate(&mut store, pre, evolution.as_ref())
                 }
-                KindPre::Projector(pre) => pre.instantiate(&mut store).map(Exports::Projector),
+                KindPre::Projector(pre, evolution) => {
+                    instantiate_projector(&mut store, pre, evolution.as_ref())
+                }
                 KindPre::Policy(pre) => pre.instantiate(&mut store).map(Exports::Policy),
                 KindPre::Saga(pre) => pre.instantiate(&mut store).map(Exports::Saga),
             };
@@ -221,7 +225,7 @@ impl PluginInstance {
             Exports::Aggregate(a, _) => a
                 .factline_plugin_aggregate_handler()
                 .call_event_types(store),
-            Exports::Projector(p) => p
+            Exports::Projector(p, _) => p
                 .factline_plugin_projector_handler()
                 .call_event_types(store),
             Exports::Policy(p) => p.factline_plugin_policy_handler().call_event_types(store),
@@ -330,6 +334,19 @@ impl PluginInstance {
         }
     }
 
+    // ---- read-model evolution (optional projector export) ----------------------------------
+
+    /// The declared read-model version; 1 for a component without the `read-model-evolution`
+    /// export.
+    pub fn read_model_version(&mut self) -> Result<u32, CallFailure> {
+        let r = self.call("read-model-version", 0, 0, |store, ex| match ex {
+            Exports::Projector(_, Some(e)) => e.call_read_model_version(store).map(Some),
+            Exports::Projector(_, None) => Ok(Some(1)),
+            _ => Ok(None),
+        })?;
+        r.ok_or_else(|| self.wrong_kind("projector"))
+    }
+
     // ---- schema evolution (optional aggregate exports) ------------------------------------
 
     /// The declared state schema; 1 for a component without the `schema-evolution` export.
@@ -407,7 +424,7 @@ impl PluginInstance {
         let r = self.call("project", now, batch_seed(events), |store, ex| {
             store.data_mut().read_model = session.take();
             let r = match ex {
-                Exports::Projector(p) => p
+                Exports::Projector(p, _) => p
                     .factline_plugin_projector_handler()
                     .call_project(&mut *store, &wit)
                     .map(Some),
@@ -456,6 +473,19 @@ fn instantiate_aggregate(
         .map(|indices| indices.load(&mut *store, &instance))
         .transpose()?;
     Ok(Exports::Aggregate(handler, evolution))
+}
+
+fn instantiate_projector(
+    store: &mut Store<HostState>,
+    pre: &projector::ProjectorPre<HostState>,
+    evolution: Option<&read_model_evolution::GuestIndices>,
+) -> wasmtime::Result<Exports> {
+    let instance = pre.instance_pre().instantiate(&mut *store)?;
+    let handler = projector::Projector::new(&mut *store, &instance)?;
+    let evolution = evolution
+        .map(|indices| indices.load(&mut *store, &instance))
+        .transpose()?;
+    Ok(Exports::Projector(handler, evolution))
 }
 
 fn assign_wit_event(d: &mut types::Event, e: &Event) {

@@ -373,7 +373,11 @@ pub(crate) enum KindPre {
         bindings::aggregate::AggregatePre<HostState>,
         Option<bindings::schema_evolution::GuestIndices>,
     ),
-    Projector(bindings::projector::ProjectorPre<HostState>),
+    /// With the `read-model-evolution` export's indices when the component has it (optional).
+    Projector(
+        bindings::projector::ProjectorPre<HostState>,
+        Option<bindings::read_model_evolution::GuestIndices>,
+    ),
     Policy(bindings::policy::PolicyPre<HostState>),
     Saga(bindings::saga::SagaPre<HostState>),
 }
@@ -393,7 +397,11 @@ impl KindPre {
                 )
             }
             PluginKind::Projector => {
-                KindPre::Projector(bindings::projector::ProjectorPre::new(pre).map_err(wrong)?)
+                let evolution = bindings::read_model_evolution::GuestIndices::new(&pre).ok();
+                KindPre::Projector(
+                    bindings::projector::ProjectorPre::new(pre).map_err(wrong)?,
+                    evolution,
+                )
             }
             PluginKind::Policy => {
                 KindPre::Policy(bindings::policy::PolicyPre::new(pre).map_err(wrong)?)
@@ -405,7 +413,7 @@ impl KindPre {
     fn engine(&self) -> &Engine {
         match self {
             KindPre::Aggregate(p, _) => p.engine(),
-            KindPre::Projector(p) => p.engine(),
+            KindPre::Projector(p, _) => p.engine(),
             KindPre::Policy(p) => p.engine(),
             KindPre::Saga(p) => p.engine(),
         }

@@ -30,6 +30,12 @@ pub trait Projection: Send {
     /// The version recorded with failures (the plugin's content hash, or "native").
     fn version(&self) -> String;
 
+    /// The shape of the read model it writes (see `read-model-evolution` in the WIT). Another
+    /// version than the stored read model's is built beside it, never in place.
+    fn read_model_version(&self) -> u32 {
+        1
+    }
+
     /// Another instance of the same projection (same version, fresh state), for the other lanes
     /// of a consumer group with `concurrency > 1`. `None` (the default): this projection runs on
     /// one lane only, and a group asking for more is refused.
@@ -43,6 +49,7 @@ pub struct WasmProjection {
     instance: PluginInstance,
     /// Empty = every type.
     types: HashSet<String>,
+    read_model_version: u32,
 }
 
 impl std::fmt::Debug for WasmProjection {
@@ -56,7 +63,12 @@ impl std::fmt::Debug for WasmProjection {
 impl WasmProjection {
     pub fn new(mut instance: PluginInstance) -> Result<Self, CallFailure> {
         let types = instance.event_types()?.into_iter().collect();
-        Ok(WasmProjection { instance, types })
+        let read_model_version = instance.read_model_version()?;
+        Ok(WasmProjection {
+            instance,
+            types,
+            read_model_version,
+        })
     }
 }
 
@@ -75,6 +87,10 @@ impl Projection for WasmProjection {
 
     fn version(&self) -> String {
         self.instance.plugin().version.to_string()
+    }
+
+    fn read_model_version(&self) -> u32 {
+        self.read_model_version
     }
 
     fn replicate(&self) -> Option<Result<Box<dyn Projection>, CallFailure>> {
@@ -166,7 +182,9 @@ impl ProjectorHandler {
         } else {
             &events
         };
-        let session = ReadModelSession::new(&self.name, self.log.read_models()?, MAX_VALUE_BYTES);
+        let view = self.log.read_models()?;
+        let scope = view.live_scope(&self.name)?;
+        let session = ReadModelSession::new(scope, view, MAX_VALUE_BYTES);
         let (result, session) = self.projection.project(relevant, session);
         if let Err(failure) = result {
             let offset = failure
@@ -216,9 +234,11 @@ impl ProjectorHandler {
     }
 }
 
-/// A projector's row, as stored (MessagePack).
+/// A projector's row, as stored (MessagePack), from its live read model. The live generation
+/// and the row come from one snapshot, so a rebuild's switch is never seen half-done.
 pub fn query(log: &EventLog, projector: &str, key: &str) -> Result<Option<Vec<u8>>, ReadError> {
-    log.read_models()?.get(projector, key)
+    let view = log.read_models()?;
+    view.get(&view.live_scope(projector)?, key)
 }
 
 /// A projector's rows whose key starts with `prefix`.
@@ -228,6 +248,6 @@ pub fn query_prefix(
     prefix: &str,
     limit: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, ReadError> {
-    log.read_models()?
-        .scan_prefix(projector, prefix, None, limit)
+    let view = log.read_models()?;
+    view.scan_prefix(&view.live_scope(projector)?, prefix, None, limit)
 }

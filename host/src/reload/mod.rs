@@ -57,6 +57,11 @@ pub enum DeployError {
     NoPrevious(String),
     #[error("{plugin:?} is a {kind} plugin, which cannot be redeployed while running yet")]
     Unsupported { plugin: String, kind: String },
+    /// A rebuild of the projector's read model runs; deploy once it has switched or failed.
+    #[error("the read model of {0:?} is being rebuilt; deploy again once the rebuild has finished")]
+    Rebuilding(String),
+    #[error("reading the read-model record of {plugin:?}: {message}")]
+    Storage { plugin: String, message: String },
 }
 
 /// What a deploy did.
@@ -79,6 +84,10 @@ pub struct DeployReport {
     /// Why the configured component file could not be rewritten, if it could not (a restart
     /// would then load the old file).
     pub persist_error: Option<String>,
+    /// A projector version declaring another read-model version is not swapped in place: its
+    /// read model is rebuilt beside the running one, and it becomes current when that switches
+    /// (`swapped` stays false; the component file is rewritten then).
+    pub rebuild: Option<crate::rebuild::RebuildStatus>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -24,6 +24,7 @@ mod outbox_relay;
 mod payment;
 mod poison_fixed_plugin;
 mod poison_plugin;
+mod projector_rebuild;
 mod review;
 mod review_notification;
 mod review_rating;

@@ -91,7 +91,7 @@ async fn block_stops_one_partition_until_the_fixed_release_retries_it() {
         lag_of(&log, blocked) == 0
     })
     .await;
-    let group = handle.stop().await;
+    let group = handle.stop().await.expect("the group was running");
     assert!(group.blocked().is_empty());
     assert_eq!(log.dead_letter_count().unwrap(), 0);
     assert_eq!((count(&log, "item.a"), count(&log, "item.b")), (24, 13));

@@ -5,7 +5,9 @@
 //! twice (by two versions or one).
 //!
 //! The tag lives in the component's data as [`TAG`]; tests make distinct versions by patching
-//! its last two bytes in the built `.wasm` ([`patch_tag`]), without rebuilding.
+//! its last two bytes in the built `.wasm` ([`patch_tag`]), without rebuilding. The read-model
+//! version it declares is patched the same way ([`patch_read_model_version`]), so a test can
+//! deploy a version whose read model must be rebuilt.
 
 use factline_guest::{EventMeta, Failure, Projector, ReadModel};
 use serde::{Deserialize, Serialize};
@@ -19,15 +21,34 @@ pub const MARKER: &[u8] = b"FACTLINE-VERSION-TAG:v";
 /// `wasm` with its version tag set to `tag` (two ASCII bytes). Panics unless the marker occurs
 /// exactly once.
 pub fn patch_tag(wasm: &[u8], tag: [u8; 2]) -> Vec<u8> {
+    patch(wasm, MARKER, tag)
+}
+
+/// The marker and the declared read-model version (two ASCII digits), patched like [`TAG`].
+pub static READ_MODEL: [u8; 24] = *b"FACTLINE-READ-MODEL-V:01";
+
+/// The marker that precedes the two read-model version digits.
+pub const READ_MODEL_MARKER: &[u8] = b"FACTLINE-READ-MODEL-V:";
+
+/// `wasm` declaring read-model version `version` (1..=99).
+pub fn patch_read_model_version(wasm: &[u8], version: u8) -> Vec<u8> {
+    patch(
+        wasm,
+        READ_MODEL_MARKER,
+        [b'0' + version / 10, b'0' + version % 10],
+    )
+}
+
+fn patch(wasm: &[u8], marker: &[u8], value: [u8; 2]) -> Vec<u8> {
     let at: Vec<usize> = wasm
-        .windows(MARKER.len())
+        .windows(marker.len())
         .enumerate()
-        .filter(|(_, w)| *w == MARKER)
+        .filter(|(_, w)| *w == marker)
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(at.len(), 1, "the version marker must occur exactly once");
+    assert_eq!(at.len(), 1, "the marker must occur exactly once");
     let mut out = wasm.to_vec();
-    out[at[0] + MARKER.len()..at[0] + MARKER.len() + 2].copy_from_slice(&tag);
+    out[at[0] + marker.len()..at[0] + marker.len() + 2].copy_from_slice(&value);
     out
 }
 
@@ -66,6 +87,12 @@ impl Projector for Versioned {
         let n: u64 = model.get(&key)?.unwrap_or(0);
         model.put(&key, &(n + 1))
     }
+
+    fn read_model_version() -> u32 {
+        let v = std::hint::black_box(&READ_MODEL);
+        let digits = &v[READ_MODEL_MARKER.len()..];
+        u32::from(digits[0] - b'0') * 10 + u32::from(digits[1] - b'0')
+    }
 }
 
 factline_guest::projector!(Versioned);
@@ -79,7 +106,14 @@ mod tests {
         let mut fake = b"....".to_vec();
         fake.extend_from_slice(&TAG);
         fake.extend_from_slice(b"....");
+        fake.extend_from_slice(&READ_MODEL);
         let patched = patch_tag(&fake, *b"07");
+        let patched = patch_read_model_version(&patched, 12);
+        assert!(
+            patched
+                .windows(24)
+                .any(|w| w == b"FACTLINE-READ-MODEL-V:12")
+        );
         assert_eq!(patched.len(), fake.len());
         assert!(
             patched

@@ -1,0 +1,378 @@
+//! Blue/green projector rebuilds (issue #7): the read model is replayed from offset 0 beside
+//! the live one while events keep arriving and queries keep being answered from the old one;
+//! the switch is atomic and the old read model is dropped. Built on the `versioned` projector,
+//! which marks every event and counts per version, so the read model itself proves that no
+//! event was lost or applied twice, and which version built it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use factline_host::config::Config;
+use factline_host::event::{ExpectedVersion, NewEvent};
+use factline_host::host::{Host, RebuildRequestError};
+use factline_host::log::{EventLog, LogOptions, rebuild_group};
+use factline_host::projector::{query, query_prefix};
+use factline_host::rebuild::{RebuildPhase, RebuildReason, RebuildStatus};
+use factline_host::reload::{DeployError, DeployOrigin};
+use versioned_plugin::{patch_read_model_version, patch_tag};
+
+const EVENTS: u64 = 40_000;
+
+/// The versioned projector tagged `tag`, declaring read-model version `read_model`.
+fn build(tag: u8, read_model: u8) -> Vec<u8> {
+    let wasm = std::fs::read(factline_tests::VERSIONED_PLUGIN).unwrap();
+    let tagged = patch_tag(&wasm, [b'0' + tag / 10, b'0' + tag % 10]);
+    patch_read_model_version(&tagged, read_model)
+}
+
+/// A host on `dir` running `dir/plugins/versioned.wasm` (written first when `bytes` is given).
+fn start(dir: &Path, bytes: Option<Vec<u8>>) -> Arc<Host> {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    if let Some(b) = bytes {
+        std::fs::write(plugins.join("versioned.wasm"), b).unwrap();
+    }
+    let text = r#"data_dir = "data"
+[[topics]]
+name = "tick"
+partitions = 4
+[[plugins]]
+name = "versioned"
+kind = "projector"
+component = "plugins/versioned.wasm"
+subscriptions = ["tick"]
+batch_size = 200
+concurrency = 2
+"#;
+    let config = Config::parse(text, Path::new("test.toml"), dir).unwrap();
+    Arc::new(Host::start(config).unwrap())
+}
+
+/// Appends `events` ticks from 4 threads, 10 per append, over 1,000 streams.
+fn spawn_appenders(log: &EventLog, events: u64) -> std::thread::JoinHandle<()> {
+    let log = log.clone();
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..events / 40 {
+                        let stream = format!("tick-{}", (t * 7919 + i) % 1000);
+                        let batch = (0..10)
+                            .map(|_| NewEvent::new("tick.v", vec![0xc0]))
+                            .collect();
+                        log.append(&stream, ExpectedVersion::Any, batch).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    })
+}
+
+fn count(log: &EventLog, tag: &str) -> Option<u64> {
+    query(log, "versioned", &format!("count/{tag}"))
+        .unwrap()
+        .map(|v| rmp_serde::from_slice(&v).unwrap())
+}
+
+async fn until_counted(log: &EventLog, tag: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(log, tag).is_none() {
+        assert!(Instant::now() < deadline, "version {tag} never counted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls the projector's status until its rebuild has ended; returns the last status.
+async fn rebuild_ended(host: &Host) -> RebuildStatus {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let status = host.projector("versioned").unwrap().unwrap();
+        let r = status.rebuild.expect("a rebuild was started");
+        if !r.is_running() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "the rebuild never ended: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The read model was built by version `tag` alone, from every event exactly once.
+fn assert_built_by(log: &EventLog, tag: &str, events: u64) {
+    assert_eq!(count(log, tag), Some(events), "count/{tag}");
+    let counts = query_prefix(log, "versioned", "count/", 100).unwrap();
+    assert_eq!(counts.len(), 1, "only {tag} counted: {counts:?}");
+    assert_eq!(
+        query(log, "versioned", "dup").unwrap(),
+        None,
+        "no event twice"
+    );
+    let marks = query_prefix(log, "versioned", "seen/", usize::MAX).unwrap();
+    assert_eq!(marks.len() as u64, events);
+}
+
+/// The live group is at the end of every partition, the rebuild group has no offsets left, and
+/// the old generation's rows are gone.
+fn assert_switched(log: &EventLog, old_scope: &str) {
+    for p in 0..4 {
+        assert_eq!(
+            log.group_offset("versioned", "tick", p).unwrap(),
+            Some(log.high_water_mark("tick", p).unwrap())
+        );
+        assert_eq!(
+            log.group_offset(&rebuild_group("versioned"), "tick", p)
+                .unwrap(),
+            None
+        );
+    }
+    let old = log
+        .read_models()
+        .unwrap()
+        .scan_prefix(old_scope, "", None, 10)
+        .unwrap();
+    assert!(old.is_empty(), "the old read model was dropped: {old:?}");
+}
+
+/// Reads `count/<tag>` in a loop until stopped: the answer must never go backwards or vanish
+/// (the old read model answers until the switch, the new one, which has caught up, after it).
+fn spawn_reader(
+    log: &EventLog,
+    tag: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, Arc<AtomicU64>) {
+    let log = log.clone();
+    let reads = Arc::new(AtomicU64::new(0));
+    let r = reads.clone();
+    let handle = std::thread::spawn(move || {
+        let mut last = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let now = count(&log, tag).unwrap_or(0);
+            assert!(now >= last, "count/{tag} went back from {last} to {now}");
+            last = now;
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    (handle, reads)
+}
+
+#[test]
+fn a_rebuild_replays_beside_the_live_read_model_and_switches_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = start(dir.path(), Some(build(0, 1)));
+        let log = host.log().clone();
+        let appenders = spawn_appenders(&log, EVENTS);
+        until_counted(&log, "v00").await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (reader, reads) = spawn_reader(&log, "v00", stop.clone());
+
+        let started = host.rebuild_projector("versioned").await.unwrap();
+        assert_eq!(started.reason, RebuildReason::Requested);
+        assert!(matches!(
+            host.rebuild_projector("versioned").await.unwrap_err(),
+            RebuildRequestError::AlreadyRunning(_)
+        ));
+        assert!(matches!(
+            host.deploy("versioned", build(1, 1), None, DeployOrigin::Api)
+                .await
+                .unwrap_err(),
+            DeployError::Rebuilding(_)
+        ));
+        assert!(matches!(
+            host.rebuild_projector("nope").await.unwrap_err(),
+            RebuildRequestError::UnknownProjector(_)
+        ));
+        let reads_before = reads.load(Ordering::Relaxed);
+        let done = rebuild_ended(&host).await;
+        let reads_during = reads.load(Ordering::Relaxed) - reads_before;
+        assert_eq!(done.phase, RebuildPhase::Done, "{done:?}");
+        assert_eq!(done.generation, 1);
+        assert!(reads_during > 0, "queries were answered during the rebuild");
+
+        appenders.join().unwrap();
+        host.wait_until_idle().await.unwrap();
+        stop.store(true, Ordering::SeqCst);
+        reader.join().unwrap();
+        let status = host.projector("versioned").unwrap().unwrap();
+        assert_eq!(status.scope, "versioned@1");
+        assert_eq!(status.live.unwrap().generation, 1);
+        assert!(status.processing);
+        assert_built_by(&log, "v00", EVENTS);
+        assert_switched(&log, "versioned");
+        eprintln!(
+            "rebuild of {} events: {} queries answered meanwhile, switch pause {:?} ms",
+            done.processed, reads_during, done.switch_pause_ms
+        );
+
+        // A second rebuild moves on to generation 2 and drops generation 1.
+        host.rebuild_projector("versioned").await.unwrap();
+        let again = rebuild_ended(&host).await;
+        assert_eq!(
+            (again.phase, again.generation),
+            (RebuildPhase::Done, 2),
+            "{again:?}"
+        );
+        host.wait_until_idle().await.unwrap();
+        assert_built_by(&log, "v00", EVENTS);
+        assert_switched(&log, "versioned@1");
+        let reports = Arc::into_inner(host).unwrap().shutdown().await;
+        assert_eq!(reports.len(), 1);
+    });
+}
+
+#[test]
+fn deploying_a_new_read_model_version_rebuilds_it_while_the_old_version_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("plugins/versioned.wasm");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = start(dir.path(), Some(build(0, 1)));
+        let log = host.log().clone();
+        let appenders = spawn_appenders(&log, EVENTS);
+        until_counted(&log, "v00").await;
+        let old = host.plugins()[0].version.clone();
+
+        // Same read-model version: swapped in place, as any deploy.
+        let same_shape = host
+            .deploy("versioned", build(1, 1), None, DeployOrigin::Api)
+            .await
+            .unwrap();
+        assert!(same_shape.swapped && same_shape.rebuild.is_none());
+        until_counted(&log, "v01").await;
+
+        // Read-model version 2: built beside the live one, which keeps running v01.
+        let report = host
+            .deploy("versioned", build(2, 2), None, DeployOrigin::Api)
+            .await
+            .unwrap();
+        assert!(!report.swapped, "{report:?}");
+        let rebuild = report.rebuild.expect("a rebuild was started");
+        assert_eq!(rebuild.reason, RebuildReason::Deploy);
+        assert_ne!(host.plugins()[0].version, old);
+        assert_eq!(
+            host.plugins()[0].version,
+            same_shape.current,
+            "v01 stays current until the switch"
+        );
+        assert_eq!(std::fs::read(&component).unwrap(), build(1, 1));
+        assert!(count(&log, "v01").is_some(), "the old read model answers");
+
+        let done = rebuild_ended(&host).await;
+        assert_eq!(done.phase, RebuildPhase::Done, "{done:?}");
+        assert_eq!(done.read_model_version, 2);
+        assert_eq!(host.plugins()[0].version, report.current, "v02 is current");
+        assert_eq!(std::fs::read(&component).unwrap(), build(2, 2));
+        let history = host.plugin_versions("versioned").unwrap();
+        assert_eq!(history.previous.len(), 2, "v00 and v01 to roll back to");
+
+        appenders.join().unwrap();
+        host.wait_until_idle().await.unwrap();
+        // v02 built its read model from offset 0: nothing of v00 or v01 is left.
+        assert_built_by(&log, "v02", EVENTS);
+        assert_switched(&log, "versioned");
+        let live = host.projector("versioned").unwrap().unwrap().live.unwrap();
+        assert_eq!((live.generation, live.read_model_version), (1, 2));
+        drop(log);
+        Arc::into_inner(host).unwrap().shutdown().await;
+
+        // A restart runs v02 on its read model: no rebuild.
+        let host = start(dir.path(), None);
+        let status = host.projector("versioned").unwrap().unwrap();
+        assert!(status.rebuild.is_none() && status.processing, "{status:?}");
+        assert_eq!(status.scope, "versioned@1");
+        assert_built_by(host.log(), "v02", EVENTS);
+        Arc::into_inner(host).unwrap().shutdown().await;
+    });
+}
+
+/// A component file changed while the host was down declares another read-model version: the
+/// start rebuilds before the projector processes (queries answer from the old read model
+/// meanwhile). Interrupted by a shutdown, the rebuild resumes at the next start from its
+/// committed offsets.
+#[test]
+fn a_start_on_an_old_read_model_rebuilds_first_and_an_interrupted_rebuild_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = start(dir.path(), Some(build(0, 1)));
+        let log = host.log().clone();
+        spawn_appenders(&log, EVENTS).join().unwrap();
+        host.wait_until_idle().await.unwrap();
+        assert_built_by(&log, "v00", EVENTS);
+        drop(log);
+        Arc::into_inner(host).unwrap().shutdown().await;
+
+        let host = start(dir.path(), Some(build(3, 4)));
+        let status = host.projector("versioned").unwrap().unwrap();
+        assert!(!status.processing, "the projector waits for its read model");
+        assert_eq!(status.rebuild.unwrap().reason, RebuildReason::Startup);
+        assert_eq!(
+            count(host.log(), "v00"),
+            Some(EVENTS),
+            "the old one answers"
+        );
+        // Interrupt it once it has made some progress.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = host
+                .projector("versioned")
+                .unwrap()
+                .unwrap()
+                .rebuild
+                .unwrap();
+            if r.processed > 0 {
+                break;
+            }
+            assert!(r.is_running() && Instant::now() < deadline, "{r:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Arc::into_inner(host).unwrap().shutdown().await;
+
+        // What the interrupted rebuild left: its record and its committed offsets.
+        let log = EventLog::open(dir.path().join("data"), LogOptions::default()).unwrap();
+        let pending = log
+            .projection("versioned")
+            .unwrap()
+            .unwrap()
+            .rebuild
+            .expect("the interrupted rebuild is still recorded");
+        let kept: u64 = (0..4)
+            .map(|p| {
+                log.group_offset(&rebuild_group("versioned"), "tick", p)
+                    .unwrap()
+                    .unwrap_or(0)
+            })
+            .sum();
+        assert!(kept > 0 && kept < EVENTS, "kept {kept}");
+        drop(log);
+
+        let host = start(dir.path(), None);
+        let log = host.log().clone();
+        let done = rebuild_ended(&host).await;
+        assert_eq!(done.phase, RebuildPhase::Done, "{done:?}");
+        assert_eq!(
+            done.generation, pending.generation,
+            "resumed, not restarted"
+        );
+        host.wait_until_idle().await.unwrap();
+        assert!(host.projector("versioned").unwrap().unwrap().processing);
+        assert_built_by(&log, "v03", EVENTS);
+        assert_switched(&log, "versioned");
+        assert_eq!(
+            log.projection("versioned")
+                .unwrap()
+                .unwrap()
+                .active
+                .read_model_version,
+            4
+        );
+        eprintln!("resumed a rebuild interrupted after {kept} events");
+        Arc::into_inner(host).unwrap().shutdown().await;
+    });
+}
