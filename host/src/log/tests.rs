@@ -718,3 +718,189 @@ fn reads_go_through_the_upcaster_and_as_stored_does_not() {
     log.set_upcaster(None);
     assert_eq!(log.read_stream("order-1", 1, 10).unwrap().len(), 2);
 }
+
+/// A batch of group `group` on order/`partition` from `from` to `next`, writing `key` in `scope`.
+fn batch(
+    group: &str,
+    partition: u32,
+    from: Option<u64>,
+    next: u64,
+    scope: &str,
+    key: &str,
+) -> HandlerCommit {
+    HandlerCommit {
+        group: group.into(),
+        topic: "order".into(),
+        partition,
+        expected_offset: from,
+        next_offset: next,
+        read_model_writes: vec![ReadModelWrite {
+            scope: scope.into(),
+            key: key.into(),
+            value: Some(key.as_bytes().to_vec()),
+        }],
+        ..Default::default()
+    }
+}
+
+fn begin(projector: &str, version: u32, resume: bool) -> ProjectionChange {
+    ProjectionChange::BeginRebuild {
+        projector: projector.into(),
+        read_model_version: version,
+        plugin_version: format!("v{version}"),
+        resume,
+    }
+}
+
+#[test]
+fn a_rebuild_switch_moves_offsets_and_dead_letters_and_drops_the_old_read_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    let init = ProjectionChange::Init {
+        projector: "p".into(),
+        read_model_version: 1,
+        plugin_version: "v1".into(),
+    };
+    assert_eq!(log.projection("p").unwrap(), None);
+    let r = log.change_projection(init.clone()).unwrap();
+    assert_eq!((r.active.generation, r.active.read_model_version), (0, 1));
+    assert_eq!(
+        log.change_projection(init).unwrap(),
+        r,
+        "init keeps a record"
+    );
+    // The live group (generation 0, scope "p") and a dead letter of it.
+    log.commit_handler(batch("p", 0, None, 5, "p", "old"))
+        .unwrap();
+    log.commit_handler(batch("p", 1, None, 2, "p", "old-1"))
+        .unwrap();
+    log.commit_handler(HandlerCommit {
+        group: "p".into(),
+        topic: "order".into(),
+        partition: 0,
+        keep_offset: true,
+        park: vec![dead_letter("p", 0, 3, false)],
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        log.change_projection(ProjectionChange::Switch {
+            projector: "p".into(),
+            generation: 1
+        }),
+        Err(ProjectionError::NotRebuilding { generation: 1, .. })
+    ));
+
+    // A rebuild into generation 1: its own group and scope, parking its own dead letter.
+    let r = log.change_projection(begin("p", 2, false)).unwrap();
+    let next = r.rebuild.clone().unwrap();
+    assert_eq!((next.generation, next.scope("p")), (1, "p@1".to_owned()));
+    let g = rebuild_group("p");
+    log.commit_handler(batch(&g, 0, None, 7, "p@1", "new"))
+        .unwrap();
+    log.commit_handler(HandlerCommit {
+        group: g.clone(),
+        topic: "order".into(),
+        partition: 0,
+        keep_offset: true,
+        park: vec![dead_letter(&g, 0, 6, false)],
+        ..Default::default()
+    })
+    .unwrap();
+    let view = log.read_models().unwrap();
+    assert_eq!(view.live_scope("p").unwrap(), "p", "the old one is live");
+    drop(view);
+
+    let r = log
+        .change_projection(ProjectionChange::Switch {
+            projector: "p".into(),
+            generation: 1,
+        })
+        .unwrap();
+    assert_eq!(r.rebuild, None);
+    assert_eq!((r.active.generation, r.active.read_model_version), (1, 2));
+    let view = log.read_models().unwrap();
+    assert_eq!(view.live_scope("p").unwrap(), "p@1");
+    assert_eq!(view.get("p@1", "new").unwrap(), Some(b"new".to_vec()));
+    assert!(view.scan_prefix("p", "", None, 10).unwrap().is_empty());
+    assert_eq!(log.group_offset("p", "order", 0).unwrap(), Some(7));
+    assert_eq!(log.group_offset("p", "order", 1).unwrap(), None);
+    assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
+    let letters = log.dead_letters(None).unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!((letters[0].group.as_str(), letters[0].offset), ("p", 6));
+    // The moved record is found under its new key (it can be retried by the live group).
+    assert!(log.dead_letter(&letters[0].key()).unwrap().is_some());
+}
+
+#[test]
+fn a_rebuild_resumes_only_for_the_same_version_and_an_abort_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path());
+    assert!(matches!(
+        log.change_projection(begin("p", 1, false)),
+        Err(ProjectionError::Unknown(_))
+    ));
+    log.change_projection(ProjectionChange::Init {
+        projector: "p".into(),
+        read_model_version: 1,
+        plugin_version: "v1".into(),
+    })
+    .unwrap();
+    log.commit_handler(batch("p", 0, None, 4, "p", "live"))
+        .unwrap();
+    let g = rebuild_group("p");
+    let first = log
+        .change_projection(begin("p", 2, true))
+        .unwrap()
+        .rebuild
+        .unwrap();
+    log.commit_handler(batch(&g, 0, None, 3, "p@1", "a"))
+        .unwrap();
+
+    // The same version resumes: same generation, offsets and rows kept.
+    let resumed = log
+        .change_projection(begin("p", 2, true))
+        .unwrap()
+        .rebuild
+        .unwrap();
+    assert_eq!(resumed, first);
+    assert_eq!(log.group_offset(&g, "order", 0).unwrap(), Some(3));
+    // Another version (or no resume) starts over in a new generation, clearing the old one.
+    let other = log
+        .change_projection(begin("p", 3, true))
+        .unwrap()
+        .rebuild
+        .unwrap();
+    assert_eq!(other.generation, 2);
+    assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
+    let view = log.read_models().unwrap();
+    assert!(view.scan_prefix("p@1", "", None, 10).unwrap().is_empty());
+    drop(view);
+    log.commit_handler(batch(&g, 0, None, 2, "p@2", "b"))
+        .unwrap();
+
+    assert!(matches!(
+        log.change_projection(ProjectionChange::Abort {
+            projector: "p".into(),
+            generation: 1
+        }),
+        Err(ProjectionError::NotRebuilding { .. })
+    ));
+    let r = log
+        .change_projection(ProjectionChange::Abort {
+            projector: "p".into(),
+            generation: 2,
+        })
+        .unwrap();
+    assert_eq!((r.active.generation, r.rebuild), (0, None));
+    assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
+    let view = log.read_models().unwrap();
+    assert!(view.scan_prefix("p@2", "", None, 10).unwrap().is_empty());
+    assert_eq!(
+        view.get("p", "live").unwrap(),
+        Some(b"live".to_vec()),
+        "live untouched"
+    );
+    assert_eq!(view.live_scope("p").unwrap(), "p");
+}

@@ -376,3 +376,213 @@ fn a_start_on_an_old_read_model_rebuilds_first_and_an_interrupted_rebuild_resume
         Arc::into_inner(host).unwrap().shutdown().await;
     });
 }
+
+/// The real binary: `factline projector rebuild` against a running `factline run` with the
+/// order example, its progress and exit code, the admin API's status, and queries that answer
+/// the same before and after the switch.
+#[test]
+fn projector_rebuild_through_the_cli_and_the_admin_api() {
+    use crate::http_api::request;
+    use crate::service::cli;
+    use crate::support::{RunningHost, factline_binary};
+    use serde_json::json;
+
+    const TOKEN: &str = "t0ken";
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("factline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\nadmin_token = \"{TOKEN}\"\n[http]\naddress = \"127.0.0.1:0\"\n\
+             [[topics]]\nname = \"order\"\npartitions = 4\n\n\
+             [[plugins]]\nname = \"order\"\nkind = \"aggregate\"\ncomponent = {:?}\n\n\
+             [[plugins]]\nname = \"order-summary\"\nkind = \"projector\"\ncomponent = {:?}\nsubscriptions = [\"order\"]\n",
+            factline_tests::ORDER,
+            factline_tests::ORDER_SUMMARY
+        ),
+    )
+    .unwrap();
+    let bin = factline_binary();
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    host.wait_ready();
+    let port = host.port();
+    let orders = 40;
+    for o in 0..orders {
+        for body in [
+            json!({"type": "create", "payload": {"customer_id": format!("C-{o}")}}),
+            json!({"type": "add-item", "payload": {"product_id": "A", "quantity": o + 1, "unit_price": 100}}),
+        ] {
+            let body = serde_json::to_vec(&body).unwrap();
+            let path = format!("/v1/aggregates/order/ORD-{o:03}");
+            let (s, r) = request(port, "POST", &path, None, Some(&body));
+            assert_eq!(s, 200, "{r}");
+        }
+    }
+    let rows = || {
+        let (s, r) = request(
+            port,
+            "GET",
+            "/v1/read-models/order-summary?prefix=ORD-",
+            None,
+            None,
+        );
+        assert_eq!(s, 200, "{r}");
+        r["rows"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows().as_array().map(Vec::len) != Some(orders as usize)
+        || rows()[orders as usize - 1]["value"]["total"] != json!(100 * orders)
+    {
+        assert!(Instant::now() < deadline, "rows: {}", rows());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = rows();
+
+    let status_path = "/v1/admin/projectors/order-summary";
+    assert_eq!(request(port, "GET", status_path, None, None).0, 401);
+    let (s, status) = request(port, "GET", status_path, Some(TOKEN), None);
+    assert_eq!(s, 200, "{status}");
+    assert_eq!(
+        (
+            status["scope"].as_str(),
+            status["live"]["generation"].as_u64()
+        ),
+        (Some("order-summary"), Some(0)),
+        "{status}"
+    );
+    let (s, r) = request(
+        port,
+        "POST",
+        "/v1/admin/projectors/order/rebuild",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (404, Some("unknown-projector")),
+        "{r}"
+    );
+
+    let url = host.url().to_owned();
+    let out = cli(
+        &bin,
+        &["projector", "rebuild", "order-summary", "--host", &url],
+        &[("FACTLINE_TOKEN", TOKEN)],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("order-summary: generation 1 live (80 events replayed"),
+        "{stdout}"
+    );
+    assert_eq!(rows(), before, "the rebuilt read model answers the same");
+
+    let (_, status) = request(port, "GET", status_path, Some(TOKEN), None);
+    assert_eq!(status["scope"], "order-summary@1", "{status}");
+    assert_eq!(status["rebuild"]["phase"], "done", "{status}");
+    assert_eq!(status["rebuild"]["processed"], 80, "{status}");
+    let show = cli(
+        &bin,
+        &[
+            "projector",
+            "show",
+            "order-summary",
+            "--host",
+            &url,
+            "--token",
+            TOKEN,
+        ],
+        &[],
+    );
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        shown.contains("generation 1 live (scope order-summary@1"),
+        "{shown}"
+    );
+
+    // New events go to the new read model.
+    let body = serde_json::to_vec(&json!({"type": "confirm", "payload": {}})).unwrap();
+    let (s, r) = request(
+        port,
+        "POST",
+        "/v1/aggregates/order/ORD-000",
+        None,
+        Some(&body),
+    );
+    assert_eq!(s, 200, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows()[0]["value"]["status"] != "confirmed" {
+        assert!(Instant::now() < deadline, "{}", rows());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(host.terminate().success(), "{}", host.stderr());
+}
+
+/// The real binary killed (SIGKILL) in the middle of a start-up rebuild: the restart resumes it
+/// and the read model ends exact, built by the new version alone.
+#[test]
+fn a_host_killed_mid_rebuild_resumes_it_on_restart() {
+    use crate::http_api::request;
+    use crate::support::{RunningHost, factline_binary};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = start(dir.path(), Some(build(0, 1)));
+        spawn_appenders(host.log(), EVENTS).join().unwrap();
+        host.wait_until_idle().await.unwrap();
+        Arc::into_inner(host).unwrap().shutdown().await;
+    });
+    std::fs::write(dir.path().join("plugins/versioned.wasm"), build(5, 2)).unwrap();
+    let config = dir.path().join("factline.toml");
+    std::fs::write(
+        &config,
+        "data_dir = \"data\"\n[http]\naddress = \"127.0.0.1:0\"\n\
+         [[topics]]\nname = \"tick\"\npartitions = 4\n\
+         [[plugins]]\nname = \"versioned\"\nkind = \"projector\"\ncomponent = \"plugins/versioned.wasm\"\n\
+         subscriptions = [\"tick\"]\nbatch_size = 200\nconcurrency = 2\n",
+    )
+    .unwrap();
+    let bin = factline_binary();
+    let status = |port| {
+        let (s, r) = request(port, "GET", "/v1/admin/projectors/versioned", None, None);
+        assert_eq!(s, 200, "{r}");
+        r
+    };
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    host.wait_ready();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = status(host.port());
+        if r["rebuild"]["processed"].as_u64() > Some(0) {
+            assert_eq!(r["rebuild"]["phase"], "replaying", "killed mid-replay: {r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    host.kill();
+
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    host.wait_ready();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let r = status(host.port());
+        if r["rebuild"]["phase"] != "replaying" && r["rebuild"]["phase"] != "switching" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "{r}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(done["rebuild"]["phase"], "done", "{done}");
+    assert_eq!(done["rebuild"]["generation"], 1, "resumed: {done}");
+    assert!(host.terminate().success(), "{}", host.stderr());
+
+    let log = EventLog::open(dir.path().join("data"), LogOptions::default()).unwrap();
+    assert_built_by(&log, "v05", EVENTS);
+    assert_switched(&log, "versioned");
+}
