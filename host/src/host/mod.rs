@@ -341,6 +341,26 @@ impl Host {
         for (name, plugin, _) in pending_rebuilds {
             host.spawn_rebuild(&name, plugin, RebuildReason::Startup, true, None);
         }
+        // Old read models a crash kept from being dropped after their switch.
+        for p in host
+            .config
+            .plugins
+            .iter()
+            .filter(|p| p.kind == PluginKind::Projector)
+        {
+            if host
+                .log
+                .projection(&p.name)
+                .ok()
+                .flatten()
+                .is_some_and(|r| !r.retired.is_empty())
+            {
+                let (log, name) = (host.log.clone(), p.name.clone());
+                let task =
+                    tokio::spawn(async move { crate::rebuild::drop_retired(&log, &name).await });
+                lock(&host.rebuild_tasks).push(task);
+            }
+        }
         Ok(host)
     }
 

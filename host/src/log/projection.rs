@@ -5,9 +5,11 @@
 //! every projector starts with) or `p@g`. The live consumer group is always named `p` (so dead
 //! letters and offsets keep their name across rebuilds); a rebuild runs as group `p@rebuild`
 //! into the next generation's scope. The switch is one transaction: the rebuild group's offsets
-//! and dead letters become the live group's, the record names the new generation, and the old
-//! generation's rows are deleted. A query resolves the live scope in the same read transaction
-//! as its rows, so it sees the old read model or the new one, never a mix or nothing.
+//! and dead letters become the live group's, and the record names the new generation and marks
+//! the old one retired. A query resolves the live scope in the same read transaction as its
+//! rows, so it sees the old read model or the new one, never a mix or nothing. Retired rows are
+//! deleted afterwards in bounded transactions ([`ProjectionChange::DropRetired`]), so a large
+//! read model never stalls the writer (or the live group's switch) while it goes.
 
 use redb::{ReadableDatabase, ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,9 @@ impl ReadModelGeneration {
 pub struct ProjectionRecord {
     pub active: ReadModelGeneration,
     pub rebuild: Option<ReadModelGeneration>,
+    /// Generations no query can reach any more whose rows are still being deleted.
+    #[serde(default)]
+    pub retired: Vec<u64>,
 }
 
 /// The read-model scope of generation `generation` of `projector`.
@@ -78,8 +83,11 @@ pub enum ProjectionChange {
     },
     /// Makes the rebuilt generation live (see the module docs).
     Switch { projector: String, generation: u64 },
-    /// Drops an unfinished rebuild: its rows, offsets and dead letters.
+    /// Drops an unfinished rebuild: its offsets and dead letters; its rows are retired.
     Abort { projector: String, generation: u64 },
+    /// Deletes at most `max_rows` rows of the oldest retired generation (forgetting it once it
+    /// is empty).
+    DropRetired { projector: String, max_rows: usize },
 }
 
 /// A refused change; nothing was written.
@@ -110,7 +118,8 @@ pub(crate) fn apply(
         ProjectionChange::Init { projector, .. }
         | ProjectionChange::BeginRebuild { projector, .. }
         | ProjectionChange::Switch { projector, .. }
-        | ProjectionChange::Abort { projector, .. } => projector.as_str(),
+        | ProjectionChange::Abort { projector, .. }
+        | ProjectionChange::DropRetired { projector, .. } => projector.as_str(),
     };
     let stored: Option<ProjectionRecord> = match records.get(projector)? {
         Some(v) => Some(rmp_serde::from_slice(v.value())?),
@@ -136,6 +145,7 @@ pub(crate) fn apply(
                 since: now,
             },
             rebuild: None,
+            retired: Vec::new(),
         },
         (ProjectionChange::Init { .. }, Some(r)) => return Ok(Ok(r)),
         (_, None) => return Ok(Err(ProjectionError::Unknown(projector.to_owned()))),
@@ -155,12 +165,17 @@ pub(crate) fn apply(
                 {
                     return Ok(Ok(r));
                 }
-                delete_scope(&mut rows, &p.scope(projector))?;
+                r.retired.push(p.generation);
             }
             delete_group(&mut offsets, &mut dead_letters, &rebuild)?;
-            let last = r.rebuild.as_ref().map_or(0, |p| p.generation);
+            // Never reuse a generation whose rows may still exist.
+            let last = r
+                .retired
+                .iter()
+                .copied()
+                .chain(r.rebuild.as_ref().map(|p| p.generation));
             r.rebuild = Some(ReadModelGeneration {
-                generation: r.active.generation.max(last) + 1,
+                generation: last.fold(r.active.generation, u64::max) + 1,
                 read_model_version: *read_model_version,
                 plugin_version: plugin_version.clone(),
                 since: now,
@@ -174,9 +189,9 @@ pub(crate) fn apply(
                     generation: *generation,
                 }));
             };
-            delete_scope(&mut rows, &r.active.scope(projector))?;
             delete_group(&mut offsets, &mut dead_letters, projector)?;
             move_group(&mut offsets, &mut dead_letters, &rebuild, projector)?;
+            r.retired.push(r.active.generation);
             r.active = ReadModelGeneration { since: now, ..next };
             r
         }
@@ -187,8 +202,17 @@ pub(crate) fn apply(
                     generation: *generation,
                 }));
             };
-            delete_scope(&mut rows, &pending.scope(projector))?;
             delete_group(&mut offsets, &mut dead_letters, &rebuild)?;
+            r.retired.push(pending.generation);
+            r
+        }
+        (ProjectionChange::DropRetired { max_rows, .. }, Some(mut r)) => {
+            let Some(&oldest) = r.retired.first() else {
+                return Ok(Ok(r));
+            };
+            if delete_scope(&mut rows, &scope(projector, oldest), *max_rows)? {
+                r.retired.remove(0);
+            }
             r
         }
     };
@@ -197,12 +221,22 @@ pub(crate) fn apply(
     Ok(Ok(record))
 }
 
-fn delete_scope(rows: &mut ReadModelsTable<'_>, scope: &str) -> Result<(), Fatal> {
+/// Deletes up to `max_rows` rows of `scope`; true when none is left.
+fn delete_scope(
+    rows: &mut ReadModelsTable<'_>,
+    scope: &str,
+    max_rows: usize,
+) -> Result<bool, Fatal> {
     let mut keys = Vec::new();
+    let mut empty = true;
     for row in rows.range((scope, "")..)? {
         let (k, _) = row?;
         let (s, key) = k.value();
         if s != scope {
+            break;
+        }
+        if keys.len() == max_rows {
+            empty = false;
             break;
         }
         keys.push(key.to_owned());
@@ -210,7 +244,7 @@ fn delete_scope(rows: &mut ReadModelsTable<'_>, scope: &str) -> Result<(), Fatal
     for key in &keys {
         rows.remove((scope, key.as_str()))?;
     }
-    Ok(())
+    Ok(empty)
 }
 
 fn group_offsets(offsets: &OffsetsTable<'_>, group: &str) -> Result<Vec<(u32, u32, u64)>, Fatal> {

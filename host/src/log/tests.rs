@@ -819,10 +819,24 @@ fn a_rebuild_switch_moves_offsets_and_dead_letters_and_drops_the_old_read_model(
         .unwrap();
     assert_eq!(r.rebuild, None);
     assert_eq!((r.active.generation, r.active.read_model_version), (1, 2));
+    assert_eq!(r.retired, [0]);
     let view = log.read_models().unwrap();
     assert_eq!(view.live_scope("p").unwrap(), "p@1");
     assert_eq!(view.get("p@1", "new").unwrap(), Some(b"new".to_vec()));
+    drop(view);
+    // The retired rows go in bounded transactions.
+    let drop_one = ProjectionChange::DropRetired {
+        projector: "p".into(),
+        max_rows: 1,
+    };
+    assert_eq!(
+        log.change_projection(drop_one.clone()).unwrap().retired,
+        [0]
+    );
+    assert_eq!(log.change_projection(drop_one).unwrap().retired, [0; 0]);
+    let view = log.read_models().unwrap();
     assert!(view.scan_prefix("p", "", None, 10).unwrap().is_empty());
+    assert_eq!(view.get("p@1", "new").unwrap(), Some(b"new".to_vec()));
     assert_eq!(log.group_offset("p", "order", 0).unwrap(), Some(7));
     assert_eq!(log.group_offset("p", "order", 1).unwrap(), None);
     assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
@@ -867,16 +881,12 @@ fn a_rebuild_resumes_only_for_the_same_version_and_an_abort_leaves_nothing() {
     assert_eq!(resumed, first);
     assert_eq!(log.group_offset(&g, "order", 0).unwrap(), Some(3));
     // Another version (or no resume) starts over in a new generation, clearing the old one.
-    let other = log
-        .change_projection(begin("p", 3, true))
-        .unwrap()
-        .rebuild
-        .unwrap();
-    assert_eq!(other.generation, 2);
+    let other = log.change_projection(begin("p", 3, true)).unwrap();
+    assert_eq!(
+        (other.rebuild.unwrap().generation, other.retired),
+        (2, vec![1])
+    );
     assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
-    let view = log.read_models().unwrap();
-    assert!(view.scan_prefix("p@1", "", None, 10).unwrap().is_empty());
-    drop(view);
     log.commit_handler(batch(&g, 0, None, 2, "p@2", "b"))
         .unwrap();
 
@@ -893,9 +903,25 @@ fn a_rebuild_resumes_only_for_the_same_version_and_an_abort_leaves_nothing() {
             generation: 2,
         })
         .unwrap();
-    assert_eq!((r.active.generation, r.rebuild), (0, None));
+    assert_eq!(
+        (r.active.generation, r.rebuild, r.retired),
+        (0, None, vec![1, 2])
+    );
     assert_eq!(log.group_offset(&g, "order", 0).unwrap(), None);
+    // A new rebuild never reuses a retired generation.
+    let next = log.change_projection(begin("p", 3, false)).unwrap();
+    assert_eq!(next.rebuild.unwrap().generation, 3);
+    let drop_all = ProjectionChange::DropRetired {
+        projector: "p".into(),
+        max_rows: 100,
+    };
+    assert_eq!(
+        log.change_projection(drop_all.clone()).unwrap().retired,
+        [2]
+    );
+    assert_eq!(log.change_projection(drop_all).unwrap().retired, [0; 0]);
     let view = log.read_models().unwrap();
+    assert!(view.scan_prefix("p@1", "", None, 10).unwrap().is_empty());
     assert!(view.scan_prefix("p@2", "", None, 10).unwrap().is_empty());
     assert_eq!(
         view.get("p", "live").unwrap(),

@@ -27,6 +27,10 @@ use crate::projector::{Projection, WasmProjection};
 /// How often the replay refreshes its progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
+/// Rows deleted per transaction when a retired read model is dropped: small enough that the
+/// writer's other requests never wait long behind it.
+const DROP_CHUNK: usize = 5_000;
+
 /// Why a rebuild was started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -47,7 +51,7 @@ pub enum RebuildPhase {
     Replaying,
     /// The live group is paused while the new read model takes the last events and goes live.
     Switching,
-    /// The new read model is live; the old one is gone.
+    /// The new read model is live and the old one is gone.
     Done,
     /// Stopped with an error; the old read model stays live and the new one was dropped.
     Failed,
@@ -243,8 +247,11 @@ impl RebuildJob {
                 projector: name.clone(),
                 generation,
             };
-            if let Err(e) = self.log.change_projection_async(abort).await {
-                tracing::warn!(projector = %name, generation, error = %e, "dropping the failed rebuild's rows");
+            match self.log.change_projection_async(abort).await {
+                Ok(_) => drop_retired(&self.log, &name).await,
+                Err(e) => {
+                    tracing::warn!(projector = %name, generation, error = %e, "dropping the failed rebuild's rows")
+                }
             }
         }
         result
@@ -304,6 +311,8 @@ impl RebuildJob {
         drop(paused);
         self.progress
             .update(|s| s.switch_pause_ms = Some(pause.as_secs_f64() * 1000.0));
+        // No query reaches the old rows any more: delete them in small transactions.
+        drop_retired(&self.log, &name).await;
         Ok(())
     }
 
@@ -374,4 +383,23 @@ async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> 
     tokio::task::spawn_blocking(f)
         .await
         .expect("a rebuild step panicked")
+}
+
+/// Deletes the rows of `projector`'s retired read models, a bounded transaction at a time.
+/// Failures are logged: the rows are unreachable, and the next start tries again.
+pub(crate) async fn drop_retired(log: &EventLog, projector: &str) {
+    loop {
+        let change = ProjectionChange::DropRetired {
+            projector: projector.to_owned(),
+            max_rows: DROP_CHUNK,
+        };
+        match log.change_projection_async(change).await {
+            Ok(r) if r.retired.is_empty() => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%projector, error = %e, "dropping a retired read model; the next start retries");
+                return;
+            }
+        }
+    }
 }
