@@ -72,5 +72,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         println!("\n{t}");
     }
+    if !report.projections.is_empty() {
+        let mut t = table([
+            "projector",
+            "live generation",
+            "read-model version",
+            "plugin",
+            "rebuilding",
+            "retired",
+        ]);
+        for (name, r) in &report.projections {
+            t.add_row([
+                name.clone(),
+                r.active.generation.to_string(),
+                r.active.read_model_version.to_string(),
+                r.active.plugin_version.clone(),
+                r.rebuild.as_ref().map_or_else(String::new, |p| {
+                    format!(
+                        "generation {} (read-model version {})",
+                        p.generation, p.read_model_version
+                    )
+                }),
+                format!("{:?}", r.retired),
+            ]);
+        }
+        println!("\n{t}");
+    }
     Ok(())
 }

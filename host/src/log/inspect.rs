@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::dead_letter::DeadLetter;
 use super::error::{ReadError, storage};
 use super::format;
+use super::projection::ProjectionRecord;
 use super::{DB_FILE, TopicInfo};
 
 /// What `factline inspect` shows.
@@ -23,6 +24,8 @@ pub struct Inspection {
     pub dead_letters: Vec<DeadLetterCount>,
     /// Rows per read-model scope.
     pub read_models: Vec<(String, u64)>,
+    /// Each projector's live read-model generation and rebuild, by name.
+    pub projections: Vec<(String, ProjectionRecord)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -179,12 +182,24 @@ pub fn inspect(dir: &Path) -> Result<Inspection, InspectError> {
         }
     }
 
+    let mut projections = Vec::new();
+    if let Some(records) = open(&txn, format::PROJECTIONS)? {
+        for row in records.iter().map_err(st)? {
+            let (k, v) = row.map_err(st)?;
+            let record = rmp_serde::from_slice(v.value()).map_err(|e| {
+                ReadError::Storage(format!("projection record of {}: {e}", k.value()))
+            })?;
+            projections.push((k.value().to_owned(), record));
+        }
+    }
+
     Ok(Inspection {
         format_version,
         topics,
         groups,
         dead_letters,
         read_models: rows.into_iter().collect(),
+        projections,
     })
 }
 
