@@ -53,6 +53,13 @@ pub enum Which {
         #[arg(long, default_value_t = 5)]
         rounds: u32,
     },
+    /// Blue/green projector rebuild: replay rate against the live group's catch-up, and a
+    /// rebuild under load (switch pause, query latency meanwhile).
+    Rebuild {
+        /// Events in the log before the first rebuild.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+    },
     /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
     /// against the raw append rate of the log, in one run.
     Http(crate::cli::bench_http::Args),
@@ -67,6 +74,7 @@ pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
         Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
         Which::Http(args) => crate::cli::bench_http::run(args, plugins),
+        Which::Rebuild { events } => crate::cli::bench_rebuild::run(plugins, events),
     }
 }
 

@@ -6,6 +6,7 @@ mod bench_groups;
 mod bench_http;
 mod bench_languages;
 mod bench_plugins;
+mod bench_rebuild;
 mod bench_reload;
 mod client;
 mod demo;

@@ -24,7 +24,7 @@ use crate::log::{
 use crate::plugin::{CallFailure, LoadedPlugin};
 use crate::projector::{Projection, WasmProjection};
 
-/// How often the replay refreshes its progress.
+/// Longest sleep of a replay waiting on a retry backoff (it checks for a stop in between).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Rows deleted per transaction when a retired read model is dropped: small enough that the
@@ -272,14 +272,16 @@ impl RebuildJob {
         generation: u64,
     ) -> Result<(), RebuildError> {
         let name = self.config.name.clone();
-        // Replay while the live read model answers and keeps processing.
+        // Replay while the live read model answers and keeps processing, until the new one has
+        // caught up with it (not with the log's end, which moves on under load).
         let group = self.replay(group).await?;
         // The live projection of the new generation, made before anything is paused.
         let projection = self.projection().await?;
         self.progress.update(|s| s.phase = RebuildPhase::Switching);
         let mut paused = self.live.pause().await;
         let paused_at = Instant::now();
-        // The last events, which arrived while the live group still ran.
+        // The events the live group handled since: its offsets no longer move, so this is
+        // bounded by the batches it ran meanwhile, whatever the append rate.
         let group = self.replay(group).await?;
         drop(group);
         self.log
@@ -316,14 +318,16 @@ impl RebuildJob {
         Ok(())
     }
 
-    /// Steps `group` until it has consumed everything appended so far.
+    /// Steps `group` until it has caught up with the live group: at or past its committed
+    /// offset on every partition (or at the end of every partition).
     async fn replay(&self, group: ConsumerGroup) -> Result<ConsumerGroup, RebuildError> {
         let progress = self.progress.clone();
         let topics = self.config.topics.clone();
         let log = self.log.clone();
+        let live = self.config.name.clone();
         let (group, result) = tokio::task::spawn_blocking(move || {
             let mut group = group;
-            let r = replay_blocking(&mut group, &log, &topics, &progress);
+            let r = replay_blocking(&mut group, &log, &live, &topics, &progress);
             (group, r)
         })
         .await
@@ -335,19 +339,31 @@ impl RebuildJob {
 fn replay_blocking(
     group: &mut ConsumerGroup,
     log: &EventLog,
+    live: &str,
     topics: &[String],
     progress: &RebuildProgress,
 ) -> Result<(), RebuildError> {
-    let report = |group: &ConsumerGroup| -> Result<(), ReadError> {
+    // Reports progress; true once the rebuild is at or past the live group everywhere.
+    let caught_up = |group: &ConsumerGroup| -> Result<bool, ReadError> {
         let lag = crate::consumer::lag(log, group.name(), topics)?;
         progress.update(|s| {
             s.processed = lag.iter().map(|p| p.committed).sum();
             s.target = lag.iter().map(|p| p.high_water_mark).sum();
         });
-        Ok(())
+        for p in &lag {
+            let live = log.group_offset(live, &p.topic, p.partition)?.unwrap_or(0);
+            if p.committed < live.min(p.high_water_mark) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     };
-    let mut reported = Instant::now();
-    report(group)?;
+    // Checked often enough to stop soon after catching up, rarely enough to cost nothing.
+    let check_every = Duration::from_millis(10);
+    let mut checked = Instant::now();
+    if caught_up(group)? {
+        return Ok(());
+    }
     loop {
         if progress.stopping() {
             return Err(RebuildError::Interrupted);
@@ -362,7 +378,8 @@ fn replay_blocking(
                         offset,
                     });
                 }
-                report(group)?;
+                // At the end of every partition, so past the live group too.
+                caught_up(group)?;
                 return Ok(());
             }
             Step::Idle {
@@ -372,9 +389,11 @@ fn replay_blocking(
                     .min(PROGRESS_EVERY),
             ),
         }
-        if reported.elapsed() >= PROGRESS_EVERY {
-            report(group)?;
-            reported = Instant::now();
+        if checked.elapsed() >= check_every {
+            checked = Instant::now();
+            if caught_up(group)? {
+                return Ok(());
+            }
         }
     }
 }

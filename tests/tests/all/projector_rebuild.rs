@@ -168,22 +168,17 @@ fn a_rebuild_replays_beside_the_live_read_model_and_switches_atomically() {
         let host = start(dir.path(), Some(build(0, 1)));
         let log = host.log().clone();
         let appenders = spawn_appenders(&log, EVENTS);
-        until_counted(&log, "v00").await;
+        // Some history to replay, with events still arriving.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&log, "v00").unwrap_or(0) < EVENTS / 4 {
+            assert!(Instant::now() < deadline, "the live group is stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (reader, reads) = spawn_reader(&log, "v00", stop.clone());
 
         let started = host.rebuild_projector("versioned").await.unwrap();
         assert_eq!(started.reason, RebuildReason::Requested);
-        assert!(matches!(
-            host.rebuild_projector("versioned").await.unwrap_err(),
-            RebuildRequestError::AlreadyRunning(_)
-        ));
-        assert!(matches!(
-            host.deploy("versioned", build(1, 1), None, DeployOrigin::Api)
-                .await
-                .unwrap_err(),
-            DeployError::Rebuilding(_)
-        ));
         assert!(matches!(
             host.rebuild_projector("nope").await.unwrap_err(),
             RebuildRequestError::UnknownProjector(_)
@@ -245,6 +240,12 @@ fn deploying_a_new_read_model_version_rebuilds_it_while_the_old_version_keeps_ru
             .unwrap();
         assert!(same_shape.swapped && same_shape.rebuild.is_none());
         until_counted(&log, "v01").await;
+        // Enough history that the checks below run while the rebuild replays.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&log, "v00").unwrap_or(0) + count(&log, "v01").unwrap_or(0) < EVENTS / 4 {
+            assert!(Instant::now() < deadline, "the live group is stuck");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
 
         // Read-model version 2: built beside the live one, which keeps running v01.
         let report = host
@@ -312,6 +313,21 @@ fn a_start_on_an_old_read_model_rebuilds_first_and_an_interrupted_rebuild_resume
         let status = host.projector("versioned").unwrap().unwrap();
         assert!(!status.processing, "the projector waits for its read model");
         assert_eq!(status.rebuild.unwrap().reason, RebuildReason::Startup);
+        // One rebuild at a time, and no deploy of the projector meanwhile.
+        assert!(matches!(
+            host.rebuild_projector("versioned").await.unwrap_err(),
+            RebuildRequestError::AlreadyRunning(_)
+        ));
+        assert!(matches!(
+            host.deploy("versioned", build(1, 1), None, DeployOrigin::Api)
+                .await
+                .unwrap_err(),
+            DeployError::Rebuilding(_)
+        ));
+        assert!(matches!(
+            host.rollback("versioned").await.unwrap_err(),
+            DeployError::Rebuilding(_)
+        ));
         assert_eq!(
             count(host.log(), "v00"),
             Some(EVENTS),
