@@ -16,20 +16,7 @@ use factline_host::projector::{query, query_prefix};
 use factline_host::rebuild::{RebuildPhase, RebuildStatus};
 
 use crate::cli::bench_plugins::order_events;
-
-const CONFIG: &str = r#"data_dir = "data"
-watch_plugins = false
-[[topics]]
-name = "order"
-partitions = 4
-[[plugins]]
-name = "summary"
-kind = "projector"
-component = "summary.wasm"
-subscriptions = ["order"]
-batch_size = 500
-concurrency = 2
-"#;
+use crate::cli::bench_reload::SUMMARY_HOST;
 
 /// Events per order (`order_events`).
 const PER_ORDER: u64 = 5;
@@ -67,7 +54,7 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
         }
     }
     let total = orders * PER_ORDER;
-    let config = Config::parse(CONFIG, Path::new("bench.toml"), dir.path())?;
+    let config = Config::parse(SUMMARY_HOST, Path::new("bench.toml"), dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -45,6 +45,21 @@ fn variant(component: &[u8], n: u32) -> Vec<u8> {
     out
 }
 
+/// A host running `summary.wasm` (order-summary) on 4 partitions of `order`, 2 lanes.
+pub(crate) const SUMMARY_HOST: &str = r#"data_dir = "data"
+watch_plugins = false
+[[topics]]
+name = "order"
+partitions = 4
+[[plugins]]
+name = "summary"
+kind = "projector"
+component = "summary.wasm"
+subscriptions = ["order"]
+batch_size = 500
+concurrency = 2
+"#;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -58,20 +73,7 @@ pub fn run(plugins: &Path, rounds: u32) -> anyhow::Result<()> {
     let summary = std::fs::read(plugins.join("order_summary.wasm"))?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("summary.wasm"), &summary)?;
-    let text = r#"data_dir = "data"
-watch_plugins = false
-[[topics]]
-name = "order"
-partitions = 4
-[[plugins]]
-name = "summary"
-kind = "projector"
-component = "summary.wasm"
-subscriptions = ["order"]
-batch_size = 500
-concurrency = 2
-"#;
-    let config = Config::parse(text, Path::new("bench.toml"), dir.path())?;
+    let config = Config::parse(SUMMARY_HOST, Path::new("bench.toml"), dir.path())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use factline_host::config::Config;
-use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::host::{Host, RebuildRequestError};
 use factline_host::log::{EventLog, LogOptions, rebuild_group};
 use factline_host::projector::{query, query_prefix};
 use factline_host::rebuild::{RebuildPhase, RebuildReason, RebuildStatus};
 use factline_host::reload::{DeployError, DeployOrigin};
 use versioned_plugin::{patch_read_model_version, patch_tag};
+
+use crate::versioned_plugin::spawn_appenders;
 
 const EVENTS: u64 = 40_000;
 
@@ -48,30 +49,6 @@ concurrency = 2
 "#;
     let config = Config::parse(text, Path::new("test.toml"), dir).unwrap();
     Arc::new(Host::start(config).unwrap())
-}
-
-/// Appends `events` ticks from 4 threads, 10 per append, over 1,000 streams.
-fn spawn_appenders(log: &EventLog, events: u64) -> std::thread::JoinHandle<()> {
-    let log = log.clone();
-    std::thread::spawn(move || {
-        let threads: Vec<_> = (0..4u64)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for i in 0..events / 40 {
-                        let stream = format!("tick-{}", (t * 7919 + i) % 1000);
-                        let batch = (0..10)
-                            .map(|_| NewEvent::new("tick.v", vec![0xc0]))
-                            .collect();
-                        log.append(&stream, ExpectedVersion::Any, batch).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-    })
 }
 
 fn count(log: &EventLog, tag: &str) -> Option<u64> {
@@ -399,25 +376,12 @@ fn a_start_on_an_old_read_model_rebuilds_first_and_an_interrupted_rebuild_resume
 #[test]
 fn projector_rebuild_through_the_cli_and_the_admin_api() {
     use crate::http_api::request;
-    use crate::service::cli;
+    use crate::service::{TOKEN, cli, write_config};
     use crate::support::{RunningHost, factline_binary};
     use serde_json::json;
 
-    const TOKEN: &str = "t0ken";
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("factline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"data\"\nadmin_token = \"{TOKEN}\"\n[http]\naddress = \"127.0.0.1:0\"\n\
-             [[topics]]\nname = \"order\"\npartitions = 4\n\n\
-             [[plugins]]\nname = \"order\"\nkind = \"aggregate\"\ncomponent = {:?}\n\n\
-             [[plugins]]\nname = \"order-summary\"\nkind = \"projector\"\ncomponent = {:?}\nsubscriptions = [\"order\"]\n",
-            factline_tests::ORDER,
-            factline_tests::ORDER_SUMMARY
-        ),
-    )
-    .unwrap();
+    let config = write_config(dir.path());
     let bin = factline_binary();
     let mut host = RunningHost::spawn(&bin, &config, &[]);
     host.wait_ready();

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use crate::http_api::{request, request_text};
 use crate::support::{RunningHost, factline_binary};
 
-const TOKEN: &str = "t0ken";
+pub(crate) const TOKEN: &str = "t0ken";
 
-fn write_config(dir: &Path) -> std::path::PathBuf {
+/// The order example (aggregate + order-summary) with an admin token, on any free port.
+pub(crate) fn write_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("factline.toml");
     std::fs::write(
         &config,

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use factline_host::config::Config;
@@ -49,15 +48,15 @@ concurrency = 2
     (Arc::new(Host::start(config).unwrap()), component)
 }
 
-/// Appends `EVENTS` ticks from 4 threads, 10 per append, over 1,000 streams.
-fn spawn_appenders(log: &EventLog, done: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// Appends `events` ticks from 4 threads, 10 per append, over 1,000 streams.
+pub(crate) fn spawn_appenders(log: &EventLog, events: u64) -> std::thread::JoinHandle<()> {
     let log = log.clone();
     std::thread::spawn(move || {
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 let log = log.clone();
                 std::thread::spawn(move || {
-                    for i in 0..EVENTS / 40 {
+                    for i in 0..events / 40 {
                         let stream = format!("tick-{}", (t * 7919 + i) % 1000);
                         let batch = (0..10)
                             .map(|_| NewEvent::new("tick.v", vec![0xc0]))
@@ -70,7 +69,6 @@ fn spawn_appenders(log: &EventLog, done: Arc<AtomicBool>) -> std::thread::JoinHa
         for t in threads {
             t.join().unwrap();
         }
-        done.store(true, Ordering::SeqCst);
     })
 }
 
@@ -123,8 +121,7 @@ fn versions_swap_under_load_without_losing_or_repeating_an_event() {
     rt.block_on(async {
         let (host, component) = start(dir.path(), false);
         let log = host.log().clone();
-        let done = Arc::new(AtomicBool::new(false));
-        let appenders = spawn_appenders(&log, done.clone());
+        let appenders = spawn_appenders(&log, EVENTS);
         until_counted(&log, "v00").await;
 
         // Five deploys through the API path, each once the previous version has worked.
@@ -173,8 +170,7 @@ fn bad_deploys_are_refused_while_the_running_version_keeps_processing() {
         let (host, component) = start(dir.path(), true);
         let watcher = factline_host::reload::PluginWatcher::start(host.clone()).unwrap();
         let log = host.log().clone();
-        let done = Arc::new(AtomicBool::new(false));
-        let appenders = spawn_appenders(&log, done.clone());
+        let appenders = spawn_appenders(&log, EVENTS);
         until_counted(&log, "v00").await;
         let running = host.plugins()[0].version.clone();
 
