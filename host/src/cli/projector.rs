@@ -84,10 +84,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-/// Polls the projector until the rebuild that started at `started` ends; its last status.
+/// Polls the projector until the rebuild that started at `started` ends; its last status. On a
+/// terminal a progress bar; otherwise (logs, CI) a line per phase and at most one a second.
 fn watch(client: &Client, name: &str, started: &Value, show: bool) -> anyhow::Result<Value> {
+    use std::io::IsTerminal;
     let path = format!("/v1/admin/projectors/{}", segment(name));
-    let bar = if show {
+    let terminal = show && std::io::stderr().is_terminal();
+    let bar = if terminal {
         ProgressBar::new(0)
     } else {
         ProgressBar::hidden()
@@ -99,16 +102,29 @@ fn watch(client: &Client, name: &str, started: &Value, show: bool) -> anyhow::Re
         .expect("a valid template")
         .progress_chars("=> "),
     );
+    let mut last_line: Option<(String, std::time::Instant)> = None;
     loop {
         let status = client.get(&path)?;
         let rebuild = &status["rebuild"];
         if rebuild["started_at_ms"] != started["started_at_ms"] {
             anyhow::bail!("{name}: another rebuild replaced this one");
         }
-        bar.set_length(rebuild["target"].as_u64().unwrap_or(0));
-        bar.set_position(rebuild["processed"].as_u64().unwrap_or(0));
-        bar.set_message(rebuild["phase"].as_str().unwrap_or("").to_owned());
-        if !matches!(rebuild["phase"].as_str(), Some("replaying" | "switching")) {
+        let phase = rebuild["phase"].as_str().unwrap_or("").to_owned();
+        let (processed, target) = (
+            rebuild["processed"].as_u64().unwrap_or(0),
+            rebuild["target"].as_u64().unwrap_or(0),
+        );
+        bar.set_length(target);
+        bar.set_position(processed);
+        bar.set_message(phase.clone());
+        let due = last_line
+            .as_ref()
+            .is_none_or(|(p, at)| *p != phase || at.elapsed() >= Duration::from_secs(1));
+        if show && !terminal && due {
+            eprintln!("{name}: {phase} {processed}/{target} events");
+            last_line = Some((phase.clone(), std::time::Instant::now()));
+        }
+        if !matches!(phase.as_str(), "replaying" | "switching") {
             bar.finish();
             return Ok(rebuild.clone());
         }

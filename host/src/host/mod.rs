@@ -279,6 +279,7 @@ impl Host {
                             source,
                         })?,
                     );
+                    restore_pinned_versions(&runtime, p, &runner);
                     sagas.insert(p.name.clone(), runner.clone());
                     runners.push(runner);
                 }
@@ -912,4 +913,36 @@ fn projector_start(
 /// Runs `f` on a plain thread (blocking waits inside a tokio runtime panic).
 fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| s.spawn(f).join().expect("a start-up step panicked"))
+}
+
+/// Loads, from the artifact cache, the versions that in-flight instances of saga `p` are
+/// pinned to but that its component file no longer holds (a deploy happened before the
+/// restart), so they finish on their own version. A version not in the cache stays missing:
+/// its instances need attention, as before.
+fn restore_pinned_versions(
+    runtime: &PluginRuntime,
+    p: &crate::config::PluginConfig,
+    runner: &SagaRunner,
+) {
+    let missing = match runner.missing_versions() {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(saga = %p.name, error = %e, "listing the versions in-flight instances are pinned to");
+            return;
+        }
+    };
+    for hash in missing {
+        let restored = runtime
+            .load_cached(&p.name, p.kind, &hash, p.load_spec())
+            .map_err(|e| e.to_string())
+            .and_then(|plugin| runner.restore_version(&plugin).map_err(|e| e.to_string()));
+        match restored {
+            Ok(()) => {
+                tracing::info!(saga = %p.name, version = %hash, "restored a pinned saga version from the artifact cache")
+            }
+            Err(e) => {
+                tracing::warn!(saga = %p.name, version = %hash, error = %e, "an in-flight saga version could not be restored; its instances need attention")
+            }
+        }
+    }
 }

@@ -58,6 +58,19 @@ impl ArtifactCache {
             .map(|d| d.join(format!("{content_hash}-{}.cwasm", self.engine_key)))
     }
 
+    /// The cached compiled component of version `content_hash`, if a verified one is there.
+    pub fn load(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
+        let path = self.path(content_hash)?;
+        let file = std::fs::read(&path).ok()?;
+        let artifact = verified(&file)?;
+        // SAFETY: as in `load_or_compile`: this engine configuration's own verified output.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { Component::deserialize(engine, artifact) };
+        loaded
+            .inspect_err(|e| tracing::warn!(path = %path.display(), error = %e, "cached artifact refused by the engine"))
+            .ok()
+    }
+
     /// Loads the compiled component for `bytes` (whose SHA-256 is `content_hash`).
     pub fn load_or_compile(
         &self,

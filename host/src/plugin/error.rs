@@ -29,6 +29,9 @@ pub enum LoadError {
     FuelDisabled,
     #[error("engine error: {0}")]
     Engine(String),
+    /// No usable compiled artifact of this version is in the cache (only its hash is known).
+    #[error("version {0} is not in the artifact cache")]
+    NotCached(String),
 }
 
 /// What went wrong in a call, for retry decisions, metrics and the dead-letter record.

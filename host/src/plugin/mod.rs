@@ -276,6 +276,68 @@ impl PluginRuntime {
             .cache
             .load_or_compile(&self.engine, bytes, &content_hash)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let version = PluginVersion {
+            content_hash,
+            label,
+        };
+        let spec = LoadSpec {
+            limits,
+            capabilities,
+            label: None,
+        };
+        self.validate(name, kind, component, version, cache_outcome, spec, started)
+    }
+
+    /// Loads version `content_hash` of a plugin from the artifact cache alone, without its
+    /// component bytes (a saga instance pinned to a version no longer on disk, after a
+    /// restart). Validated like any load.
+    pub fn load_cached(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        content_hash: &str,
+        spec: LoadSpec,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        if spec.limits.fuel.is_some() && !self.fuel {
+            return Err(LoadError::FuelDisabled);
+        }
+        let started = Instant::now();
+        let component = self
+            .cache
+            .load(&self.engine, content_hash)
+            .ok_or_else(|| LoadError::NotCached(content_hash.to_owned()))?;
+        let version = PluginVersion {
+            content_hash: content_hash.to_owned(),
+            label: spec.label.clone(),
+        };
+        self.validate(
+            name,
+            kind,
+            component,
+            version,
+            CacheOutcome::Hit,
+            spec,
+            started,
+        )
+    }
+
+    /// Checks a compiled component against its kind's world and starts it once.
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        &self,
+        name: &str,
+        kind: PluginKind,
+        component: wasmtime::component::Component,
+        version: PluginVersion,
+        cache_outcome: CacheOutcome,
+        spec: LoadSpec,
+        started: Instant,
+    ) -> Result<Arc<LoadedPlugin>, LoadError> {
+        let LoadSpec {
+            limits,
+            capabilities,
+            ..
+        } = spec;
         check_world(&self.engine, &component, kind)?;
         let pre = self.linkers[kind_index(kind)]
             .instantiate_pre(&component)
@@ -287,10 +349,7 @@ impl PluginRuntime {
         let plugin = Arc::new(LoadedPlugin {
             name: name.into(),
             kind,
-            version: PluginVersion {
-                content_hash,
-                label,
-            },
+            version,
             pre,
             limits,
             capabilities,

@@ -213,6 +213,34 @@ impl SagaRunner {
     /// Loads another version of the plugin and starts new instances on it; in-flight instances
     /// keep theirs. The new version must define the same saga.
     pub fn add_version(&self, plugin: &Arc<LoadedPlugin>) -> Result<(), SagaError> {
+        self.insert_version(plugin, true)
+    }
+
+    /// Loads an older version for the in-flight instances pinned to it (after a restart, from
+    /// the artifact cache); new instances keep starting on the current one.
+    pub fn restore_version(&self, plugin: &Arc<LoadedPlugin>) -> Result<(), SagaError> {
+        self.insert_version(plugin, false)
+    }
+
+    /// Content hashes that in-flight instances are pinned to but that are not loaded.
+    pub fn missing_versions(&self) -> Result<BTreeSet<String>, SagaError> {
+        let pinned: BTreeSet<String> = list(&self.log, Some(&self.name))?
+            .into_iter()
+            .filter(|i| i.status.in_flight())
+            .map(|i| i.plugin_version)
+            .collect();
+        let versions = self.versions();
+        Ok(pinned
+            .into_iter()
+            .filter(|h| !versions.loaded.contains_key(h))
+            .collect())
+    }
+
+    fn insert_version(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        make_current: bool,
+    ) -> Result<(), SagaError> {
         let (hash, version) = Self::load_version(plugin)?;
         let mut versions = self.versions();
         let current = &versions.loaded[&versions.current].definition.name;
@@ -224,7 +252,9 @@ impl SagaRunner {
             });
         }
         versions.loaded.insert(hash.clone(), version);
-        versions.current = hash;
+        if make_current {
+            versions.current = hash;
+        }
         Ok(())
     }
 

@@ -334,3 +334,46 @@ fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
         ORDERS - failing
     );
 }
+
+/// An instance pinned to a version that a deploy replaced on disk finishes on that version
+/// after a restart: the host loads it from the artifact cache (by content hash) instead of
+/// leaving the instance needing attention.
+#[test]
+fn a_pinned_version_replaced_on_disk_is_restored_from_the_cache_after_a_restart() {
+    use factline_host::reload::DeployOrigin;
+    let dir = tempfile::tempdir().unwrap();
+    let saga = dir.path().join("order_placement.wasm");
+    std::fs::copy(factline_tests::ORDER_PLACEMENT, &saga).unwrap();
+    let mut shop = Shop::start_with(saga.to_str().unwrap());
+    shop.restock("P1", 5);
+    shop.send("shipping", "main", "pause", serde_json::json!({}))
+        .unwrap();
+    shop.place_order("ORD-5", "C5", &[("P1", 1, 700)]);
+    let waiting = shop.wait_saga("ORD-5", |i| i.steps[2].sent_at.is_some());
+    let v1 = waiting.plugin_version.clone();
+    // v2 replaces v1 in the component file (an API deploy rewrites it).
+    let v2 = std::fs::read(factline_tests::ORDER_PLACEMENT_V2).unwrap();
+    let report = shop
+        .rt
+        .block_on(
+            shop.host()
+                .deploy("order-placement", v2.clone(), None, DeployOrigin::Api),
+        )
+        .unwrap();
+    assert!(report.swapped, "{report:?}");
+    assert_eq!(std::fs::read(&saga).unwrap(), v2);
+
+    shop.restart();
+    let runner = shop.host().saga("order-placement").unwrap();
+    assert_eq!(
+        runner.loaded_versions(),
+        [report.current.content_hash.clone(), v1.clone()],
+        "v2 current, v1 restored for ORD-5"
+    );
+    let done = shop.wait_failed("ORD-5", "schedule_shipping", "timed out");
+    assert_eq!(done.plugin_version, v1, "finished on its own version");
+    assert_eq!(
+        types(&shop.events("payment-C5")),
+        ["payment.charged", "payment.refunded"]
+    );
+}

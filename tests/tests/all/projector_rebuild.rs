@@ -459,6 +459,12 @@ fn projector_rebuild_through_the_cli_and_the_admin_api() {
         stdout.contains("order-summary: generation 1 live (80 events replayed"),
         "{stdout}"
     );
+    // Not a terminal: progress as lines, the last one the end.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("order-summary: done 80/80 events"),
+        "{stderr}"
+    );
     assert_eq!(rows(), before, "the rebuilt read model answers the same");
 
     let (_, status) = request(port, "GET", status_path, Some(TOKEN), None);
