@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::capabilities::{Capabilities, SeededRandom};
@@ -148,12 +149,53 @@ impl IsTerminal for GuestOutput {
 
 impl StdoutStream for GuestOutput {
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
+        Box::new(self.writer())
+    }
+
+    /// Synchronous, unlike the default adapter over `async_stream`, which hands writes to a
+    /// background tokio task: a guest's write or flush then never waits for the runtime (which
+    /// may be shutting down: a call blocked there would never return), and an instance spawns
+    /// no task.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.writer())
+    }
+}
+
+impl GuestOutput {
+    fn writer(&self) -> LineWriter {
+        LineWriter {
             plugin: self.plugin.clone(),
             stream: self.stream,
             recent: self.recent.clone(),
             line: Vec::new(),
-        })
+        }
+    }
+}
+
+impl Pollable for LineWriter {
+    // Always ready: writes complete at once. (The trait is `async_trait`-shaped.)
+    fn ready<'a, 'b>(&'a mut self) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(std::future::ready(()))
+    }
+}
+
+impl OutputStream for LineWriter {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        self.emit();
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(MAX_LINE)
     }
 }
 
@@ -167,6 +209,18 @@ struct LineWriter {
 const MAX_LINE: usize = 8 * 1024;
 
 impl LineWriter {
+    /// Adds `buf`, emitting each complete (or overlong) line.
+    fn push(&mut self, buf: &[u8]) {
+        for &b in buf {
+            if b == b'\n' || self.line.len() >= MAX_LINE {
+                self.emit();
+            }
+            if b != b'\n' {
+                let _ = self.line.write(&[b]);
+            }
+        }
+    }
+
     fn emit(&mut self) {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
@@ -186,14 +240,7 @@ impl tokio::io::AsyncWrite for LineWriter {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        for &b in buf {
-            if b == b'\n' || self.line.len() >= MAX_LINE {
-                self.emit();
-            }
-            if b != b'\n' {
-                let _ = self.line.write(&[b]);
-            }
-        }
+        self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }
 

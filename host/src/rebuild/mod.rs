@@ -150,9 +150,10 @@ pub enum RebuildError {
     Consumer(#[from] ConsumerError),
     #[error(transparent)]
     Read(#[from] ReadError),
-    /// A `block` dead letter stops the replay; the old read model stays live.
+    /// A `block` dead letter stops the replay at an event the live group has passed; the old
+    /// read model stays live.
     #[error(
-        "the replay is blocked by a dead letter at {topic}/{partition}@{offset}; the old read model stays live"
+        "the replay is blocked by a dead letter at {topic}/{partition}@{offset}, which the live read model is past; the old read model stays live"
     )]
     Blocked {
         topic: String,
@@ -371,16 +372,21 @@ fn replay_blocking(
         match group.step()? {
             Step::Progress { .. } | Step::Failed => {}
             Step::Idle { next_retry: None } => {
-                if let Some((topic, partition, offset)) = group.blocked().into_iter().next() {
-                    return Err(RebuildError::Blocked {
-                        topic,
-                        partition,
-                        offset,
-                    });
+                // At the end of every partition, or held by a `block` dead letter: caught up
+                // unless the live group is past that event (then it never will be).
+                if caught_up(group)? {
+                    return Ok(());
                 }
-                // At the end of every partition, so past the live group too.
-                caught_up(group)?;
-                return Ok(());
+                let (topic, partition, offset) = group
+                    .blocked()
+                    .into_iter()
+                    .next()
+                    .expect("an idle group behind the live one is blocked");
+                return Err(RebuildError::Blocked {
+                    topic,
+                    partition,
+                    offset,
+                });
             }
             Step::Idle {
                 next_retry: Some(at),

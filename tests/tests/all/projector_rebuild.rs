@@ -65,11 +65,15 @@ async fn until_counted(log: &EventLog, tag: &str) {
     }
 }
 
-/// Polls the projector's status until its rebuild has ended; returns the last status.
+/// Polls the versioned projector until its rebuild has ended; returns the last status.
 async fn rebuild_ended(host: &Host) -> RebuildStatus {
+    rebuild_of(host, "versioned").await
+}
+
+async fn rebuild_of(host: &Host, projector: &str) -> RebuildStatus {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let status = host.projector("versioned").unwrap().unwrap();
+        let status = host.projector(projector).unwrap().unwrap();
         let r = status.rebuild.expect("a rebuild was started");
         if !r.is_running() {
             return r;
@@ -571,4 +575,116 @@ fn a_host_killed_mid_rebuild_resumes_it_on_restart() {
     let log = EventLog::open(dir.path().join("data"), LogOptions::default()).unwrap();
     assert_built_by(&log, "v05", EVENTS);
     assert_switched(&log, "versioned");
+}
+
+/// A poison event met by a rebuild: parked (`skip`) or holding its partition (`block`) by the
+/// rebuild group, exactly as by the live group, and after the switch the live group's dead
+/// letter is the rebuild's (so a retry with a fixed version applies it once).
+#[test]
+fn a_poison_event_in_a_rebuild_ends_as_the_live_groups_dead_letter() {
+    use crate::poison_plugin::{append, count};
+    use factline_host::consumer::RetryOutcome;
+
+    for policy in ["skip", "block"] {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("poison.wasm");
+        std::fs::copy(factline_tests::POISON_PLUGIN, &component).unwrap();
+        let text = format!(
+            "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
+             [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
+             subscriptions = [\"item\"]\ndead_letter = \"{policy}\"\n\
+             retry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n"
+        );
+        let config = Config::parse(&text, Path::new("test.toml"), dir.path()).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let host = Host::start(config).unwrap();
+            let log = host.log().clone();
+            // Blocking appends, off the runtime's own threads.
+            let poisoned = tokio::task::block_in_place(|| {
+                for i in 0..20 {
+                    append(&log, &format!("item-{}", i % 4), "item.a", false);
+                }
+                let poisoned = append(&log, "item-1", "item.a", true);
+                for i in 0..20 {
+                    append(&log, &format!("item-{}", i % 4), "item.b", false);
+                }
+                poisoned
+            });
+            let (_, partition) = log.locate("item-1").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while log.dead_letters(Some("poison")).unwrap().is_empty() {
+                assert!(Instant::now() < deadline, "{policy}: never parked");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Idle: every partition at its end or held by its `block` dead letter.
+            host.wait_until_idle().await.unwrap();
+            let before = (count(&log, "item.a"), count(&log, "item.b"));
+
+            host.rebuild_projector("poison").await.unwrap();
+            let done = rebuild_of(&host, "poison").await;
+            assert_eq!(done.phase, RebuildPhase::Done, "{policy}: {done:?}");
+            assert_eq!(
+                (count(&log, "item.a"), count(&log, "item.b")),
+                before,
+                "{policy}: the rebuilt read model matches the old one"
+            );
+            assert!(
+                log.dead_letters(Some(&rebuild_group("poison")))
+                    .unwrap()
+                    .is_empty()
+            );
+            let letters = log.dead_letters(Some("poison")).unwrap();
+            assert_eq!(letters.len(), 1, "{policy}: {letters:?}");
+            let letter = &letters[0];
+            assert_eq!(
+                (letter.partition, letter.offset, letter.blocking),
+                (partition, poisoned, policy == "block"),
+                "{policy}"
+            );
+            if policy == "block" {
+                assert_eq!(
+                    host.projector("poison")
+                        .unwrap()
+                        .unwrap()
+                        .live
+                        .unwrap()
+                        .generation,
+                    1
+                );
+                assert_eq!(
+                    log.group_offset("poison", "item", partition).unwrap(),
+                    Some(poisoned),
+                    "the new live group holds the partition at the poison event"
+                );
+            }
+
+            // The fixed version retries it on the new read model, once.
+            let fixed = std::fs::read(factline_tests::POISON_FIXED_PLUGIN).unwrap();
+            let report = host
+                .deploy("poison", fixed, None, DeployOrigin::Api)
+                .await
+                .unwrap();
+            assert!(report.swapped, "{report:?}");
+            let handle = host.groups().iter().find(|g| g.name() == "poison").unwrap();
+            let outcome = handle.retry_dead_letter(letter.key()).await.unwrap();
+            assert_eq!(
+                outcome,
+                if policy == "skip" {
+                    RetryOutcome::Reprocessed
+                } else {
+                    RetryOutcome::Unblocked
+                }
+            );
+            host.wait_until_idle().await.unwrap();
+            assert_eq!(
+                (count(&log, "item.a"), count(&log, "item.b")),
+                (21, 20),
+                "{policy}"
+            );
+            assert!(log.dead_letters(None).unwrap().is_empty());
+            drop(log);
+            host.shutdown().await;
+        });
+    }
 }
