@@ -681,13 +681,44 @@ impl Host {
                     .iter()
                     .find(|g| g.name() == name)
                     .expect("every projector has a group");
-                group
-                    .swap_projection(Box::new(projection))
+                let swap_failed = |source| DeployError::Swap {
+                    plugin: name.clone(),
+                    source,
+                };
+                if group.is_running() {
+                    group
+                        .swap_projection(Box::new(projection))
+                        .await
+                        .map_err(swap_failed)?;
+                } else {
+                    // Nothing runs (its start-up rebuild failed): this version, of the live read
+                    // model's shape, starts the group on the live read model.
+                    let Role::Consumer(group_config) = &config.role else {
+                        unreachable!("a projector has a consumer role");
+                    };
+                    let scope = self
+                        .log
+                        .read_models()
+                        .and_then(|v| v.live_scope(&name))
+                        .map_err(|e| DeployError::Storage {
+                            plugin: name.clone(),
+                            message: e.to_string(),
+                        })?;
+                    let (log, group_config) = (
+                        self.log.clone(),
+                        crate::consumer::GroupConfig {
+                            scope: Some(scope),
+                            ..group_config.clone()
+                        },
+                    );
+                    let started = tokio::task::spawn_blocking(move || {
+                        ConsumerGroup::new(log, group_config, Box::new(projection))
+                    })
                     .await
-                    .map_err(|source| DeployError::Swap {
-                        plugin: name.clone(),
-                        source,
-                    })?;
+                    .expect("starting a consumer group panicked")
+                    .map_err(swap_failed)?;
+                    group.pause().await.replace(Some(started));
+                }
             }
             Role::Consumer(_) if config.kind == PluginKind::Saga => {
                 // New instances start on the new version; in-flight ones finish on the version

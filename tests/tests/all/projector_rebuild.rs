@@ -688,3 +688,77 @@ fn a_poison_event_in_a_rebuild_ends_as_the_live_groups_dead_letter() {
         });
     }
 }
+
+/// A start-up rebuild that cannot catch up (a `block` poison event the old version had
+/// handled): it fails, the old read model keeps answering, nothing of the failed generation is
+/// left, and deploying a version of the live read model's shape starts the projector on it.
+#[test]
+fn a_failed_start_up_rebuild_keeps_the_old_read_model_until_a_fitting_version_is_deployed() {
+    use crate::poison_plugin::{append, count};
+
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("poison.wasm");
+    let fixed = std::fs::read(factline_tests::POISON_FIXED_PLUGIN).unwrap();
+    std::fs::write(&component, &fixed).unwrap();
+    let text = "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
+         [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
+         subscriptions = [\"item\"]\ndead_letter = \"block\"\n\
+         retry = { base_ms = 1, cap_ms = 2, max_attempts = 2 }\n";
+    let config = || Config::parse(text, Path::new("test.toml"), dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // The fixed version handles everything, the poison event too.
+        let host = Host::start(config()).unwrap();
+        let log = host.log().clone();
+        tokio::task::block_in_place(|| {
+            for i in 0..10 {
+                append(&log, &format!("item-{}", i % 4), "item.a", i == 5);
+            }
+        });
+        host.wait_until_idle().await.unwrap();
+        assert_eq!(count(&log, "item.a"), 10);
+        drop(log);
+        host.shutdown().await;
+
+        // The trapping build, declaring read-model version 2: its rebuild blocks at the poison
+        // event, which the live read model is past.
+        let buggy = std::fs::read(factline_tests::POISON_PLUGIN).unwrap();
+        std::fs::write(&component, patch_read_model_version(&buggy, 2)).unwrap();
+        let host = Host::start(config()).unwrap();
+        let failed = rebuild_of(&host, "poison").await;
+        assert_eq!(failed.phase, RebuildPhase::Failed, "{failed:?}");
+        assert!(failed.error.unwrap().contains("blocked"));
+        let status = host.projector("poison").unwrap().unwrap();
+        assert!(!status.processing);
+        assert_eq!(status.scope, "poison", "the old read model stays live");
+        let log = host.log().clone();
+        assert_eq!(count(&log, "item.a"), 10);
+        let record = log.projection("poison").unwrap().unwrap();
+        assert_eq!((record.rebuild, record.retired), (None, vec![]));
+        assert!(
+            log.read_models()
+                .unwrap()
+                .scan_prefix("poison@1", "", None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            log.dead_letters(Some(&rebuild_group("poison")))
+                .unwrap()
+                .is_empty()
+        );
+
+        // The fixed version (read-model version 1, the live one's) starts the projector.
+        let report = host
+            .deploy("poison", fixed.clone(), None, DeployOrigin::Api)
+            .await
+            .unwrap();
+        assert!(report.swapped && report.rebuild.is_none(), "{report:?}");
+        assert!(host.projector("poison").unwrap().unwrap().processing);
+        tokio::task::block_in_place(|| append(&log, "item-9", "item.b", false));
+        host.wait_until_idle().await.unwrap();
+        assert_eq!((count(&log, "item.a"), count(&log, "item.b")), (10, 1));
+        drop(log);
+        host.shutdown().await;
+    });
+}

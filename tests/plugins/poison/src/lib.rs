@@ -1,7 +1,9 @@
 //! A test-only projector: counts events per type under the key `count/<type>` and traps (panics)
 //! on an event whose payload says `"poison": true`, so the host's tests can prove retries and
 //! the dead-letter queue. Built twice: `poison-plugin` traps; `poison-fixed-plugin` (feature
-//! `fixed`, same source) is the "fixed release" that counts poison events like any other.
+//! `fixed`, same source) is the "fixed release" that counts poison events like any other. Its
+//! declared read-model version is patched in the built bytes like the `versioned` plugin's
+//! ([`READ_MODEL`]), so a test can make a start rebuild its read model.
 
 use factline_guest::{EventMeta, Failure, Projector, ReadModel};
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,9 @@ pub enum Event {
 
 #[derive(Debug, Default)]
 pub struct Poison;
+
+/// The read-model version marker (same as the `versioned` plugin's, so its patcher serves).
+pub static READ_MODEL: [u8; 24] = *b"FACTLINE-READ-MODEL-V:01";
 
 /// The read-model key of an event type's count.
 pub fn count_key(event_type: &str) -> String {
@@ -47,6 +52,12 @@ impl Projector for Poison {
         let key = count_key(event_type);
         let n: u64 = model.get(&key)?.unwrap_or(0);
         model.put(&key, &(n + 1))
+    }
+
+    fn read_model_version() -> u32 {
+        let v = std::hint::black_box(&READ_MODEL);
+        let digits = &v[v.len() - 2..];
+        u32::from(digits[0] - b'0') * 10 + u32::from(digits[1] - b'0')
     }
 }
 
