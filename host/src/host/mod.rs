@@ -770,21 +770,27 @@ impl Host {
         &self.groups
     }
 
-    /// Lag of every group, per partition, from storage.
+    /// Lag of every group, per partition, from storage; a running rebuild's group
+    /// (`name@rebuild`) follows its projector's.
     pub fn lag(&self) -> Result<Vec<(String, Vec<PartitionLag>)>, ReadError> {
-        self.consumers()
-            .map(|(name, topics)| {
-                Ok((
-                    name.to_owned(),
-                    crate::consumer::lag(&self.log, name, topics)?,
-                ))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (name, topics) in self.consumers() {
+            out.push((
+                name.to_owned(),
+                crate::consumer::lag(&self.log, name, topics)?,
+            ));
+            if self.rebuilding(name) {
+                let group = crate::log::rebuild_group(name);
+                let lag = crate::consumer::lag(&self.log, &group, topics)?;
+                out.push((group, lag));
+            }
+        }
+        Ok(out)
     }
 
     /// True when no group can make progress without new events: every partition is caught
-    /// up, or waits on a blocking dead letter (only an operator moves it), and no saga instance
-    /// has a timer pending.
+    /// up, or waits on a blocking dead letter (only an operator moves it), no rebuild runs, no
+    /// saga instance has a timer pending.
     pub fn is_idle(&self) -> Result<bool, ReadError> {
         if lock(&self.rebuilds)
             .values()
@@ -793,6 +799,15 @@ impl Host {
             return Ok(false);
         }
         for (group, partitions) in self.lag()? {
+            // A projector waiting on a failed start-up rebuild cannot move until an operator
+            // deploys or rebuilds it.
+            if self
+                .groups
+                .iter()
+                .any(|g| g.name() == group && !g.is_running())
+            {
+                continue;
+            }
             for p in partitions.iter().filter(|p| p.lag > 0) {
                 let key = DeadLetterKey {
                     group: group.clone(),

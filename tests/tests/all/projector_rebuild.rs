@@ -294,6 +294,12 @@ fn a_start_on_an_old_read_model_rebuilds_first_and_an_interrupted_rebuild_resume
         let status = host.projector("versioned").unwrap().unwrap();
         assert!(!status.processing, "the projector waits for its read model");
         assert_eq!(status.rebuild.unwrap().reason, RebuildReason::Startup);
+        let lag = host.lag().unwrap();
+        assert!(
+            lag.iter()
+                .any(|(group, _)| *group == rebuild_group("versioned")),
+            "a running rebuild's lag is listed: {lag:?}"
+        );
         // One rebuild at a time, and no deploy of the projector meanwhile.
         assert!(matches!(
             host.rebuild_projector("versioned").await.unwrap_err(),
