@@ -238,8 +238,10 @@ impl RebuildJob {
             ..self.config.clone()
         };
         let log = self.log.clone();
-        let group = blocking(move || ConsumerGroup::new(log, config, projection)).await?;
-        let result = self.switch_over(group, generation).await;
+        let result = match blocking(move || ConsumerGroup::new(log, config, projection)).await {
+            Ok(group) => self.switch_over(group, generation).await,
+            Err(e) => Err(e.into()),
+        };
         if let Err(e) = &result
             && !matches!(e, RebuildError::Interrupted)
         {
