@@ -26,7 +26,9 @@ use crate::plugin::{
 };
 use crate::policy::{PolicyError, PolicyRunner};
 use crate::projector::{Projection, WasmProjection};
-use crate::rebuild::{RebuildJob, RebuildProgress, RebuildReason, RebuildStatus};
+use crate::rebuild::{
+    Hook, RebuildHooks, RebuildJob, RebuildProgress, RebuildReason, RebuildStatus,
+};
 use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
 use crate::saga::{SagaError, SagaOptions, SagaRunner};
 
@@ -340,7 +342,13 @@ impl Host {
             runners,
         };
         for (name, plugin, _) in pending_rebuilds {
-            host.spawn_rebuild(&name, plugin, RebuildReason::Startup, true, None);
+            host.spawn_rebuild(
+                &name,
+                plugin,
+                RebuildReason::Startup,
+                true,
+                RebuildHooks::default(),
+            );
         }
         // Old read models a crash kept from being dropped after their switch.
         for p in host
@@ -373,7 +381,7 @@ impl Host {
         plugin: Arc<LoadedPlugin>,
         reason: RebuildReason,
         resume: bool,
-        on_switch: Option<Box<dyn FnOnce() + Send + Sync>>,
+        hooks: RebuildHooks,
     ) -> Arc<RebuildProgress> {
         let p = self
             .config
@@ -398,7 +406,7 @@ impl Host {
             plugin,
             progress: progress.clone(),
             resume,
-            on_switch,
+            hooks,
         };
         let task = tokio::spawn(job.run());
         lock(&self.rebuilds).insert(name.to_owned(), progress.clone());
@@ -441,7 +449,13 @@ impl Host {
             .expect("every configured plugin is registered")
             .plugin;
         Ok(self
-            .spawn_rebuild(name, plugin, RebuildReason::Requested, false, None)
+            .spawn_rebuild(
+                name,
+                plugin,
+                RebuildReason::Requested,
+                false,
+                RebuildHooks::default(),
+            )
             .status())
     }
 
@@ -659,18 +673,28 @@ impl Host {
                     let rewrite = origin != DeployOrigin::File;
                     let keep_old = origin != DeployOrigin::Rollback;
                     let deployed = new.clone();
-                    let on_switch = Box::new(move || {
+                    let on_switch: Hook = Box::new(move || {
                         if rewrite && let Err(e) = crate::reload::persist(&path, &deployed.bytes) {
                             tracing::warn!(plugin = %deployed.plugin.name, path = %path.display(), error = %e, "deployed, but the component file could not be rewritten; a restart would load the old file");
                         }
                         registry.advance(deployed, keep_old);
                     });
+                    // A rollback took its version off the history: a failed rebuild puts it back.
+                    let on_failure = (origin == DeployOrigin::Rollback).then(|| {
+                        let (registry, name, back) =
+                            (self.registry.clone(), name.clone(), new.clone());
+                        Box::new(move || registry.push_previous(&name, back)) as Hook
+                    });
+                    let hooks = RebuildHooks {
+                        on_switch: Some(on_switch),
+                        on_failure,
+                    };
                     let progress = self.spawn_rebuild(
                         &name,
                         new.plugin.clone(),
                         RebuildReason::Deploy,
                         false,
-                        Some(on_switch),
+                        hooks,
                     );
                     tracing::info!(plugin = %name, from = %report.previous, to = %report.current, from_read_model = live_version, to_read_model = projection.read_model_version(), "new read-model version: rebuilding beside the live one");
                     report.rebuild = Some(progress.status());

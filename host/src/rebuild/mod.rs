@@ -176,8 +176,20 @@ pub(crate) struct RebuildJob {
     pub progress: Arc<RebuildProgress>,
     /// Continue an unfinished rebuild by the same version instead of starting over.
     pub resume: bool,
-    /// Runs right after the switch committed (a deploy makes its version current there).
-    pub on_switch: Option<Box<dyn FnOnce() + Send + Sync>>,
+    pub hooks: RebuildHooks,
+}
+
+/// A callback of a rebuild's outcome.
+pub(crate) type Hook = Box<dyn FnOnce() + Send + Sync>;
+
+/// What a rebuild's starter does at its end.
+#[derive(Default)]
+pub(crate) struct RebuildHooks {
+    /// Right after the switch committed (a deploy makes its version current there).
+    pub on_switch: Option<Hook>,
+    /// When it failed (not when a shutdown interrupted it): a rollback puts the version it
+    /// took off the history back.
+    pub on_failure: Option<Hook>,
 }
 
 impl RebuildJob {
@@ -186,6 +198,13 @@ impl RebuildJob {
         let progress = self.progress.clone();
         let name = self.config.name.clone();
         let outcome = self.rebuild().await;
+        if outcome
+            .as_ref()
+            .is_err_and(|e| !matches!(e, RebuildError::Interrupted))
+            && let Some(f) = self.hooks.on_failure.take()
+        {
+            f();
+        }
         progress.update(|s| {
             s.finished_at_ms = Some(now_millis());
             match &outcome {
@@ -295,7 +314,7 @@ impl RebuildJob {
             .await?;
         // From here the new generation is live: the old group must not run again.
         drop(paused.replace(None));
-        if let Some(f) = self.on_switch.take() {
+        if let Some(f) = self.hooks.on_switch.take() {
             f();
         }
         let config = GroupConfig {

@@ -768,3 +768,68 @@ fn a_failed_start_up_rebuild_keeps_the_old_read_model_until_a_fitting_version_is
         host.shutdown().await;
     });
 }
+
+/// A rollback to a version of another read-model version rebuilds like a deploy; when that
+/// rebuild fails, the running version stays and the one rolled back to is kept in the history.
+#[test]
+fn a_rollback_whose_rebuild_fails_keeps_the_running_version_and_the_history() {
+    use crate::poison_plugin::{append, count};
+
+    let dir = tempfile::tempdir().unwrap();
+    let buggy = patch_read_model_version(&std::fs::read(factline_tests::POISON_PLUGIN).unwrap(), 2);
+    std::fs::write(dir.path().join("poison.wasm"), &buggy).unwrap();
+    let text = "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
+         [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
+         subscriptions = [\"item\"]\ndead_letter = \"block\"\n\
+         retry = { base_ms = 1, cap_ms = 2, max_attempts = 2 }\n";
+    let config = Config::parse(text, Path::new("test.toml"), dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = Host::start(config).unwrap();
+        let log = host.log().clone();
+        tokio::task::block_in_place(|| {
+            for i in 0..6 {
+                append(&log, &format!("item-{i}"), "item.a", false);
+            }
+        });
+        host.wait_until_idle().await.unwrap();
+        // The fixed version has read-model version 1: a deploy rebuilds.
+        let fixed = std::fs::read(factline_tests::POISON_FIXED_PLUGIN).unwrap();
+        let deployed = host
+            .deploy("poison", fixed, None, DeployOrigin::Api)
+            .await
+            .unwrap();
+        assert!(deployed.rebuild.is_some(), "{deployed:?}");
+        assert_eq!(rebuild_of(&host, "poison").await.phase, RebuildPhase::Done);
+        tokio::task::block_in_place(|| append(&log, "item-1", "item.a", true));
+        host.wait_until_idle().await.unwrap();
+        assert_eq!(
+            count(&log, "item.a"),
+            7,
+            "the fixed version handled the poison event"
+        );
+
+        // Back to the trapping version: its rebuild blocks behind the live group and fails.
+        let back = host.rollback("poison").await.unwrap();
+        assert!(back.rebuild.is_some(), "{back:?}");
+        let failed = rebuild_of(&host, "poison").await;
+        assert_eq!(failed.phase, RebuildPhase::Failed, "{failed:?}");
+        assert_eq!(
+            host.plugins()[0].version,
+            deployed.current,
+            "still the fixed version"
+        );
+        let history = host.plugin_versions("poison").unwrap();
+        assert_eq!(
+            history.previous.len(),
+            1,
+            "the trapping version is kept: {history:?}"
+        );
+        assert_eq!(history.previous[0].version, deployed.previous);
+        let status = host.projector("poison").unwrap().unwrap();
+        assert!(status.processing);
+        assert_eq!(count(&log, "item.a"), 7);
+        drop(log);
+        host.shutdown().await;
+    });
+}
