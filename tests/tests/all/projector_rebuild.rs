@@ -583,6 +583,18 @@ fn a_host_killed_mid_rebuild_resumes_it_on_restart() {
     assert_switched(&log, "versioned");
 }
 
+/// A host on `dir` running the poison projector from `dir/poison.wasm` over 2 partitions of
+/// `item`, with dead-letter policy `policy` after two quick attempts.
+fn poison_host(dir: &Path, policy: &str) -> Config {
+    let text = format!(
+        "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
+         [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
+         subscriptions = [\"item\"]\ndead_letter = \"{policy}\"\n\
+         retry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n"
+    );
+    Config::parse(&text, Path::new("test.toml"), dir).unwrap()
+}
+
 /// A poison event met by a rebuild: parked (`skip`) or holding its partition (`block`) by the
 /// rebuild group, exactly as by the live group, and after the switch the live group's dead
 /// letter is the rebuild's (so a retry with a fixed version applies it once).
@@ -595,13 +607,7 @@ fn a_poison_event_in_a_rebuild_ends_as_the_live_groups_dead_letter() {
         let dir = tempfile::tempdir().unwrap();
         let component = dir.path().join("poison.wasm");
         std::fs::copy(factline_tests::POISON_PLUGIN, &component).unwrap();
-        let text = format!(
-            "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
-             [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
-             subscriptions = [\"item\"]\ndead_letter = \"{policy}\"\n\
-             retry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n"
-        );
-        let config = Config::parse(&text, Path::new("test.toml"), dir.path()).unwrap();
+        let config = poison_host(dir.path(), policy);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let host = Host::start(config).unwrap();
@@ -706,11 +712,7 @@ fn a_failed_start_up_rebuild_keeps_the_old_read_model_until_a_fitting_version_is
     let component = dir.path().join("poison.wasm");
     let fixed = std::fs::read(factline_tests::POISON_FIXED_PLUGIN).unwrap();
     std::fs::write(&component, &fixed).unwrap();
-    let text = "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
-         [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
-         subscriptions = [\"item\"]\ndead_letter = \"block\"\n\
-         retry = { base_ms = 1, cap_ms = 2, max_attempts = 2 }\n";
-    let config = || Config::parse(text, Path::new("test.toml"), dir.path()).unwrap();
+    let config = || poison_host(dir.path(), "block");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // The fixed version handles everything, the poison event too.
@@ -778,11 +780,7 @@ fn a_rollback_whose_rebuild_fails_keeps_the_running_version_and_the_history() {
     let dir = tempfile::tempdir().unwrap();
     let buggy = patch_read_model_version(&std::fs::read(factline_tests::POISON_PLUGIN).unwrap(), 2);
     std::fs::write(dir.path().join("poison.wasm"), &buggy).unwrap();
-    let text = "data_dir = \"data\"\nwatch_plugins = false\n[[topics]]\nname = \"item\"\npartitions = 2\n\
-         [[plugins]]\nname = \"poison\"\nkind = \"projector\"\ncomponent = \"poison.wasm\"\n\
-         subscriptions = [\"item\"]\ndead_letter = \"block\"\n\
-         retry = { base_ms = 1, cap_ms = 2, max_attempts = 2 }\n";
-    let config = Config::parse(text, Path::new("test.toml"), dir.path()).unwrap();
+    let config = poison_host(dir.path(), "block");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let host = Host::start(config).unwrap();
