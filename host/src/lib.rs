@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod dispatch;
 pub mod event;
 pub mod evolution;
+pub mod failure;
 pub mod host;
 pub mod http;
 pub mod log;

@@ -8,7 +8,7 @@ use factline_host::consumer::{self, ConsumerGroup, ConsumerPool, GroupConfig};
 use factline_host::event::ExpectedVersion;
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::WasmProjection;
+use factline_host::projector::{ProjectionHandler, WasmProjection};
 
 use crate::cli::bench_plugins::order_events;
 
@@ -35,7 +35,7 @@ fn run_group(
     config.batch_size = 1000;
     config.concurrency = lanes;
     let projection = WasmProjection::new(plugin.instantiate()?)?;
-    let group = ConsumerGroup::new(log.clone(), config, Box::new(projection))?;
+    let group = ConsumerGroup::new(log.clone(), config, ProjectionHandler::boxed(projection))?;
     let topics = vec!["order".to_owned()];
     let lag = || -> anyhow::Result<u64> {
         Ok(consumer::lag(log, name, &topics)?

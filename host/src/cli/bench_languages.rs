@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use factline_host::consumer::{ConsumerGroup, GroupConfig};
 use factline_host::event::ExpectedVersion;
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::{ProjectorHandler, WasmProjection};
+use factline_host::projector::{ProjectionHandler, WasmProjection};
 
 use crate::cli::bench_plugins::order_events;
 
@@ -123,15 +124,13 @@ fn project(
     plugin: &std::sync::Arc<LoadedPlugin>,
 ) -> anyhow::Result<Duration> {
     let projection = WasmProjection::new(plugin.instantiate()?)?;
-    let mut handler = ProjectorHandler::new(
+    let mut handler = ConsumerGroup::new(
         log.clone(),
-        group,
-        vec!["order".into()],
-        256,
-        Box::new(projection),
-    );
+        GroupConfig::new(group, vec!["order".into()]),
+        ProjectionHandler::boxed(projection),
+    )?;
     let start = Instant::now();
-    handler.catch_up()?;
+    handler.run_until_idle()?;
     Ok(start.elapsed())
 }
 
@@ -145,14 +144,13 @@ fn memory_per_instance(
     let mut live = Vec::with_capacity(INSTANCES);
     for i in 0..INSTANCES {
         let projection = WasmProjection::new(plugin.instantiate()?)?;
-        let mut handler = ProjectorHandler::new(
+        let mut handler = ConsumerGroup::new(
             log.clone(),
-            format!("memory-{i}"),
-            vec!["order".into()],
-            256,
-            Box::new(projection),
-        );
-        handler.poll_partition("order", 0)?;
+            GroupConfig::new(format!("memory-{i}"), vec!["order".into()]),
+            ProjectionHandler::boxed(projection),
+        )?;
+        // One batch, so the instance has run.
+        handler.step()?;
         live.push(handler);
     }
     let grown = resident_bytes()?.saturating_sub(before);

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use factline_guest::codec::json_to_msgpack;
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::consumer::{ConsumerGroup, GroupConfig};
 use factline_host::event::{Event, ExpectedVersion, NewEvent};
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{
     CallFailure, FailureKind, Limits, PluginKind, PluginRuntime, ReadModelSession, RuntimeConfig,
 };
-use factline_host::projector::{Projection, ProjectorHandler, WasmProjection};
+use factline_host::projector::{Projection, ProjectionHandler, WasmProjection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -301,9 +302,12 @@ fn project(
     batch: usize,
     projection: Box<dyn Projection>,
 ) -> anyhow::Result<Duration> {
+    let mut config = GroupConfig::new(group, vec!["order".into()]);
+    config.batch_size = batch;
+    config.max_events_in_memory = config.max_events_in_memory.max(batch);
     let mut handler =
-        ProjectorHandler::new(log.clone(), group, vec!["order".into()], batch, projection);
+        ConsumerGroup::new(log.clone(), config, Box::new(ProjectionHandler(projection)))?;
     let start = Instant::now();
-    handler.catch_up()?;
+    handler.run_until_idle()?;
     Ok(start.elapsed())
 }

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use factline_guest::codec::{json_to_msgpack, msgpack_to_json};
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::consumer::{ConsumerGroup, GroupConfig};
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::{ProjectorHandler, WasmProjection, query_prefix};
+use factline_host::projector::{ProjectionHandler, WasmProjection, query_prefix};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
@@ -135,14 +136,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     send("ORD-1", "cancel", json!({"reason": "too late"}))?;
 
     let projection = WasmProjection::new(summary.instantiate()?)?;
-    let mut projector = ProjectorHandler::new(
+    let mut projector = ConsumerGroup::new(
         log.clone(),
-        "order-summary",
-        vec!["order".into()],
-        256,
-        Box::new(projection),
-    );
-    let n = projector.catch_up()?;
+        GroupConfig::new("order-summary", vec!["order".into()]),
+        ProjectionHandler::boxed(projection),
+    )?;
+    let n = projector.run_until_idle()?;
     println!("\norder-summary (projected {n} events):");
     println!(
         "  {:<6} {:<10} {:<10} {:>5} {:>7}",

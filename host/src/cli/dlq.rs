@@ -7,14 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use factline_host::config::{Config, Role};
+use factline_host::config::Config;
 use factline_host::consumer::ConsumerGroup;
 use factline_host::log::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
 use serde_json::Value;
 
 use super::client::{Client, Remote, segment};
-use factline_host::plugin::{PluginRuntime, RuntimeConfig};
-use factline_host::projector::WasmProjection;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -204,29 +202,7 @@ fn report(remote: &Remote, k: &Key, answer: &Value, what: &str) -> anyhow::Resul
 
 /// The group as the host would run it, with the configured (current) plugin version.
 fn open_group(config: &Config, log: &EventLog, name: &str) -> anyhow::Result<ConsumerGroup> {
-    let plugin = config
-        .plugin(name)
-        .with_context(|| format!("no plugin named {name:?} in the configuration"))?;
-    let Role::Consumer(group) = &plugin.role else {
-        anyhow::bail!("{name} is an aggregate, not a consumer group");
-    };
-    let runtime = PluginRuntime::new(RuntimeConfig {
-        cache_dir: Some(config.data_dir.join("cache")),
-        ..RuntimeConfig::default()
-    })?;
-    let loaded = runtime.load_file(
-        &plugin.name,
-        plugin.kind,
-        &plugin.component,
-        plugin.limits.clone(),
-        plugin.label.clone(),
-    )?;
-    let projection = WasmProjection::new(loaded.instantiate()?)?;
-    Ok(ConsumerGroup::new(
-        log.clone(),
-        group.clone(),
-        Box::new(projection),
-    )?)
+    Ok(factline_host::host::open_group(config, log, name)?)
 }
 
 fn describe(k: &DeadLetterKey) -> String {

@@ -1,8 +1,14 @@
-//! One consumer group: a handler's committed offsets over every partition of its topics, the
-//! batches it processes, its retries and its dead letters.
+//! One consumer group: a handler's committed offsets over the partitions assigned to it, the
+//! batches it processes, its retries (counted durably) and its dead letters, for every kind of
+//! handler (projector, policy, saga, relay: see `handler.rs`).
+//!
+//! Partitions are assigned and revoked explicitly ([`ConsumerGroup::assign`],
+//! [`ConsumerGroup::revoke`], between batches); the embedded log assigns every partition of the
+//! group's topics at start. A distributed log assigns what the broker's group protocol gives
+//! this host: the group's state is per partition, so nothing else changes.
 //!
 //! A group splits its partitions over `concurrency` lanes (partition i -> lane i % N, over the
-//! partitions of all its topics in order). A lane owns one projection instance and its
+//! partitions of all its topics in order). A lane owns one handler instance and its
 //! partitions, and runs one batch at a time, interleaving them round-robin, each in offset
 //! order. Lanes of one group may run at once (`runner.rs`), and two of them may read-modify-write
 //! the same read-model key: every batch commits with the read checks of its session, so the
@@ -15,14 +21,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::event::{Event, now_millis};
+use crate::failure::FailureKind;
 use crate::log::{
-    CommitError, DeadLetter, DeadLetterKey, EventLog, HandlerCommit, ReadCheck, ReadError,
-    ReadModelWrite,
+    AppendError, Attempt, CommitError, DeadLetter, DeadLetterKey, EventLog, HandlerCommit,
+    ReadError,
 };
-use crate::plugin::{CallFailure, ReadModelSession};
-use crate::projector::{MAX_VALUE_BYTES, Projection};
+use crate::plugin::CallFailure;
 use crate::telemetry::BatchInstruments;
 
+use super::handler::{BatchContext, Effects, Handler, HandlerError, Output, Timers};
 use super::retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 
 /// Where a group with no committed offset on a partition starts.
@@ -54,7 +61,7 @@ pub struct GroupConfig {
     pub retry: RetryPolicy,
     pub on_dead_letter: DeadLetterPolicy,
     pub start: StartFrom,
-    /// Lanes: how many batches of this group may run at once (each lane its own projection
+    /// Lanes: how many batches of this group may run at once (each lane its own handler
     /// instance and a share of the partitions). 1 = serial. Capped at the partition count.
     pub concurrency: usize,
 }
@@ -112,11 +119,11 @@ pub enum ConsumerError {
         key: Box<DeadLetterKey>,
         failure: Box<CallFailure>,
     },
-    /// `concurrency > 1` needs a projection that can make more instances of itself.
-    #[error("group {group} wants {lanes} lanes but its projection runs on one lane only")]
+    /// `concurrency > 1` needs a handler that can make more instances of itself.
+    #[error("group {group} wants {lanes} lanes but its handler runs on one lane only")]
     NotReplicable { group: String, lanes: usize },
-    /// Making another lane's projection instance failed.
-    #[error("instantiating another lane's projection for group {group}: {failure}")]
+    /// Making another lane's handler instance failed.
+    #[error("instantiating another lane's handler for group {group}: {failure}")]
     Replicate {
         group: String,
         failure: Box<CallFailure>,
@@ -218,7 +225,7 @@ impl PartitionState {
     }
 }
 
-/// A consumer group: its lanes, each one projection instance over a share of the partitions.
+/// A consumer group: its lanes, each one handler instance over a share of the partitions.
 /// See the module docs for why lanes may run at once.
 pub struct ConsumerGroup {
     log: EventLog,
@@ -239,12 +246,12 @@ impl std::fmt::Debug for ConsumerGroup {
 }
 
 /// `first` plus `lanes - 1` replicas of it, all made before anything is replaced, so a failure
-/// leaves the caller's projections as they were.
+/// leaves the caller's handlers as they were.
 pub(super) fn replicas(
     group: &str,
-    first: Box<dyn Projection>,
+    first: Box<dyn Handler>,
     lanes: usize,
-) -> Result<Vec<Box<dyn Projection>>, ConsumerError> {
+) -> Result<Vec<Box<dyn Handler>>, ConsumerError> {
     let mut out = Vec::with_capacity(lanes);
     for _ in 1..lanes {
         let replica = first
@@ -263,79 +270,98 @@ pub(super) fn replicas(
 }
 
 impl ConsumerGroup {
-    /// Opens the group: resumes from committed offsets; on partitions without one, commits the
+    /// Opens the group with every partition of its topics assigned (the embedded log's
+    /// assignment): resumes from committed offsets; on partitions without one, commits the
     /// configured start (so a `Latest` start is fixed once, not re-evaluated at each restart).
-    /// With `concurrency > 1`, the other lanes run replicas of `projection`.
+    /// With `concurrency > 1`, the other lanes run replicas of `handler`.
     pub fn new(
         log: EventLog,
         config: GroupConfig,
-        projection: Box<dyn Projection>,
+        handler: Box<dyn Handler>,
     ) -> Result<Self, ConsumerError> {
-        let mut partitions = Vec::new();
+        let mut all = Vec::new();
         for topic in &config.topics {
             let info = log
                 .topic(topic)
                 .ok_or_else(|| ConsumerError::UnknownTopic(topic.clone()))?;
-            for partition in 0..info.partitions {
-                let mut committed = log.group_offset(&config.name, topic, partition)?;
-                if committed.is_none() && config.start != StartFrom::Earliest {
-                    let hwm = log.high_water_mark(topic, partition)?;
-                    let start = match config.start {
-                        StartFrom::Offset(o) => o.min(hwm),
-                        _ => hwm,
-                    };
-                    log.commit_handler(HandlerCommit {
-                        group: config.name.clone(),
-                        topic: topic.clone(),
-                        partition,
-                        expected_offset: None,
-                        next_offset: start,
-                        ..Default::default()
-                    })?;
-                    committed = Some(start);
-                }
-                let mut state = PartitionState {
-                    topic: topic.clone(),
-                    partition,
-                    committed,
-                    blocked_at: None,
-                    isolation: None,
-                    retry: None,
-                    instruments: None,
-                };
-                state.blocked_at = blocking_dead_letter(&log, &config.name, &state)?;
-                partitions.push(state);
-            }
+            all.extend((0..info.partitions).map(|p| (topic.clone(), p)));
         }
         // A lane without partitions would only hold an idle instance.
-        let lanes = config.concurrency.clamp(1, partitions.len().max(1));
-        let projections = replicas(&config.name, projection, lanes)?;
+        let lanes = config.concurrency.clamp(1, all.len().max(1));
+        let handlers = replicas(&config.name, handler, lanes)?;
         let batch_limit = config.batch_limit(lanes);
         let config = Arc::new(config);
         let metrics = Arc::<GroupMetrics>::default();
-        let mut lanes: Vec<Lane> = projections
+        let lanes: Vec<Lane> = handlers
             .into_iter()
-            .map(|projection| Lane {
+            .map(|handler| Lane {
                 log: log.clone(),
                 config: config.clone(),
-                projection,
+                handler,
                 partitions: Vec::new(),
                 cursor: 0,
                 batch_limit,
                 metrics: metrics.clone(),
+                next_timer: None,
             })
             .collect();
-        let n = lanes.len();
-        for (i, p) in partitions.into_iter().enumerate() {
-            lanes[i % n].partitions.push(p);
-        }
-        Ok(ConsumerGroup {
+        let mut group = ConsumerGroup {
             log,
             config,
             lanes,
             cursor: 0,
             metrics,
-        })
+        };
+        group.assign(&all)?;
+        Ok(group)
+    }
+
+    /// Takes on `partitions` (of the group's topics), between batches: each resumes from its
+    /// committed offset and stored retry count, or from the configured start. A partition
+    /// goes to the lane its position among all the group's partitions names (i % lanes), so a
+    /// partition keeps its lane across revokes and assigns. Already assigned ones are left.
+    pub fn assign(&mut self, partitions: &[(String, u32)]) -> Result<(), ConsumerError> {
+        for (topic, partition) in partitions {
+            if self.lanes.iter().any(|l| l.owns(topic, *partition)) {
+                continue;
+            }
+            let state = open_partition(&self.log, &self.config, topic, *partition)?;
+            let lane = self.home_lane(topic, *partition)?;
+            self.lanes[lane].partitions.push(state);
+        }
+        Ok(())
+    }
+
+    /// Gives `partitions` up, between batches: nothing more of them is processed here. Their
+    /// committed offsets, retry counts and dead letters stay in the log for the next owner.
+    pub fn revoke(&mut self, partitions: &[(String, u32)]) {
+        for lane in &mut self.lanes {
+            lane.revoke(partitions);
+        }
+    }
+
+    /// The partitions assigned to this group: `(topic, partition)`.
+    pub fn assigned(&self) -> Vec<(String, u32)> {
+        self.lanes.iter().flat_map(Lane::partitions).collect()
+    }
+
+    /// The lane of `(topic, partition)`: its index among the group's partitions, modulo lanes.
+    fn home_lane(&self, topic: &str, partition: u32) -> Result<usize, ConsumerError> {
+        let mut index = 0usize;
+        for t in &self.config.topics {
+            let info = self
+                .log
+                .topic(t)
+                .ok_or_else(|| ConsumerError::UnknownTopic(t.clone()))?;
+            if t == topic {
+                if partition >= info.partitions {
+                    return Err(ConsumerError::UnknownTopic(format!("{topic}/{partition}")));
+                }
+                return Ok((index + partition as usize) % self.lanes.len());
+            }
+            index += info.partitions as usize;
+        }
+        Err(ConsumerError::UnknownTopic(topic.to_owned()))
     }
 
     pub fn name(&self) -> &str {
@@ -363,17 +389,17 @@ impl ConsumerGroup {
         self.metrics = metrics;
     }
 
-    /// Replaces the projection (a new plugin version) between batches, on every lane (the
-    /// others get replicas of `projection`). Pending retries are due at once: the new version
-    /// deserves its own attempts. Returns the first lane's old projection.
-    pub fn swap_projection(
+    /// Replaces the handler (a new plugin version) between batches, on every lane (the
+    /// others get replicas of `handler`). Pending retries are due at once, but keep their
+    /// counts. Returns the first lane's old handler.
+    pub fn swap_handler(
         &mut self,
-        projection: Box<dyn Projection>,
-    ) -> Result<Box<dyn Projection>, ConsumerError> {
-        let projections = replicas(&self.config.name, projection, self.lanes.len())?;
+        handler: Box<dyn Handler>,
+    ) -> Result<Box<dyn Handler>, ConsumerError> {
+        let handlers = replicas(&self.config.name, handler, self.lanes.len())?;
         let mut old = None;
-        for (lane, p) in self.lanes.iter_mut().zip(projections) {
-            let previous = lane.swap_projection(p);
+        for (lane, h) in self.lanes.iter_mut().zip(handlers) {
+            let previous = lane.swap_handler(h);
             old.get_or_insert(previous);
         }
         Ok(old.expect("a group has at least one lane"))
@@ -440,7 +466,7 @@ impl ConsumerGroup {
         Ok(&mut self.lanes[i])
     }
 
-    /// Redelivers a parked event to the current projection (of the lane owning its partition).
+    /// Redelivers a parked event to the current handler (of the lane owning its partition).
     /// `skip`: runs that one event and commits its effects with the record's removal in one
     /// transaction (the offset already passed it). `block`: removes the record; the partition
     /// resumes at the event.
@@ -458,7 +484,7 @@ impl ConsumerGroup {
     }
 
     /// Splits the group for a runner: the lanes go to their tasks, the rest (shareable across
-    /// threads, unlike a projection) stays with the handle until the lanes come back.
+    /// threads, unlike a handler) stays with the handle until the lanes come back.
     pub(super) fn into_parts(self) -> (Detached, Vec<Lane>) {
         let detached = Detached {
             log: self.log,
@@ -499,30 +525,33 @@ fn lane_index(group: &str, lanes: &[Lane], key: &DeadLetterKey) -> Result<usize,
         .ok_or_else(|| ConsumerError::NotThisGroup(Box::new(key.clone())))
 }
 
-/// A batch run through the projection: its outcome, writes and read checks.
-type Projected = (Result<(), CallFailure>, Vec<ReadModelWrite>, Vec<ReadCheck>);
-
 /// How a commit went.
 enum Committed {
     Yes,
     /// The offset fence refused it; the partition's state was re-read.
     Fenced,
-    /// A read check failed; nothing changed: re-run the batch on a fresh snapshot.
-    ReadConflict,
+    /// What the batch read or planned changed (a read check, a target stream's version, a saga
+    /// instance's revision); nothing changed: re-run the batch on fresh state.
+    Rerun,
+    /// The log refused what the handler produced (an event it would append is invalid): the
+    /// handler's fault, retried and parked like a failed call.
+    Refused(CallFailure),
 }
 
-/// One lane of a group: a projection instance and the partitions it processes, one batch at a
+/// One lane of a group: a handler instance and the partitions it processes, one batch at a
 /// time, round-robin, each partition in offset order.
 pub(super) struct Lane {
     log: EventLog,
     config: Arc<GroupConfig>,
-    projection: Box<dyn Projection>,
+    handler: Box<dyn Handler>,
     partitions: Vec<PartitionState>,
     /// Round-robin position, so a busy partition cannot starve the others.
     cursor: usize,
     /// Its share of `max_events_in_memory`, capped by `batch_size`.
     batch_limit: usize,
     metrics: Arc<GroupMetrics>,
+    /// When the handler's next durable timer is due (ms since the Unix epoch), as last read.
+    next_timer: Option<u64>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -531,6 +560,60 @@ impl std::fmt::Debug for Lane {
             .field("partitions", &self.partitions)
             .finish_non_exhaustive()
     }
+}
+
+/// A partition's state as stored: committed offset (the configured start committed on first
+/// sight), the dead letter it is blocked on, and the failed attempts of its next event.
+fn open_partition(
+    log: &EventLog,
+    config: &GroupConfig,
+    topic: &str,
+    partition: u32,
+) -> Result<PartitionState, ConsumerError> {
+    let mut committed = log.group_offset(&config.name, topic, partition)?;
+    if committed.is_none() && config.start != StartFrom::Earliest {
+        let hwm = log.high_water_mark(topic, partition)?;
+        let start = match config.start {
+            StartFrom::Offset(o) => o.min(hwm),
+            _ => hwm,
+        };
+        log.commit_handler(HandlerCommit {
+            group: config.name.clone(),
+            topic: topic.to_owned(),
+            partition,
+            expected_offset: None,
+            next_offset: start,
+            ..Default::default()
+        })?;
+        committed = Some(start);
+    }
+    let mut state = PartitionState {
+        topic: topic.to_owned(),
+        partition,
+        committed,
+        blocked_at: None,
+        isolation: None,
+        retry: None,
+        instruments: None,
+    };
+    state.blocked_at = blocking_dead_letter(log, &config.name, &state)?;
+    // A restart continues the count of the event it was retrying: a poison event gets its
+    // budget once, not once per crash. The first attempt after a restart is due at once.
+    if let Some(a) = log.attempt(&config.name, topic, partition)?
+        && a.offset == state.next()
+    {
+        state.retry = Some(Retrying {
+            offset: a.offset,
+            attempts: a.attempts,
+            first_failed_at: a.first_failed_at,
+            not_before: Instant::now(),
+        });
+        state.isolation = Some(Isolation {
+            until: a.offset + 1,
+            suspect: None,
+        });
+    }
+    Ok(state)
 }
 
 impl Lane {
@@ -560,15 +643,24 @@ impl Lane {
             .any(|p| p.topic == topic && p.partition == partition)
     }
 
-    pub(super) fn swap_projection(
-        &mut self,
-        projection: Box<dyn Projection>,
-    ) -> Box<dyn Projection> {
+    pub(super) fn revoke(&mut self, partitions: &[(String, u32)]) {
+        self.partitions.retain(|p| {
+            !partitions
+                .iter()
+                .any(|(t, n)| *t == p.topic && *n == p.partition)
+        });
+        self.cursor = 0;
+    }
+
+    pub(super) fn swap_handler(&mut self, handler: Box<dyn Handler>) -> Box<dyn Handler> {
         for p in &mut self.partitions {
-            p.retry = None;
+            if let Some(r) = &mut p.retry {
+                r.not_before = Instant::now();
+            }
             p.instruments = None;
         }
-        std::mem::replace(&mut self.projection, projection)
+        self.next_timer = None;
+        std::mem::replace(&mut self.handler, handler)
     }
 
     fn blocked(&self) -> Vec<(String, u32, u64)> {
@@ -578,10 +670,20 @@ impl Lane {
             .collect()
     }
 
-    /// Processes at most one batch of the next partition (round-robin) that has work.
+    /// Processes at most one batch of the next partition (round-robin) that has work, or
+    /// fires one due timer of the handler.
     pub(super) fn step(&mut self) -> Result<Step, ConsumerError> {
         let now = Instant::now();
         let mut next_retry: Option<Instant> = None;
+        if self.handler.has_timers() && !self.partitions.is_empty() {
+            if let Some(step) = self.fire_timer()? {
+                return Ok(step);
+            }
+            if let Some(due) = self.next_timer {
+                let wait = due.saturating_sub(now_millis());
+                next_retry = Some(now + std::time::Duration::from_millis(wait));
+            }
+        }
         let n = self.partitions.len();
         for i in 0..n {
             let idx = (self.cursor + i) % n;
@@ -615,11 +717,61 @@ impl Lane {
         Ok(Step::Idle { next_retry })
     }
 
+    /// Fires the handler's next due timer on one of this lane's partitions; `None` when none
+    /// is due (`next_timer` then says when one will be).
+    fn fire_timer(&mut self) -> Result<Option<Step>, ConsumerError> {
+        let owned = self.partitions();
+        let now = now_millis();
+        let fired = match self
+            .handler
+            .timers(ctx(&self.log, &self.config), &owned, now)
+        {
+            Ok(Timers::Next(due)) => {
+                self.next_timer = due;
+                return Ok(None);
+            }
+            Ok(Timers::Fired(f)) => f,
+            // A timer's transition is the handler's own (a saga compensates a failing step
+            // itself); what reaches here is storage or a lost race: try again next step.
+            Err(HandlerError::Conflict) => return Ok(Some(Step::Progress { events: 0 })),
+            Err(HandlerError::Read(e)) => return Err(e.into()),
+            Err(HandlerError::Failed(f)) => {
+                tracing::warn!(group = %self.config.name, error = %f, "a timer's plugin call failed; retrying it later");
+                self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(Step::Failed));
+            }
+        };
+        let Effects {
+            read_model_writes,
+            read_checks,
+            appends,
+            saga_writes,
+            refused: _,
+        } = fired.effects;
+        let commit = HandlerCommit {
+            group: self.config.name.clone(),
+            topic: fired.topic,
+            partition: fired.partition,
+            keep_offset: true,
+            read_model_writes,
+            read_checks,
+            appends,
+            saga_writes,
+            ..Default::default()
+        };
+        match self.log.commit_handler(commit) {
+            Ok(_) => {}
+            Err(e) if rerun(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Some(Step::Progress { events: 0 }))
+    }
+
     /// The partition's metric handles (labelled with the current plugin version).
     fn instruments(&mut self, idx: usize) -> &BatchInstruments {
         let p = &mut self.partitions[idx];
         p.instruments.get_or_insert_with(|| {
-            BatchInstruments::new(&self.config.name, &p.topic, self.projection.version())
+            BatchInstruments::new(&self.config.name, &p.topic, self.handler.version())
         })
     }
 
@@ -630,32 +782,34 @@ impl Lane {
         let _entered = span.enter();
         let relevant: Vec<Event> = events
             .iter()
-            .filter(|e| self.projection.handles(&e.event_type))
+            .filter(|e| self.handler.handles(&e.event_type))
             .cloned()
             .collect();
-        let next = events.last().map_or(from, |e| e.offset + 1);
+        let batch_end = events.last().map_or(from, |e| e.offset + 1);
         let failure = loop {
-            let (result, writes, read_checks) = self.project(&relevant)?;
-            if let Err(f) = result {
-                break f;
-            }
-            let p = &self.partitions[idx];
-            let commit = HandlerCommit {
-                group: self.config.name.clone(),
-                topic: p.topic.clone(),
-                partition: p.partition,
-                expected_offset: p.committed,
-                next_offset: next,
-                read_model_writes: writes,
-                read_checks,
-                ..Default::default()
+            let output = match self.handler.handle(ctx(&self.log, &self.config), &relevant) {
+                Ok(output) => output,
+                Err(HandlerError::Failed(f)) => break f,
+                // Not a failure: no attempt is counted.
+                Err(HandlerError::Conflict) => {
+                    self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(HandlerError::Read(e)) => return Err(e.into()),
             };
+            // A handler covers at least the batch's first event.
+            let next = output
+                .stop_at
+                .map_or(batch_end, |s| s.clamp(from + 1, batch_end));
+            let consumed = events.iter().take_while(|e| e.offset < next).count();
+            let commit = self.batch_commit(idx, next, output);
             match self.commit(idx, commit)? {
                 Committed::Yes => {}
                 Committed::Fenced => return Ok(Step::Progress { events: 0 }),
-                // Another lane changed what this batch read: the same events again, on a
-                // fresh snapshot. Not a failure: no attempt is counted.
-                Committed::ReadConflict => continue,
+                // Another lane or command changed what this batch read: the same events
+                // again, on fresh state. Not a failure: no attempt is counted.
+                Committed::Rerun => continue,
+                Committed::Refused(f) => break f,
             }
             let p = &mut self.partitions[idx];
             p.committed = Some(next);
@@ -665,15 +819,13 @@ impl Lane {
             }
             self.metrics
                 .events_processed
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+                .fetch_add(consumed as u64, Ordering::Relaxed);
             self.metrics
                 .batches_committed
                 .fetch_add(1, Ordering::Relaxed);
-            self.instruments(idx).batch(events.len(), started.elapsed());
+            self.instruments(idx).batch(consumed, started.elapsed());
             tracing::debug!(next_offset = next, "batch committed");
-            return Ok(Step::Progress {
-                events: events.len(),
-            });
+            return Ok(Step::Progress { events: consumed });
         };
         self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
         // Which event failed: the plugin may say; a batch of one relevant event says itself.
@@ -705,9 +857,27 @@ impl Lane {
             _ => (1, now_ms),
         };
         let error = DeliveryError::Failed(failure.clone());
+        let event = relevant
+            .iter()
+            .find(|e| e.offset == from)
+            .expect("the suspect is one of the relevant events");
         match self.config.retry.next(attempts, &error, &mut rand::rng()) {
             NextStep::RetryAfter(delay) => {
                 tracing::warn!(group = %self.config.name, topic = %p.topic, partition = p.partition, offset = from, attempts, ?delay, error = %failure, "event failed; retrying");
+                // Counted durably, so a crash does not hand the event a fresh budget.
+                self.log.commit_handler(HandlerCommit {
+                    group: self.config.name.clone(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    keep_offset: true,
+                    attempt: Some(Attempt {
+                        offset: from,
+                        attempts,
+                        first_failed_at,
+                    }),
+                    ..Default::default()
+                })?;
+                let p = &mut self.partitions[idx];
                 p.retry = Some(Retrying {
                     offset: from,
                     attempts,
@@ -717,40 +887,73 @@ impl Lane {
                 Ok(Step::Failed)
             }
             NextStep::Park => {
-                let event = relevant
-                    .iter()
-                    .find(|e| e.offset == from)
-                    .expect("the suspect is one of the relevant events");
-                let record = self.dead_letter(event, &failure, attempts, first_failed_at);
+                let record = dead_letter(
+                    &self.config,
+                    event,
+                    Reason::Failed(&failure),
+                    &self.handler.version(),
+                    attempts,
+                    first_failed_at,
+                );
                 self.park(idx, record)
             }
         }
     }
 
-    fn dead_letter(
-        &self,
-        event: &Event,
-        failure: &CallFailure,
-        attempts: u32,
-        first_failed_at: u64,
-    ) -> DeadLetter {
-        DeadLetter {
+    /// The commit of a batch's output: its effects, the offset moved to `next`, and a dead
+    /// letter for each refused event.
+    fn batch_commit(&self, idx: usize, next: u64, output: Output) -> HandlerCommit {
+        let p = &self.partitions[idx];
+        let Effects {
+            read_model_writes,
+            read_checks,
+            appends,
+            saga_writes,
+            refused,
+        } = output.effects;
+        let version = self.handler.version();
+        let now = now_millis();
+        let park = refused
+            .iter()
+            .filter_map(|r| {
+                let event = self.find_relevant(idx, r.offset)?;
+                tracing::warn!(group = %self.config.name, offset = r.offset, kind = %r.kind, message = %r.message, "event parked: its outcome was refused");
+                let mut d = dead_letter(
+                    &self.config,
+                    &event,
+                    Reason::Refused(r.kind, &r.message),
+                    &version,
+                    1,
+                    now,
+                );
+                // Refusals are outcomes: the partition goes on whatever the policy.
+                d.blocking = false;
+                Some(d)
+            })
+            .collect();
+        HandlerCommit {
             group: self.config.name.clone(),
-            topic: event.topic.clone(),
-            partition: event.partition,
-            offset: event.offset,
-            event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            stream: event.stream.clone(),
-            failure_kind: kind_name(failure),
-            message: failure.message.clone(),
-            backtrace: failure.backtrace.clone(),
-            attempts,
-            plugin_version: self.projection.version(),
-            first_failed_at,
-            last_failed_at: now_millis().max(first_failed_at),
-            blocking: self.config.on_dead_letter == DeadLetterPolicy::Block,
+            topic: p.topic.clone(),
+            partition: p.partition,
+            expected_offset: p.committed,
+            next_offset: next,
+            read_model_writes,
+            read_checks,
+            appends,
+            saga_writes,
+            park,
+            ..Default::default()
         }
+    }
+
+    /// The stored event at `offset` of partition `idx` (refusals name offsets of the batch).
+    fn find_relevant(&self, idx: usize, offset: u64) -> Option<Event> {
+        let p = &self.partitions[idx];
+        self.log
+            .read_partition(&p.topic, p.partition, offset, 1)
+            .ok()?
+            .into_iter()
+            .find(|e| e.offset == offset)
     }
 
     /// Parks the event in the same transaction as the offset: past it (`skip`) or at it
@@ -774,7 +977,7 @@ impl Lane {
             Committed::Yes => {}
             // Parking reads nothing, so only the fence can refuse it; either way nothing was
             // written and the partition's next step decides again.
-            Committed::Fenced | Committed::ReadConflict => {
+            Committed::Fenced | Committed::Rerun | Committed::Refused(_) => {
                 return Ok(Step::Progress { events: 0 });
             }
         }
@@ -786,6 +989,7 @@ impl Lane {
         p.committed = Some(next);
         p.retry = None;
         if blocking {
+            // The record holds the count now (the commit cleared the stored attempt).
             p.blocked_at = Some(offset);
             return Ok(Step::Progress { events: 0 });
         }
@@ -808,28 +1012,15 @@ impl Lane {
                 p.isolation = None;
                 Ok(Committed::Fenced)
             }
-            Err(CommitError::ReadConflict { .. }) => {
+            Err(e) if rerun(&e) => {
                 self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
-                Ok(Committed::ReadConflict)
+                Ok(Committed::Rerun)
             }
+            Err(e @ (CommitError::Append { .. } | CommitError::Invalid(_))) => Ok(
+                Committed::Refused(CallFailure::new(FailureKind::BadOutput, e.to_string())),
+            ),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Runs `events` through the projection on a fresh snapshot: the outcome, the writes and
-    /// what was read (the commit's read checks).
-    fn project(&mut self, events: &[Event]) -> Result<Projected, ReadError> {
-        let session = ReadModelSession::new(
-            self.config.scope(),
-            self.log.read_models()?,
-            MAX_VALUE_BYTES,
-        );
-        let (result, session) = self.projection.project(events, session);
-        let (writes, checks) = match (&result, session) {
-            (Ok(()), Some(s)) => s.into_commit(),
-            _ => (Vec::new(), Vec::new()),
-        };
-        Ok((result, writes, checks))
     }
 
     fn partition_index(&self, key: &DeadLetterKey) -> Result<usize, ConsumerError> {
@@ -871,42 +1062,58 @@ impl Lane {
             return Ok(RetryOutcome::Unblocked);
         }
         let event = self
-            .log
-            .read_partition(&key.topic, key.partition, key.offset, 1)?
-            .into_iter()
-            .find(|e| e.offset == key.offset)
+            .find_relevant(idx, key.offset)
             .ok_or_else(|| ConsumerError::MissingEvent(Box::new(key.clone())))?;
-        let relevant: Vec<Event> = if self.projection.handles(&event.event_type) {
+        let relevant: Vec<Event> = if self.handler.handles(&event.event_type) {
             vec![event.clone()]
         } else {
             Vec::new()
         };
         loop {
-            let (result, writes, read_checks) = self.project(&relevant)?;
-            let failure = match result {
-                Ok(()) => {
-                    let commit = HandlerCommit {
-                        read_model_writes: writes,
-                        read_checks,
-                        ..base.clone()
-                    };
-                    match self.log.commit_handler(commit) {
-                        Ok(_) => return Ok(RetryOutcome::Reprocessed),
-                        // Other lanes run meanwhile: re-run on a fresh snapshot, as a batch would.
-                        Err(CommitError::ReadConflict { .. }) => {
-                            self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
-                            continue;
+            let failure = match self.handler.handle(ctx(&self.log, &self.config), &relevant) {
+                Ok(output) => {
+                    if let Some(r) = output.effects.refused.first() {
+                        CallFailure::new(r.kind, r.message.clone())
+                    } else {
+                        let Effects {
+                            read_model_writes,
+                            read_checks,
+                            appends,
+                            saga_writes,
+                            refused: _,
+                        } = output.effects;
+                        let commit = HandlerCommit {
+                            read_model_writes,
+                            read_checks,
+                            appends,
+                            saga_writes,
+                            ..base.clone()
+                        };
+                        match self.log.commit_handler(commit) {
+                            Ok(_) => return Ok(RetryOutcome::Reprocessed),
+                            // Other lanes run meanwhile: re-run on fresh state, as a batch would.
+                            Err(e) if rerun(&e) => {
+                                self.metrics.read_conflicts.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Err(e @ (CommitError::Append { .. } | CommitError::Invalid(_))) => {
+                                CallFailure::new(FailureKind::BadOutput, e.to_string())
+                            }
+                            Err(e) => return Err(e.into()),
                         }
-                        Err(e) => return Err(e.into()),
                     }
                 }
-                Err(failure) => failure,
+                Err(HandlerError::Failed(f)) => f,
+                Err(HandlerError::Conflict) => continue,
+                Err(HandlerError::Read(e)) => return Err(e.into()),
             };
             self.metrics.failed_calls.fetch_add(1, Ordering::Relaxed);
             // Count the attempt on the record (fenced by its existence).
-            let mut updated = self.dead_letter(
+            let mut updated = dead_letter(
+                &self.config,
                 &event,
-                &failure,
+                Reason::Failed(&failure),
+                &self.handler.version(),
                 record.attempts + 1,
                 record.first_failed_at,
             );
@@ -954,6 +1161,66 @@ impl Lane {
     }
 }
 
+fn ctx<'a>(log: &'a EventLog, config: &'a GroupConfig) -> BatchContext<'a> {
+    BatchContext {
+        log,
+        scope: config.scope(),
+    }
+}
+
+/// Refusals that fresh state resolves: run the batch again.
+fn rerun(e: &CommitError) -> bool {
+    matches!(
+        e,
+        CommitError::ReadConflict { .. }
+            | CommitError::SagaRevision { .. }
+            | CommitError::Append {
+                source: AppendError::WrongExpectedVersion { .. },
+                ..
+            }
+    )
+}
+
+/// Why an event is parked.
+enum Reason<'a> {
+    /// Its last call failed.
+    Failed(&'a CallFailure),
+    /// Its outcome was refused (a command it caused was rejected).
+    Refused(FailureKind, &'a str),
+}
+
+/// The dead-letter record of `event`: the one place one is built, for every kind.
+fn dead_letter(
+    config: &GroupConfig,
+    event: &Event,
+    reason: Reason<'_>,
+    plugin_version: &str,
+    attempts: u32,
+    first_failed_at: u64,
+) -> DeadLetter {
+    let (failure_kind, message, backtrace) = match reason {
+        Reason::Failed(f) => (f.kind, f.message.clone(), f.backtrace.clone()),
+        Reason::Refused(kind, message) => (kind, message.to_owned(), None),
+    };
+    DeadLetter {
+        group: config.name.clone(),
+        topic: event.topic.clone(),
+        partition: event.partition,
+        offset: event.offset,
+        event_id: event.event_id,
+        event_type: event.event_type.clone(),
+        stream: event.stream.clone(),
+        failure_kind,
+        message,
+        backtrace,
+        attempts,
+        plugin_version: plugin_version.to_owned(),
+        first_failed_at,
+        last_failed_at: now_millis().max(first_failed_at),
+        blocking: config.on_dead_letter == DeadLetterPolicy::Block,
+    }
+}
+
 /// The span of one batch: where it is, and the ids of its first event (a batch mixes flows; its
 /// events' own ids are in the log).
 fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
@@ -992,14 +1259,6 @@ fn blocking_dead_letter(
         .dead_letter(&key)?
         .filter(|d| d.blocking)
         .map(|d| d.offset))
-}
-
-fn kind_name(failure: &CallFailure) -> String {
-    // The serde (kebab-case) name, stable for tools; the log keeps it as a string.
-    serde_json::to_value(failure.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| failure.kind.to_string())
 }
 
 /// Consumer lag of `group` on every partition of `topics`: `high_water_mark - committed`.

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use super::group::{
     ConsumerError, ConsumerGroup, Detached, GroupMetrics, Lane, RetryOutcome, Step, replicas,
 };
+use super::handler::Handler;
 use crate::log::DeadLetterKey;
-use crate::projector::Projection;
 
 /// How long a lane waits after a storage error before it tries again.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
@@ -32,7 +32,7 @@ enum Command {
         oneshot::Sender<Result<RetryOutcome, ConsumerError>>,
     ),
     Discard(DeadLetterKey, oneshot::Sender<Result<(), ConsumerError>>),
-    Swap(Box<dyn Projection>, oneshot::Sender<()>),
+    Swap(Box<dyn Handler>, oneshot::Sender<()>),
 }
 
 /// One lane's task and its command queue.
@@ -227,18 +227,15 @@ impl GroupHandle {
         rx.await.map_err(|_| ConsumerError::Stopped)?
     }
 
-    /// Deploys a new projection (plugin version) on every lane, each between two of its
+    /// Deploys a new handler (plugin version) on every lane, each between two of its
     /// batches. The other lanes' replicas are made first, so a failure changes nothing.
-    pub async fn swap_projection(
-        &self,
-        projection: Box<dyn Projection>,
-    ) -> Result<(), ConsumerError> {
+    pub async fn swap_handler(&self, handler: Box<dyn Handler>) -> Result<(), ConsumerError> {
         let running = self.running.lock().await;
         let running = running.as_ref().ok_or(ConsumerError::Stopped)?;
         let (name, n) = (self.name.clone(), running.lanes.len());
-        let projections = tokio::task::spawn_blocking(move || replicas(&name, projection, n))
+        let projections = tokio::task::spawn_blocking(move || replicas(&name, handler, n))
             .await
-            .expect("replicating a projection panicked")?;
+            .expect("replicating a handler panicked")?;
         let mut replies = Vec::with_capacity(n);
         for (lane, p) in running.lanes.iter().zip(projections) {
             let (tx, rx) = oneshot::channel();
@@ -248,6 +245,35 @@ impl GroupHandle {
         for rx in replies {
             rx.await.map_err(|_| ConsumerError::Stopped)?;
         }
+        Ok(())
+    }
+
+    /// Takes on `partitions`, between batches: the lanes stop after their current batch, the
+    /// group opens the partitions' stored state, and the lanes start again.
+    pub async fn assign(&self, partitions: Vec<(String, u32)>) -> Result<(), ConsumerError> {
+        let mut paused = self.pause().await;
+        let Some(group) = paused.replace(None) else {
+            return Err(ConsumerError::Stopped);
+        };
+        let (group, result) = tokio::task::spawn_blocking(move || {
+            let mut group = group;
+            let r = group.assign(&partitions);
+            (group, r)
+        })
+        .await
+        .expect("assigning partitions panicked");
+        paused.replace(Some(group));
+        result
+    }
+
+    /// Gives `partitions` up, between batches (their state stays in the log).
+    pub async fn revoke(&self, partitions: Vec<(String, u32)>) -> Result<(), ConsumerError> {
+        let mut paused = self.pause().await;
+        let Some(mut group) = paused.replace(None) else {
+            return Err(ConsumerError::Stopped);
+        };
+        group.revoke(&partitions);
+        paused.replace(Some(group));
         Ok(())
     }
 
@@ -307,9 +333,9 @@ async fn handle(lane: Lane, command: Command) -> Lane {
             let _ = reply.send(r);
             l
         }
-        Command::Swap(projection, reply) => {
+        Command::Swap(handler, reply) => {
             let mut l = lane;
-            drop(l.swap_projection(projection));
+            drop(l.swap_handler(handler));
             let _ = reply.send(());
             l
         }

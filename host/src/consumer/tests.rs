@@ -13,7 +13,7 @@ use super::*;
 use crate::event::{Event, ExpectedVersion, NewEvent};
 use crate::log::{Durability, EventLog, LogOptions, TopicConfig};
 use crate::plugin::{CallFailure, FailureKind, ReadModelSession};
-use crate::projector::Projection;
+use crate::projector::{Projection, ProjectionHandler};
 
 const PARTITIONS: u32 = 3;
 const MAX_ATTEMPTS: u32 = 3;
@@ -23,6 +23,8 @@ const MAX_ATTEMPTS: u32 = 3;
 struct Shared {
     /// Calls still to fail per flaky event id.
     flaky: HashMap<uuid::Uuid, u32>,
+    /// Calls that reached each poison event, over restarts.
+    poison_calls: HashMap<uuid::Uuid, u32>,
 }
 
 /// Counts applied events and tracks, in the read model itself, the last offset applied per
@@ -60,6 +62,15 @@ impl Projection for Counting {
         for (i, e) in events.iter().enumerate() {
             if e.event_type == "poison" {
                 // No index: the group has to find it by itself.
+                if events.len() == 1 {
+                    *self
+                        .shared
+                        .lock()
+                        .unwrap()
+                        .poison_calls
+                        .entry(e.event_id)
+                        .or_default() += 1;
+                }
                 return (Err(failure(FailureKind::Trap, None)), Some(session));
             }
             if let Some(left) = self.shared.lock().unwrap().flaky.get_mut(&e.event_id)
@@ -113,7 +124,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn open(dir: &std::path::Path) -> EventLog {
-    let mut o = LogOptions::with_topics([TopicConfig::new("t", PARTITIONS)]);
+    let mut o = LogOptions::with_topics([
+        TopicConfig::new("t", PARTITIONS),
+        TopicConfig::new("out", 2),
+    ]);
     o.durability = Durability::NoSyncForTests;
     EventLog::open(dir, o).unwrap()
 }
@@ -131,7 +145,7 @@ fn group(log: &EventLog, shared: &Arc<Mutex<Shared>>, batch: usize) -> ConsumerG
     let projection = Counting {
         shared: shared.clone(),
     };
-    ConsumerGroup::new(log.clone(), config, Box::new(projection)).unwrap()
+    ConsumerGroup::new(log.clone(), config, ProjectionHandler::boxed(projection)).unwrap()
 }
 
 proptest! {
@@ -197,9 +211,8 @@ proptest! {
         at.sort();
         poison.sort();
         prop_assert_eq!(at, poison, "exactly the poison events are parked");
-        // A restart resets in-memory attempts, so a parked event has at least the configured
-        // attempts of its last run.
-        prop_assert!(parked.iter().all(|d| d.attempts == MAX_ATTEMPTS && d.failure_kind == "trap"));
+        // Attempts are counted durably: a restart never hands a poison event a fresh budget.
+        prop_assert!(parked.iter().all(|d| d.attempts == MAX_ATTEMPTS && d.failure_kind == FailureKind::Trap));
         prop_assert!(g.lag().unwrap().iter().all(|l| l.lag == 0));
     }
 }
@@ -254,7 +267,8 @@ fn concurrent_lanes_lose_no_update_on_a_shared_key() {
         concurrency: 4,
         ..GroupConfig::new("shared", vec!["c".into()])
     };
-    let group = ConsumerGroup::new(log.clone(), config, Box::new(SharedCount)).unwrap();
+    let group =
+        ConsumerGroup::new(log.clone(), config, ProjectionHandler::boxed(SharedCount)).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -302,7 +316,12 @@ fn lanes_split_partitions_and_need_a_replicable_projection() {
     let projection = Counting {
         shared: shared.clone(),
     };
-    let err = ConsumerGroup::new(log.clone(), config.clone(), Box::new(projection)).unwrap_err();
+    let err = ConsumerGroup::new(
+        log.clone(),
+        config.clone(),
+        ProjectionHandler::boxed(projection),
+    )
+    .unwrap_err();
     assert!(
         matches!(err, ConsumerError::NotReplicable { lanes: 2, .. }),
         "{err}"
@@ -314,7 +333,7 @@ fn lanes_split_partitions_and_need_a_replicable_projection() {
             concurrency: 16,
             ..GroupConfig::new("s", vec!["t".into()])
         },
-        Box::new(SharedCount),
+        ProjectionHandler::boxed(SharedCount),
     )
     .unwrap();
     for s in 0..12 {
@@ -331,7 +350,8 @@ fn lanes_split_partitions_and_need_a_replicable_projection() {
         Some(b"12".to_vec())
     );
     assert_eq!(g.metrics().read_conflicts.load(Ordering::Relaxed), 0);
-    g.swap_projection(Box::new(SharedCount)).unwrap();
+    g.swap_handler(ProjectionHandler::boxed(SharedCount))
+        .unwrap();
 }
 
 #[test]
@@ -349,7 +369,12 @@ fn consumed_and_parked_events_are_counted_with_group_topic_and_version() {
         ..GroupConfig::new("g-metered", vec!["t".into()])
     };
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let mut g = ConsumerGroup::new(log.clone(), config, Box::new(Counting { shared })).unwrap();
+    let mut g = ConsumerGroup::new(
+        log.clone(),
+        config,
+        ProjectionHandler::boxed(Counting { shared }),
+    )
+    .unwrap();
     for (s, t) in [(0, "ok"), (1, "ok"), (2, "poison"), (3, "ok")] {
         log.append(
             &format!("t-{s}"),
@@ -372,4 +397,339 @@ fn consumed_and_parked_events_are_counted_with_group_topic_and_version() {
         value("event_processing_duration_seconds_count").is_some_and(|n| n >= 1.0),
         "{text}"
     );
+}
+
+/// The handler kinds of the model test below, natively: what each contributes to a commit.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// Read-model writes (`Counting`).
+    Projector,
+    /// Appends a command's event per event (to `out-<event id>`); refuses `reject` events.
+    Policy,
+    /// Moves an instance record per event (one transition per commit) and fires its timer.
+    Saga,
+}
+
+/// Fails like `Counting`: `poison` always (no index), a flaky event while it has failures left.
+fn injected(shared: &Mutex<Shared>, events: &[Event]) -> Result<(), CallFailure> {
+    for (i, e) in events.iter().enumerate() {
+        if e.event_type == "poison" {
+            // An attempt of the event's own (the engine counts only those).
+            if events.len() == 1 {
+                *shared
+                    .lock()
+                    .unwrap()
+                    .poison_calls
+                    .entry(e.event_id)
+                    .or_default() += 1;
+            }
+            return Err(failure(FailureKind::Trap, None));
+        }
+        if let Some(left) = shared.lock().unwrap().flaky.get_mut(&e.event_id)
+            && *left > 0
+        {
+            *left -= 1;
+            return Err(failure(FailureKind::Host, Some(i as u32)));
+        }
+    }
+    Ok(())
+}
+
+struct NativePolicy {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Handler for NativePolicy {
+    fn handles(&self, event_type: &str) -> bool {
+        event_type != "ignored"
+    }
+
+    fn handle(&mut self, _: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+        injected(&self.shared, events)?;
+        let mut out = Output::default();
+        let mut sources = std::collections::HashSet::new();
+        for e in events {
+            // Two events of one source stream in a batch: cut before the second (as a policy
+            // cuts before a second command on one target stream).
+            if !sources.insert(e.stream.clone()) {
+                out.stop_at = Some(e.offset);
+                break;
+            }
+            if e.event_type == "reject" {
+                out.effects.refused.push(Refusal {
+                    offset: e.offset,
+                    kind: FailureKind::Rejected,
+                    message: "no".into(),
+                });
+                continue;
+            }
+            out.effects.appends.push((
+                format!("out-{}", e.event_id),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("done", vec![0x80])],
+            ));
+        }
+        Ok(out)
+    }
+
+    fn version(&self) -> String {
+        "native-policy".into()
+    }
+
+    fn replicate(&self) -> Option<Result<Box<dyn Handler>, CallFailure>> {
+        Some(Ok(Box::new(NativePolicy {
+            shared: self.shared.clone(),
+        })))
+    }
+}
+
+struct NativeSaga {
+    shared: Arc<Mutex<Shared>>,
+}
+
+/// An instance record: events applied, timers fired, home partition.
+fn instance(log: &EventLog, id: &str) -> (Option<u64>, [u64; 3]) {
+    match log.saga_instance("g", id).unwrap() {
+        Some(s) => (Some(s.revision), serde_json::from_slice(&s.record).unwrap()),
+        None => (None, [0, 0, 0]),
+    }
+}
+
+fn saga_write(id: &str, rev: Option<u64>, record: [u64; 3], timer: TimerChange) -> SagaWrite {
+    SagaWrite {
+        saga: "g".into(),
+        instance_id: id.into(),
+        expected_revision: rev,
+        record: serde_json::to_vec(&record).unwrap(),
+        correlations: Vec::new(),
+        timer,
+    }
+}
+
+impl Handler for NativeSaga {
+    fn handles(&self, event_type: &str) -> bool {
+        event_type != "ignored"
+    }
+
+    fn handle(&mut self, ctx: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+        injected(&self.shared, events)?;
+        let Some(e) = events.first() else {
+            return Ok(Output::default());
+        };
+        // Instances span partitions: lanes contend for them.
+        let id = format!("i{}", e.stream.as_bytes().last().copied().unwrap_or(0) % 3);
+        let (rev, [n, fired, _]) = instance(ctx.log, &id);
+        let mut out = Output {
+            stop_at: Some(e.offset + 1),
+            ..Output::default()
+        };
+        let now = crate::event::now_millis();
+        out.effects.saga_writes.push(saga_write(
+            &id,
+            rev,
+            [n + 1, fired, u64::from(e.partition)],
+            TimerChange::Set(now),
+        ));
+        Ok(out)
+    }
+
+    fn version(&self) -> String {
+        "native-saga".into()
+    }
+
+    fn replicate(&self) -> Option<Result<Box<dyn Handler>, CallFailure>> {
+        Some(Ok(Box::new(NativeSaga {
+            shared: self.shared.clone(),
+        })))
+    }
+
+    fn has_timers(&self) -> bool {
+        true
+    }
+
+    fn timers(
+        &mut self,
+        ctx: BatchContext<'_>,
+        owned: &[(String, u32)],
+        now: u64,
+    ) -> Result<Timers, HandlerError> {
+        let mut next = None;
+        for (id, due) in ctx.log.saga_timers("g")? {
+            if due > now {
+                next = Some(next.map_or(due, |n: u64| n.min(due)));
+                continue;
+            }
+            let (rev, [n, fired, home]) = instance(ctx.log, &id);
+            if !owned.contains(&("t".to_owned(), home as u32)) {
+                continue;
+            }
+            let mut effects = Effects::default();
+            effects.saga_writes.push(saga_write(
+                &id,
+                rev,
+                [n, fired + 1, home],
+                TimerChange::Clear,
+            ));
+            return Ok(Timers::Fired(Fired {
+                topic: "t".into(),
+                partition: home as u32,
+                effects,
+            }));
+        }
+        Ok(Timers::Next(next))
+    }
+}
+
+fn kind_group(
+    log: &EventLog,
+    shared: &Arc<Mutex<Shared>>,
+    kind: Kind,
+    batch: usize,
+    lanes: usize,
+) -> ConsumerGroup {
+    let config = GroupConfig {
+        batch_size: batch,
+        concurrency: lanes,
+        retry: RetryPolicy {
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
+            max_attempts: MAX_ATTEMPTS,
+        },
+        ..GroupConfig::new("g", vec!["t".into()])
+    };
+    let shared = shared.clone();
+    let handler: Box<dyn Handler> = match kind {
+        Kind::Projector => {
+            // One lane: `Counting` keeps per-partition order in one key set.
+            return ConsumerGroup::new(
+                log.clone(),
+                GroupConfig {
+                    concurrency: 1,
+                    ..config
+                },
+                ProjectionHandler::boxed(Counting { shared }),
+            )
+            .unwrap();
+        }
+        Kind::Policy => Box::new(NativePolicy { shared }),
+        Kind::Saga => Box::new(NativeSaga { shared }),
+    };
+    ConsumerGroup::new(log.clone(), config, handler).unwrap()
+}
+
+use crate::log::{SagaWrite, TimerChange};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Every kind on the one engine: random failures (poison, flaky), rejections, restarts
+    /// (the log reopened) and lanes; afterwards each event's effects exist exactly once.
+    #[test]
+    fn every_kind_applies_each_event_exactly_once(
+        ops in prop::collection::vec(op(), 1..50),
+        batch in 1usize..6,
+        lanes in 1usize..4,
+        kind in prop_oneof![Just(Kind::Projector), Just(Kind::Policy), Just(Kind::Saga)],
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut log = open(dir.path());
+        let mut g = kind_group(&log, &shared, kind, batch, lanes);
+        let (mut applied, mut poison, mut rejected) = (Vec::new(), Vec::new(), Vec::new());
+        for op in ops {
+            match op {
+                Op::Append { stream, kind: k } => {
+                    let event_type = match k {
+                        0 => "poison",
+                        3 => "ignored",
+                        4 => "reject",
+                        _ => "ok",
+                    };
+                    let r = log
+                        .append(
+                            &format!("t-{stream}"),
+                            ExpectedVersion::Any,
+                            vec![NewEvent::new(event_type, vec![0x80])],
+                        )
+                        .unwrap();
+                    let id = r.event_ids[0];
+                    match (k, kind) {
+                        (0, _) => poison.push((r.partition, r.first_offset)),
+                        (3, _) => {}
+                        (4, Kind::Policy) => rejected.push((r.partition, r.first_offset)),
+                        _ => applied.push((id, format!("t-{stream}"))),
+                    }
+                    if (1..=2).contains(&k) {
+                        shared.lock().unwrap().flaky.insert(id, u32::from(k));
+                    }
+                }
+                Op::Step(n) => {
+                    for _ in 0..n {
+                        g.step().unwrap();
+                    }
+                }
+                Op::Restart => {
+                    drop(g);
+                    drop(log);
+                    log = open(dir.path());
+                    g = kind_group(&log, &shared, kind, batch, lanes);
+                }
+            }
+        }
+        g.run_until_idle().unwrap();
+        match kind {
+            Kind::Projector => {
+                let view = log.read_models().unwrap();
+                let count = view.get("g", "count").unwrap()
+                    .map_or(0, |b| String::from_utf8(b).unwrap().parse::<u64>().unwrap());
+                prop_assert_eq!(view.get("g", "violation").unwrap(), None);
+                prop_assert_eq!(count, applied.len() as u64);
+            }
+            Kind::Policy => {
+                for (id, _) in &applied {
+                    let out = log.read_stream(&format!("out-{id}"), 1, 10).unwrap();
+                    prop_assert_eq!(out.len(), 1, "one command's event per event");
+                }
+            }
+            Kind::Saga => {
+                let mut total = 0;
+                for i in 0..3 {
+                    let (_, [n, fired, _]) = instance(&log, &format!("i{i}"));
+                    total += n;
+                    // Every transition set a timer due at once; each was fired (or replaced by
+                    // a later transition's) before the group went idle.
+                    prop_assert!(n == 0 || fired >= 1);
+                }
+                prop_assert_eq!(total, applied.len() as u64, "one transition per event");
+                prop_assert!(log.saga_timers("g").unwrap().is_empty());
+            }
+        }
+        let parked = g.dead_letters().unwrap();
+        let failed: Vec<(u32, u64)> = {
+            let mut v: Vec<_> = parked.iter()
+                .filter(|d| d.failure_kind == FailureKind::Trap)
+                .map(|d| (d.partition, d.offset)).collect();
+            v.sort();
+            v
+        };
+        poison.sort();
+        prop_assert_eq!(failed, poison, "exactly the poison events are parked as failures");
+        let mut refused: Vec<(u32, u64)> = parked.iter()
+            .filter(|d| d.failure_kind == FailureKind::Rejected)
+            .map(|d| (d.partition, d.offset)).collect();
+        refused.sort();
+        rejected.sort();
+        prop_assert_eq!(refused, rejected, "exactly the rejected events are parked as refusals");
+        let counted = |d: &crate::log::DeadLetter| match d.failure_kind {
+            FailureKind::Trap => d.attempts == MAX_ATTEMPTS,
+            _ => d.attempts == 1,
+        };
+        prop_assert!(parked.iter().all(counted), "attempts counted durably: {:?}", parked);
+        // Restarts included: a poison event is called its budget and no more.
+        for d in parked.iter().filter(|d| d.failure_kind == FailureKind::Trap) {
+            let calls = shared.lock().unwrap().poison_calls.get(&d.event_id).copied();
+            prop_assert_eq!(calls, Some(MAX_ATTEMPTS), "calls of poison event {}", d.event_id);
+        }
+        prop_assert!(g.lag().unwrap().iter().all(|l| l.lag == 0));
+    }
 }

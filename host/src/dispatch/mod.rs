@@ -1,5 +1,4 @@
-//! Commands from policies and sagas to local aggregates, and the task that drives a
-//! partition-consuming runner (policy or saga) on the tokio runtime.
+//! Commands from policies and sagas to local aggregates.
 //!
 //! A command is *planned* here (decided without appending, [`AggregateHandler::plan`]) so its
 //! events commit in the caller's transaction together with its offset and saga state. Its id is
@@ -8,13 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::aggregate::{AggregateHandler, CommandError, CommandRequest, Planned};
-use crate::log::EventLog;
 use crate::plugin::OutgoingCommand;
 
 /// Namespace of the command ids the host derives for policies and sagas.
@@ -107,78 +102,6 @@ impl Dispatcher {
             metadata: Vec::new(),
         })?)
     }
-}
-
-/// What one pass of a runner did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pass {
-    /// Something committed: run again at once.
-    pub progress: bool,
-    /// The earliest durable timer (ms since the Unix epoch), if any.
-    pub next_timer: Option<u64>,
-}
-
-/// A runner the driver calls repeatedly (blocking work: plugin calls and log reads).
-pub trait Runner: Send + Sync + 'static {
-    fn name(&self) -> &str;
-    fn pass(&self) -> Result<Pass, String>;
-}
-
-/// Wait after a failed pass before the next.
-const ERROR_PAUSE: Duration = Duration::from_millis(500);
-/// Longest sleep without a commit or timer, as a safety net.
-const MAX_SLEEP: Duration = Duration::from_secs(5);
-
-/// Stops a driven runner between passes.
-#[derive(Debug)]
-pub struct Driven {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Driven {
-    /// Stops after the pass in flight.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-/// Runs `runner` on the current tokio runtime: a pass whenever the log commits or a timer is
-/// due, until stopped.
-pub fn drive(runner: Arc<dyn Runner>, log: &EventLog) -> Driven {
-    let (stop, mut stopped) = watch::channel(false);
-    let mut commits = log.commits();
-    let task = tokio::spawn(async move {
-        loop {
-            if *stopped.borrow() {
-                return;
-            }
-            commits.borrow_and_update();
-            let r = runner.clone();
-            let pause = match tokio::task::spawn_blocking(move || r.pass()).await {
-                Ok(Ok(pass)) if pass.progress => continue,
-                Ok(Ok(pass)) => pass.next_timer.map_or(MAX_SLEEP, |due| {
-                    Duration::from_millis(due.saturating_sub(crate::event::now_millis()))
-                        .min(MAX_SLEEP)
-                }),
-                Ok(Err(e)) => {
-                    tracing::error!(runner = %runner.name(), error = %e, "pass failed; retrying");
-                    ERROR_PAUSE
-                }
-                Err(panic) => {
-                    tracing::error!(runner = %runner.name(), error = %panic, "pass panicked; retrying");
-                    ERROR_PAUSE
-                }
-            };
-            tokio::select! {
-                _ = commits.changed() => {}
-                _ = tokio::time::sleep(pause) => {}
-                _ = stopped.changed() => {}
-            }
-        }
-    });
-    Driven { stop, task }
 }
 
 #[cfg(test)]

@@ -14,8 +14,10 @@ use std::time::Duration;
 
 use crate::aggregate::{AggregateHandler, AggregateOptions};
 use crate::config::{Config, Role};
-use crate::consumer::{ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, PartitionLag};
-use crate::dispatch::{Dispatcher, Driven, drive};
+use crate::consumer::{
+    ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, Handler, PartitionLag,
+};
+use crate::dispatch::Dispatcher;
 use crate::evolution::Upcasters;
 use crate::log::{
     DeadLetterKey, EventLog, LogOptions, OpenError, ProjectionChange, ProjectionError, ReadError,
@@ -24,13 +26,13 @@ use crate::log::{
 use crate::plugin::{
     CallFailure, LoadError, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig, read_component,
 };
-use crate::policy::{PolicyError, PolicyRunner};
-use crate::projector::{Projection, WasmProjection};
+use crate::policy::PolicyHandler;
+use crate::projector::{Projection, ProjectionHandler, WasmProjection};
 use crate::rebuild::{
     Hook, RebuildHooks, RebuildJob, RebuildProgress, RebuildReason, RebuildStatus,
 };
 use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
-use crate::saga::{SagaError, SagaOptions, SagaRunner};
+use crate::saga::{SagaError, SagaHandler, SagaOptions, SagaVersions};
 
 /// How often [`Host::wait_until_idle`] re-checks when no commit wakes it (retry backoffs end
 /// without a commit).
@@ -61,8 +63,8 @@ pub enum HostError {
     Group { name: String, source: ConsumerError },
     #[error("starting saga {name:?}: {source}")]
     Saga { name: String, source: SagaError },
-    #[error("starting policy {name:?}: {source}")]
-    Policy { name: String, source: PolicyError },
+    #[error("no plugin named {0:?} consumes partitions in this configuration")]
+    NotAConsumer(String),
     #[error("reading the read-model record of projector {name:?}: {source}")]
     Projection {
         name: String,
@@ -119,10 +121,10 @@ pub struct Host {
     /// Each projector's running or last rebuild, and the rebuild tasks.
     rebuilds: Mutex<BTreeMap<String, Arc<RebuildProgress>>>,
     rebuild_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    sagas: BTreeMap<String, Arc<SagaRunner>>,
-    policies: BTreeMap<String, Arc<PolicyRunner>>,
-    /// Saga and policy runners' tasks.
-    runners: Vec<Driven>,
+    /// Commands of policies and sagas go to the local aggregates through it.
+    dispatcher: Dispatcher,
+    /// The plugin versions of each saga, shared with its group's lanes.
+    sagas: BTreeMap<String, Arc<SagaVersions>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -225,12 +227,15 @@ impl Host {
                         // Its read model has another version: nothing runs until it is rebuilt.
                         Some(PendingRebuild { live: false, .. }) => None,
                         _ => Some(
-                            ConsumerGroup::new(log.clone(), config, Box::new(projection)).map_err(
-                                |source| HostError::Group {
-                                    name: p.name.clone(),
-                                    source,
-                                },
-                            )?,
+                            ConsumerGroup::new(
+                                log.clone(),
+                                config,
+                                ProjectionHandler::boxed(projection),
+                            )
+                            .map_err(|source| HostError::Group {
+                                name: p.name.clone(),
+                                source,
+                            })?,
                         ),
                     };
                     if let Some(r) = rebuild {
@@ -258,61 +263,25 @@ impl Host {
         }
         let dispatcher = Dispatcher::new(aggregates.clone());
         let mut sagas = BTreeMap::new();
-        let mut policies = BTreeMap::new();
-        let mut runners: Vec<Arc<dyn crate::dispatch::Runner>> = Vec::new();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
             let Role::Consumer(group) = &p.role else {
                 continue;
             };
-            match p.kind {
-                PluginKind::Saga => {
-                    let mut options = SagaOptions::new(group.topics.clone());
-                    options.batch_size = group.batch_size;
-                    let runner = Arc::new(
-                        SagaRunner::new(
-                            p.name.clone(),
-                            log.clone(),
-                            dispatcher.clone(),
-                            loaded.clone(),
-                            options,
-                        )
-                        .map_err(|source| HostError::Saga {
-                            name: p.name.clone(),
-                            source,
-                        })?,
-                    );
-                    restore_pinned_versions(&runtime, p, &runner);
-                    sagas.insert(p.name.clone(), runner.clone());
-                    runners.push(runner);
-                }
-                PluginKind::Policy => {
-                    let runner = PolicyRunner::new(
-                        p.name.clone(),
-                        log.clone(),
-                        dispatcher.clone(),
-                        loaded,
-                        group.topics.clone(),
-                        group.batch_size,
-                        group.retry,
-                    )
-                    .map_err(|source| HostError::Policy {
-                        name: p.name.clone(),
-                        source,
-                    })?;
-                    let runner = Arc::new(runner);
-                    policies.insert(p.name.clone(), runner.clone());
-                    runners.push(runner);
-                }
-                PluginKind::Aggregate | PluginKind::Projector => {}
+            if p.kind == PluginKind::Projector {
+                continue;
             }
+            let (handler, versions) = command_handler(&log, &runtime, &dispatcher, p, loaded)?;
+            if let Some(v) = versions {
+                sagas.insert(p.name.clone(), v);
+            }
+            let g = ConsumerGroup::new(log.clone(), group.clone(), handler).map_err(|source| {
+                HostError::Group {
+                    name: p.name.clone(),
+                    source,
+                }
+            })?;
+            groups.push((p.name.clone(), Some(g)));
         }
-        let runners = runners
-            .into_iter()
-            .map(|r| {
-                tracing::info!(runner = %r.name(), "saga/policy runner started");
-                drive(r, &log)
-            })
-            .collect();
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
         let groups = groups
@@ -337,9 +306,8 @@ impl Host {
             groups,
             rebuilds: Mutex::default(),
             rebuild_tasks: Mutex::default(),
+            dispatcher,
             sagas,
-            policies,
-            runners,
         };
         for (name, plugin, _) in pending_rebuilds {
             host.spawn_rebuild(
@@ -480,8 +448,8 @@ impl Host {
         }))
     }
 
-    /// The runner of saga plugin `name` (to add a version on hot reload, list versions).
-    pub fn saga(&self, name: &str) -> Option<&Arc<SagaRunner>> {
+    /// The plugin versions of saga `name` (the one new instances start on, the pinned ones).
+    pub fn saga(&self, name: &str) -> Option<&Arc<SagaVersions>> {
         self.sagas.get(name)
     }
 
@@ -660,9 +628,9 @@ impl Host {
                 let live_version = self
                     .log
                     .projection(&name)
-                    .map_err(|e| DeployError::Storage {
+                    .map_err(|source| DeployError::Storage {
                         plugin: name.clone(),
-                        message: e.to_string(),
+                        source,
                     })?
                     .map_or(1, |r| r.active.read_model_version);
                 if projection.read_model_version() != live_version {
@@ -711,7 +679,7 @@ impl Host {
                 };
                 if group.is_running() {
                     group
-                        .swap_projection(Box::new(projection))
+                        .swap_handler(ProjectionHandler::boxed(projection))
                         .await
                         .map_err(swap_failed)?;
                 } else {
@@ -724,9 +692,9 @@ impl Host {
                         .log
                         .read_models()
                         .and_then(|v| v.live_scope(&name))
-                        .map_err(|e| DeployError::Storage {
+                        .map_err(|source| DeployError::Storage {
                             plugin: name.clone(),
-                            message: e.to_string(),
+                            source,
                         })?;
                     let (log, group_config) = (
                         self.log.clone(),
@@ -736,7 +704,7 @@ impl Host {
                         },
                     );
                     let started = tokio::task::spawn_blocking(move || {
-                        ConsumerGroup::new(log, group_config, Box::new(projection))
+                        ConsumerGroup::new(log, group_config, ProjectionHandler::boxed(projection))
                     })
                     .await
                     .expect("starting a consumer group panicked")
@@ -747,28 +715,32 @@ impl Host {
             Role::Consumer(_) if config.kind == PluginKind::Saga => {
                 // New instances start on the new version; in-flight ones finish on the version
                 // they started with (pinned by content hash), which stays loaded.
-                let saga = self.sagas.get(&name).expect("every saga has a runner");
-                saga.add_version(&new.plugin)
-                    .map_err(|e| DeployError::Runner {
+                let saga = self.sagas.get(&name).expect("every saga has its versions");
+                let (saga, plugin) = (saga.clone(), new.plugin.clone());
+                tokio::task::spawn_blocking(move || saga.add_version(&plugin))
+                    .await
+                    .expect("loading a saga version panicked")
+                    .map_err(|source| DeployError::Saga {
                         plugin: name.clone(),
-                        message: e.to_string(),
-                    })?;
-            }
-            Role::Consumer(_) if config.kind == PluginKind::Policy => {
-                // Between two batches: the runner holds its state lock for a whole batch.
-                let policy = self.policies.get(&name).expect("every policy has a runner");
-                policy
-                    .swap_plugin(&new.plugin)
-                    .map_err(|e| DeployError::Runner {
-                        plugin: name.clone(),
-                        message: e.to_string(),
+                        source,
                     })?;
             }
             Role::Consumer(_) => {
-                return Err(DeployError::Unsupported {
-                    plugin: name,
-                    kind: config.kind.to_string(),
-                });
+                // A policy: the new version's instances replace the old ones between batches.
+                let (plugin, dispatcher, n) =
+                    (new.plugin.clone(), self.dispatcher.clone(), name.clone());
+                let handler =
+                    tokio::task::spawn_blocking(move || PolicyHandler::new(n, dispatcher, &plugin))
+                        .await
+                        .expect("instantiating a policy panicked")
+                        .map_err(failed)?;
+                self.group(&name)
+                    .swap_handler(Box::new(handler))
+                    .await
+                    .map_err(|source| DeployError::Swap {
+                        plugin: name.clone(),
+                        source,
+                    })?;
             }
         }
         report.swap = swap_started.elapsed();
@@ -789,9 +761,16 @@ impl Host {
         self.aggregates.get(name).map(|a| &**a)
     }
 
-    /// The running consumer groups.
+    /// The running consumer groups (of every projector, policy and saga).
     pub fn groups(&self) -> &[Arc<GroupHandle>] {
         &self.groups
+    }
+
+    fn group(&self, name: &str) -> &Arc<GroupHandle> {
+        self.groups
+            .iter()
+            .find(|g| g.name() == name)
+            .expect("every consumer plugin has a group")
     }
 
     /// Lag of every group, per partition, from storage; a running rebuild's group
@@ -877,9 +856,6 @@ impl Host {
         let tasks = std::mem::take(&mut *lock(&self.rebuild_tasks));
         for t in tasks {
             let _ = t.await;
-        }
-        for runner in self.runners {
-            runner.stop().await;
         }
         // Stop all groups at once: each finishes its in-flight batch in parallel.
         let stopping: Vec<_> = self
@@ -985,16 +961,135 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| s.spawn(f).join().expect("a start-up step panicked"))
 }
 
+/// A consumer's handler and, for a saga, the versions its lanes share with the host.
+type CommandHandler = (Box<dyn Handler>, Option<Arc<SagaVersions>>);
+
+/// The handler of policy or saga `p` (with a saga's shared versions), sending its commands
+/// through `dispatcher`.
+fn command_handler(
+    log: &EventLog,
+    runtime: &PluginRuntime,
+    dispatcher: &Dispatcher,
+    p: &crate::config::PluginConfig,
+    loaded: &Arc<LoadedPlugin>,
+) -> Result<CommandHandler, HostError> {
+    if p.kind == PluginKind::Saga {
+        let saga_failed = |source| HostError::Saga {
+            name: p.name.clone(),
+            source,
+        };
+        let versions = SagaVersions::new(p.name.clone(), loaded.clone()).map_err(saga_failed)?;
+        restore_pinned_versions(log, runtime, p, &versions);
+        let handler = SagaHandler::new(
+            log.clone(),
+            dispatcher.clone(),
+            versions.clone(),
+            SagaOptions::default(),
+        )
+        .map_err(saga_failed)?;
+        return Ok((Box::new(handler), Some(versions)));
+    }
+    let handler =
+        PolicyHandler::new(p.name.clone(), dispatcher.clone(), loaded).map_err(|source| {
+            HostError::Instantiate {
+                name: p.name.clone(),
+                source,
+            }
+        })?;
+    Ok((Box::new(handler), None))
+}
+
+/// Consumer group `name` as the host would run it, with its configured (current) plugin
+/// version, without starting anything: for dead-letter operations on a stopped host. A policy
+/// or saga gets every configured aggregate to send its commands to.
+pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<ConsumerGroup, HostError> {
+    let p = config
+        .plugin(name)
+        .ok_or_else(|| HostError::NotAConsumer(name.to_owned()))?;
+    let Role::Consumer(group) = &p.role else {
+        return Err(HostError::NotAConsumer(name.to_owned()));
+    };
+    let runtime = PluginRuntime::new(RuntimeConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
+        ..RuntimeConfig::default()
+    })
+    .map_err(HostError::Runtime)?;
+    let load = |p: &crate::config::PluginConfig| {
+        read_component(&p.component)
+            .and_then(|bytes| runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec()))
+            .map_err(|source| HostError::Load {
+                name: p.name.clone(),
+                path: p.component.clone(),
+                source,
+            })
+    };
+    let loaded = load(p)?;
+    let handler: Box<dyn Handler> = match p.kind {
+        PluginKind::Projector => {
+            let instantiate = |source| HostError::Instantiate {
+                name: p.name.clone(),
+                source,
+            };
+            let projection = WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
+                .map_err(instantiate)?;
+            ProjectionHandler::boxed(projection)
+        }
+        _ => {
+            let mut aggregates = BTreeMap::new();
+            for a in &config.plugins {
+                if let Role::Aggregate {
+                    topic,
+                    snapshot_every,
+                } = &a.role
+                {
+                    let options = AggregateOptions {
+                        snapshot_every: *snapshot_every,
+                        ..AggregateOptions::new(topic.clone())
+                    };
+                    let handler = AggregateHandler::new(log.clone(), load(a)?, options).map_err(
+                        |source| HostError::Instantiate {
+                            name: a.name.clone(),
+                            source,
+                        },
+                    )?;
+                    aggregates.insert(a.name.clone(), Arc::new(handler));
+                }
+            }
+            let dispatcher = Dispatcher::new(aggregates);
+            command_handler(log, &runtime, &dispatcher, p, &loaded)?.0
+        }
+    };
+    let scope = match p.kind {
+        PluginKind::Projector => Some(log.read_models().and_then(|v| v.live_scope(name)).map_err(
+            |e| HostError::Group {
+                name: name.to_owned(),
+                source: e.into(),
+            },
+        )?),
+        _ => None,
+    };
+    let config = crate::consumer::GroupConfig {
+        scope,
+        ..group.clone()
+    };
+    ConsumerGroup::new(log.clone(), config, handler).map_err(|source| HostError::Group {
+        name: name.to_owned(),
+        source,
+    })
+}
+
 /// Loads, from the artifact cache, the versions that in-flight instances of saga `p` are
 /// pinned to but that its component file no longer holds (a deploy happened before the
 /// restart), so they finish on their own version. A version not in the cache stays missing:
 /// its instances need attention, as before.
 fn restore_pinned_versions(
+    log: &EventLog,
     runtime: &PluginRuntime,
     p: &crate::config::PluginConfig,
-    runner: &SagaRunner,
+    versions: &SagaVersions,
 ) {
-    let missing = match runner.missing_versions() {
+    let missing = match versions.missing_versions(log) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(saga = %p.name, error = %e, "listing the versions in-flight instances are pinned to");
@@ -1005,7 +1100,7 @@ fn restore_pinned_versions(
         let restored = runtime
             .load_cached(&p.name, p.kind, &hash, p.load_spec())
             .map_err(|e| e.to_string())
-            .and_then(|plugin| runner.restore_version(&plugin).map_err(|e| e.to_string()));
+            .and_then(|plugin| versions.restore_version(&plugin).map_err(|e| e.to_string()));
         match restored {
             Ok(()) => {
                 tracing::info!(saga = %p.name, version = %hash, "restored a pinned saga version from the artifact cache")

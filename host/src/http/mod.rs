@@ -406,11 +406,10 @@ async fn rollback(
 fn deploy_error(e: DeployError) -> ApiError {
     let (status, kind) = match &e {
         DeployError::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown-plugin"),
-        DeployError::Load { .. } | DeployError::Instantiate { .. } | DeployError::Runner { .. } => {
+        DeployError::Load { .. } | DeployError::Instantiate { .. } | DeployError::Saga { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "invalid-component")
         }
         DeployError::NoPrevious(_) => (StatusCode::CONFLICT, "no-previous-version"),
-        DeployError::Unsupported { .. } => (StatusCode::CONFLICT, "unsupported"),
         DeployError::Swap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "swap-failed"),
         DeployError::Rebuilding(_) => (StatusCode::CONFLICT, "rebuilding"),
         DeployError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),

@@ -11,8 +11,7 @@ use super::TopicInfo;
 use super::error::{ReadError, storage};
 use super::format;
 
-/// One parked event and why it was parked. The failure is kept as plain strings so the log does
-/// not depend on the plugin runtime's types.
+/// One parked event and why it was parked.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub group: String,
@@ -22,8 +21,9 @@ pub struct DeadLetter {
     pub event_id: uuid::Uuid,
     pub event_type: String,
     pub stream: String,
-    /// The failure kind's kebab-case name (`trap`, `memory-limit`, `deadline`, ...).
-    pub failure_kind: String,
+    /// Stored as its kebab-case name (`trap`, `memory-limit`, `rejected`, ...); records of
+    /// earlier builds, which spelled some kinds with spaces, read as the same kinds.
+    pub failure_kind: crate::failure::FailureKind,
     pub message: String,
     /// The guest's stack at the last failure, when there was one.
     pub backtrace: Option<String>,

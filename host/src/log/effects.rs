@@ -121,6 +121,18 @@ pub struct HandlerCommit {
     /// Saga instances this commit moves (the saga runner's state and timers), each fenced by
     /// its expected revision.
     pub saga_writes: Vec<SagaWrite>,
+    /// A failed attempt at the partition's next event, stored so that a restart continues its
+    /// count (with `keep_offset`). A commit that moves the offset clears the stored one.
+    pub attempt: Option<Attempt>,
+}
+
+/// The failed attempts of the event a partition is retrying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub offset: u64,
+    pub attempts: u32,
+    /// Milliseconds since the Unix epoch.
+    pub first_failed_at: u64,
 }
 
 /// A handler commit was refused or failed; nothing of it was written.
@@ -200,6 +212,7 @@ pub(crate) struct HandlerTables<'txn> {
     offsets: Table<'txn, (&'static str, u32, u32), u64>,
     read_models: Table<'txn, (&'static str, &'static str), &'static [u8]>,
     dead_letters: Table<'txn, (&'static str, u32, u32, u64), &'static [u8]>,
+    retries: Table<'txn, (&'static str, u32, u32), (u64, u32, u64)>,
     sagas: SagaTables<'txn>,
 }
 
@@ -209,6 +222,7 @@ impl<'txn> HandlerTables<'txn> {
             offsets: txn.open_table(format::GROUP_OFFSETS)?,
             read_models: txn.open_table(format::READ_MODELS)?,
             dead_letters: txn.open_table(format::DEAD_LETTERS)?,
+            retries: txn.open_table(format::RETRIES)?,
             sagas: SagaTables::open(txn)?,
         })
     }
@@ -311,6 +325,12 @@ pub(crate) fn apply(
     }
     if !c.keep_offset {
         tables.offsets.insert(key, c.next_offset)?;
+        tables.retries.remove(key)?;
+    }
+    if let Some(a) = &c.attempt {
+        tables
+            .retries
+            .insert(key, (a.offset, a.attempts, a.first_failed_at))?;
     }
     Ok(Ok(results))
 }

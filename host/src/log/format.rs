@@ -12,10 +12,10 @@
 use redb::TableDefinition;
 
 /// Bumped on any incompatible change of the tables below. Stored under `meta["format_version"]`.
-pub const FORMAT_VERSION: u64 = 3;
+pub const FORMAT_VERSION: u64 = 4;
 
-/// The oldest stored version this build upgrades in place (version 1 lacks only the saga
-/// tables, version 2 only the projections table; opening creates them).
+/// The oldest stored version this build upgrades in place (version 1 lacks the saga tables,
+/// version 2 the projections table, version 3 the retries table; opening creates them).
 pub const OLDEST_UPGRADABLE_VERSION: u64 = 1;
 
 /// `name -> value`: `format_version` (u64).
@@ -76,3 +76,10 @@ pub const SAGA_TIMERS: TableDefinition<(&str, &str), u64> = TableDefinition::new
 /// projector's read model is live, and which is being rebuilt. Generation 0 keeps its rows under
 /// scope `name`, generation g under `name@g`. No record: generation 0. Added in format version 3.
 pub const PROJECTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("projections");
+
+/// `(group, topic id, partition) -> (offset, attempts, first failed at ms)`: the failed attempts
+/// of the event a group's partition is retrying, so a restart does not give a poison event a
+/// fresh retry budget. Written by the commit that counts a failed attempt (which moves no
+/// offset); removed by any commit that moves the partition's offset. Added in format version 4.
+pub const RETRIES: TableDefinition<(&str, u32, u32), (u64, u32, u64)> =
+    TableDefinition::new("retries");

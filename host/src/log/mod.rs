@@ -36,7 +36,7 @@ use tokio::sync::{oneshot, watch};
 pub use bench::raw_redb_insert_bench;
 pub use dead_letter::{DeadLetter, DeadLetterKey};
 pub use effects::{
-    CommitError, HandlerCommit, ReadCheck, ReadModelView, ReadModelWrite, ValueDigest,
+    Attempt, CommitError, HandlerCommit, ReadCheck, ReadModelView, ReadModelWrite, ValueDigest,
 };
 pub use error::{AppendError, OpenError, ReadError};
 pub use format::FORMAT_VERSION;
@@ -395,11 +395,11 @@ impl EventLog {
             .collect::<Result<Vec<_>, _>>()?;
         let (tx, rx) = oneshot::channel();
         self.send(writer::Op::Commit(
-            effects::PreparedCommit {
+            Box::new(effects::PreparedCommit {
                 topic,
                 commit,
                 appends,
-            },
+            }),
             tx,
         ))
         .map_err(|_| CommitError::Closed)?;
@@ -526,6 +526,17 @@ impl EventLog {
     ) -> Result<Option<u64>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
         read::group_offset(&self.shared.db, group, t.id, partition)
+    }
+
+    /// The failed attempts of the event `group` is retrying on a partition, as last counted.
+    pub fn attempt(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<Attempt>, ReadError> {
+        let t = self.checked_partition(topic, partition)?;
+        read::attempt(&self.shared.db, group, t.id, partition)
     }
 
     /// Every committed group offset: `(group, topic, partition, next offset)`.

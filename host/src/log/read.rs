@@ -123,6 +123,28 @@ pub(crate) fn group_offset(
         .map(|v| v.value()))
 }
 
+/// The stored failed attempts of the event `group` retries on a partition.
+pub(crate) fn attempt(
+    db: &Database,
+    group: &str,
+    topic_id: u32,
+    partition: u32,
+) -> Result<Option<super::effects::Attempt>, ReadError> {
+    let txn = db.begin_read().map_err(st)?;
+    let table = txn.open_table(format::RETRIES).map_err(st)?;
+    Ok(table
+        .get((group, topic_id, partition))
+        .map_err(st)?
+        .map(|v| {
+            let (offset, attempts, first_failed_at) = v.value();
+            super::effects::Attempt {
+                offset,
+                attempts,
+                first_failed_at,
+            }
+        }))
+}
+
 pub(crate) fn all_group_offsets(db: &Database) -> Result<Vec<(String, u32, u32, u64)>, ReadError> {
     let txn = db.begin_read().map_err(st)?;
     let table = txn.open_table(format::GROUP_OFFSETS).map_err(st)?;

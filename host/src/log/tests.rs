@@ -530,7 +530,7 @@ fn dead_letter(group: &str, partition: u32, offset: u64, blocking: bool) -> Dead
         event_id: uuid::Uuid::nil(),
         event_type: "order.created".into(),
         stream: "order-1".into(),
-        failure_kind: "trap".into(),
+        failure_kind: crate::failure::FailureKind::Trap,
         message: "trap: unreachable".into(),
         backtrace: Some("0: f".into()),
         attempts: 3,

@@ -30,8 +30,9 @@ pub(crate) enum Op {
         AppendRequest,
         oneshot::Sender<Result<AppendResult, AppendError>>,
     ),
+    /// Boxed: a handler commit is far larger than the other requests.
     Commit(
-        PreparedCommit,
+        Box<PreparedCommit>,
         oneshot::Sender<Result<Vec<AppendResult>, CommitError>>,
     ),
     Snapshot(Snapshot, oneshot::Sender<Result<(), AppendError>>),
@@ -99,6 +100,7 @@ pub(crate) fn initialize(
             .map_err(|e| st(&e))?;
         txn.open_table(format::SAGA_TIMERS).map_err(|e| st(&e))?;
         txn.open_table(format::PROJECTIONS).map_err(|e| st(&e))?;
+        txn.open_table(format::RETRIES).map_err(|e| st(&e))?;
         let mut next_id = table.len().map_err(|e| st(&e))? as u32;
         for t in topics {
             if t.partitions == 0 || t.partitions > 4096 {

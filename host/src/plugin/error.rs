@@ -34,39 +34,7 @@ pub enum LoadError {
     NotCached(String),
 }
 
-/// What went wrong in a call, for retry decisions, metrics and the dead-letter record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// The guest trapped (panic, unreachable, stack overflow, out-of-bounds access).
-    Trap,
-    /// The guest tried to grow memory or tables past its limit.
-    MemoryLimit,
-    /// The call ran past its deadline (epoch interruption).
-    Deadline,
-    /// The call used up its fuel (deterministic instruction budget).
-    Fuel,
-    /// The guest returned its own `failure` (bad input, a bug it detected).
-    Guest,
-    /// The guest returned something the host refuses (undecodable, oversized).
-    BadOutput,
-    /// Instantiation or a host function failed.
-    Host,
-}
-
-impl std::fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FailureKind::Trap => "trap",
-            FailureKind::MemoryLimit => "memory limit",
-            FailureKind::Deadline => "deadline",
-            FailureKind::Fuel => "fuel limit",
-            FailureKind::Guest => "plugin failure",
-            FailureKind::BadOutput => "bad output",
-            FailureKind::Host => "host error",
-        })
-    }
-}
+pub use crate::failure::FailureKind;
 
 /// A failed call: retried with backoff by the caller, then parked with all of this.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]

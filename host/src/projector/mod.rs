@@ -1,14 +1,16 @@
-//! Projectors: read a topic's partitions from the group's committed offsets, in batches, hand
-//! the events to the projection, and commit its read-model writes together with the new offset
-//! in one transaction (DESIGN §4 invariant 4).
+//! Projectors, the engine's read-model kind: a batch's effects are the read-model writes the
+//! projection made through its session, committed with the new offset in one transaction
+//! (DESIGN §4 invariant 4) by the consumer group (`consumer/`).
 //!
-//! A [`Projection`] is either a WASM plugin ([`WasmProjection`]) or native Rust code (used by
-//! benchmarks to measure the plugin boundary on the same path).
+//! A [`Projection`] is either a WASM plugin ([`WasmProjection`]) or native Rust code (a relay,
+//! benchmarks measuring the plugin boundary on the same path); [`ProjectionHandler`] runs
+//! either as a group's handler.
 
 use std::collections::HashSet;
 
+use crate::consumer::{BatchContext, Effects, Handler, HandlerError, Output};
 use crate::event::Event;
-use crate::log::{CommitError, EventLog, HandlerCommit, ReadError};
+use crate::log::{EventLog, ReadError};
 use crate::plugin::{CallFailure, PluginInstance, ReadModelSession};
 
 /// Largest read-model value a projection may write.
@@ -99,138 +101,50 @@ impl Projection for WasmProjection {
     }
 }
 
-/// Why a projector batch did not commit.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
-    #[error("projector {projector} failed at {topic}/{partition}@{offset}: {failure}")]
-    Failed {
-        projector: String,
-        topic: String,
-        partition: u32,
-        /// Offset of the failing event, when known, else of the batch's first event.
-        offset: u64,
-        failure: CallFailure,
-    },
-    #[error(transparent)]
-    Commit(#[from] CommitError),
-    #[error(transparent)]
-    Read(#[from] ReadError),
-}
+/// A projection as the engine runs it: its batch's read-model writes and read checks are the
+/// effects.
+pub struct ProjectionHandler(pub Box<dyn Projection>);
 
-/// One projector: its consumer group and read-model scope share its name.
-pub struct ProjectorHandler {
-    log: EventLog,
-    name: String,
-    topics: Vec<String>,
-    batch_size: usize,
-    projection: Box<dyn Projection>,
-}
-
-impl std::fmt::Debug for ProjectorHandler {
+impl std::fmt::Debug for ProjectionHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProjectorHandler")
-            .field("name", &self.name)
-            .field("topics", &self.topics)
-            .finish_non_exhaustive()
+        f.debug_tuple("ProjectionHandler")
+            .field(&self.0.version())
+            .finish()
     }
 }
 
-impl ProjectorHandler {
-    pub fn new(
-        log: EventLog,
-        name: impl Into<String>,
-        topics: Vec<String>,
-        batch_size: usize,
-        projection: Box<dyn Projection>,
-    ) -> Self {
-        ProjectorHandler {
-            log,
-            name: name.into(),
-            topics,
-            batch_size: batch_size.max(1),
-            projection,
-        }
+impl ProjectionHandler {
+    pub fn boxed(projection: impl Projection + 'static) -> Box<dyn Handler> {
+        Box::new(ProjectionHandler(Box::new(projection)))
+    }
+}
+
+impl Handler for ProjectionHandler {
+    fn handles(&self, event_type: &str) -> bool {
+        self.0.handles(event_type)
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Processes at most one batch of one partition; returns how many events it consumed.
-    pub fn poll_partition(&mut self, topic: &str, partition: u32) -> Result<usize, ProjectorError> {
-        let committed = self.log.group_offset(&self.name, topic, partition)?;
-        let from = committed.unwrap_or(0);
-        let events = self
-            .log
-            .read_partition(topic, partition, from, self.batch_size)?;
-        let Some(last) = events.last() else {
-            return Ok(0);
-        };
-        let next_offset = last.offset + 1;
-        // Usually every event is relevant: then hand the batch over without copying it.
-        let skipped = events
-            .iter()
-            .any(|e| !self.projection.handles(&e.event_type));
-        let filtered: Vec<Event>;
-        let relevant: &[Event] = if skipped {
-            filtered = events
-                .iter()
-                .filter(|e| self.projection.handles(&e.event_type))
-                .cloned()
-                .collect();
-            &filtered
-        } else {
-            &events
-        };
-        let view = self.log.read_models()?;
-        let scope = view.live_scope(&self.name)?;
-        let session = ReadModelSession::new(scope, view, MAX_VALUE_BYTES);
-        let (result, session) = self.projection.project(relevant, session);
-        if let Err(failure) = result {
-            let offset = failure
-                .event_index
-                .and_then(|i| relevant.get(i as usize))
-                .map_or(from, |e| e.offset);
-            return Err(ProjectorError::Failed {
-                projector: self.name.clone(),
-                topic: topic.to_owned(),
-                partition,
-                offset,
-                failure,
-            });
-        }
-        let writes = session
-            .map(ReadModelSession::into_writes)
+    fn handle(&mut self, ctx: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+        let session = ReadModelSession::new(ctx.scope, ctx.log.read_models()?, MAX_VALUE_BYTES);
+        let (result, session) = self.0.project(events, session);
+        result?;
+        let (read_model_writes, read_checks) = session
+            .map(ReadModelSession::into_commit)
             .unwrap_or_default();
-        self.log.commit_handler(HandlerCommit {
-            group: self.name.clone(),
-            topic: topic.to_owned(),
-            partition,
-            expected_offset: committed,
-            next_offset,
-            read_model_writes: writes,
-            appends: Vec::new(),
-            ..Default::default()
-        })?;
-        Ok(events.len())
+        Ok(Output::all(Effects {
+            read_model_writes,
+            read_checks,
+            ..Effects::default()
+        }))
     }
 
-    /// Processes every partition of every topic until none has anything left.
-    pub fn catch_up(&mut self) -> Result<u64, ProjectorError> {
-        let mut total = 0u64;
-        loop {
-            let mut round = 0usize;
-            for topic in self.topics.clone() {
-                let partitions = self.log.topic(&topic).map_or(0, |t| t.partitions);
-                for p in 0..partitions {
-                    round += self.poll_partition(&topic, p)?;
-                }
-            }
-            if round == 0 {
-                return Ok(total);
-            }
-            total += round as u64;
-        }
+    fn version(&self) -> String {
+        self.0.version()
+    }
+
+    fn replicate(&self) -> Option<Result<Box<dyn Handler>, CallFailure>> {
+        let replica = self.0.replicate()?;
+        Some(replica.map(|p| Box::new(ProjectionHandler(p)) as Box<dyn Handler>))
     }
 }
 

@@ -19,10 +19,11 @@ use serde::Serialize;
 use crate::consumer::{ConsumerError, ConsumerGroup, GroupConfig, GroupHandle, StartFrom, Step};
 use crate::event::now_millis;
 use crate::log::{
-    EventLog, ProjectionChange, ProjectionError, ReadError, read_model_scope, rebuild_group,
+    DeadLetterKey, EventLog, ProjectionChange, ProjectionError, ReadError, read_model_scope,
+    rebuild_group,
 };
 use crate::plugin::{CallFailure, LoadedPlugin};
-use crate::projector::{Projection, WasmProjection};
+use crate::projector::{Projection, ProjectionHandler, WasmProjection};
 
 /// Longest sleep of a replay waiting on a retry backoff (it checks for a stop in between).
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -257,7 +258,11 @@ impl RebuildJob {
             ..self.config.clone()
         };
         let log = self.log.clone();
-        let result = match blocking(move || ConsumerGroup::new(log, config, projection)).await {
+        let result = match blocking(move || {
+            ConsumerGroup::new(log, config, Box::new(ProjectionHandler(projection)))
+        })
+        .await
+        {
             Ok(group) => self.switch_over(group, generation).await,
             Err(e) => Err(e.into()),
         };
@@ -322,7 +327,10 @@ impl RebuildJob {
             ..self.config.clone()
         };
         let log = self.log.clone();
-        let live = blocking(move || ConsumerGroup::new(log, config, projection)).await;
+        let live = blocking(move || {
+            ConsumerGroup::new(log, config, Box::new(ProjectionHandler(projection)))
+        })
+        .await;
         let pause = paused_at.elapsed();
         match live {
             Ok(g) => {
@@ -373,8 +381,22 @@ fn replay_blocking(
             s.target = lag.iter().map(|p| p.high_water_mark).sum();
         });
         for p in &lag {
-            let live = log.group_offset(live, &p.topic, p.partition)?.unwrap_or(0);
-            if p.committed < live.min(p.high_water_mark) {
+            let live_at = log.group_offset(live, &p.topic, p.partition)?.unwrap_or(0);
+            if p.committed < live_at.min(p.high_water_mark) {
+                return Ok(false);
+            }
+            // The live group waits on a `block` dead letter here: the rebuild has caught up
+            // once it parked the same event (its dead letters become the live group's).
+            let blocking = |group: &str| -> Result<bool, ReadError> {
+                let key = DeadLetterKey {
+                    group: group.to_owned(),
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    offset: p.committed,
+                };
+                Ok(log.dead_letter(&key)?.is_some_and(|d| d.blocking))
+            };
+            if p.committed == live_at && blocking(live)? && !blocking(group.name())? {
                 return Ok(false);
             }
         }

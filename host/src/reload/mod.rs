@@ -50,18 +50,22 @@ pub enum DeployError {
         plugin: String,
         source: ConsumerError,
     },
-    /// The saga or policy runner refused the new version (e.g. another saga's definition).
-    #[error("the runner refused the new version of {plugin:?}: {message}")]
-    Runner { plugin: String, message: String },
+    /// The saga refused the new version (e.g. it defines another saga).
+    #[error("the saga refused the new version of {plugin:?}: {source}")]
+    Saga {
+        plugin: String,
+        source: crate::saga::SagaError,
+    },
     #[error("{0:?} has no previous version to roll back to")]
     NoPrevious(String),
-    #[error("{plugin:?} is a {kind} plugin, which cannot be redeployed while running yet")]
-    Unsupported { plugin: String, kind: String },
     /// A rebuild of the projector's read model runs; deploy once it has switched or failed.
     #[error("the read model of {0:?} is being rebuilt; deploy again once the rebuild has finished")]
     Rebuilding(String),
-    #[error("reading the read-model record of {plugin:?}: {message}")]
-    Storage { plugin: String, message: String },
+    #[error("reading the read-model record of {plugin:?}: {source}")]
+    Storage {
+        plugin: String,
+        source: crate::log::ReadError,
+    },
 }
 
 /// What a deploy did.

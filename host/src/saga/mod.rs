@@ -1,6 +1,7 @@
 //! Saga orchestration: the plugin defines steps and judges answers; the host runs instances.
 //!
-//! A [`SagaRunner`] consumes its topics like a consumer group named after the saga. A trigger
+//! A [`SagaHandler`] is the engine's orchestration kind: it runs in a consumer group named after
+//! the saga (`consumer/`), which also wakes it for its durable timers. A trigger
 //! event starts an instance and sends the first step's command; an answer (an event carrying the
 //! instance's correlation id) is judged by the plugin: success sends the next step's command,
 //! failure compensates the completed steps in reverse order. Every transition commits in ONE
@@ -13,13 +14,15 @@
 //! "continue compensating" (due at once, so a compensation interrupted by a crash resumes).
 //! A compensation that keeps failing is retried with exponential backoff, then the instance is
 //! marked `needs-attention` ([`retry`] sends it back to compensating). A plugin call that keeps
-//! failing on an event (a trigger it cannot start, an answer it cannot judge) is retried, then
-//! the event is parked in the dead-letter queue (`skip`); its step then times out.
+//! failing on an event (a trigger it cannot start, an answer it cannot judge) is retried and
+//! parked by the engine with the group's `retry` and `dead_letter` settings; with `skip`, its
+//! step then times out.
 //!
 //! Version pinning: each instance records the content hash of the plugin version it started
 //! on and every call for it goes to that version. New instances use the current version.
-//! [`SagaRunner::add_version`] loads another one (hot reload); old versions stay loaded while
-//! any in-flight instance names them ([`SagaRunner::retire_unused_versions`]).
+//! [`SagaVersions::add_version`] loads another one (hot reload); old versions stay loaded while
+//! any in-flight instance names them ([`SagaVersions::retire_unused_versions`]). Every lane's
+//! handler instantiates the versions of the shared [`SagaVersions`] it needs.
 
 mod record;
 
@@ -27,12 +30,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::aggregate::{Planned, PlannedAppend};
-use crate::dispatch::{DispatchError, Dispatcher, Pass, Runner};
+use crate::aggregate::{CommandError, Planned, PlannedAppend};
+use crate::consumer::{self, BatchContext, Fired, Handler, HandlerError, Output, Timers};
+use crate::dispatch::{DispatchError, Dispatcher};
 use crate::event::{Event, now_millis};
-use crate::log::{
-    CommitError, DeadLetter, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange,
-};
+use crate::failure::FailureKind;
+use crate::log::{CommitError, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange};
 use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance, SagaDefinition, Verdict};
 
 pub use record::{
@@ -40,13 +43,9 @@ pub use record::{
     find, list,
 };
 
-/// Settings of one saga runner.
+/// Settings of one saga's compensations (its events' retries are the group's).
 #[derive(Clone, Debug)]
 pub struct SagaOptions {
-    /// Topics holding its trigger and answer events.
-    pub topics: Vec<String>,
-    /// Most events read per partition and pass.
-    pub batch_size: usize,
     /// Compensation attempts before the instance needs attention.
     pub compensation_attempts: u32,
     /// First retry delay of a failed compensation; doubles per attempt up to `backoff_cap`.
@@ -54,17 +53,17 @@ pub struct SagaOptions {
     pub backoff_cap: Duration,
 }
 
-impl SagaOptions {
-    pub fn new(topics: Vec<String>) -> Self {
+impl Default for SagaOptions {
+    fn default() -> Self {
         SagaOptions {
-            topics,
-            batch_size: 256,
             compensation_attempts: 5,
             backoff_base: Duration::from_millis(200),
             backoff_cap: Duration::from_secs(60),
         }
     }
+}
 
+impl SagaOptions {
     fn backoff(&self, attempts: u32) -> Duration {
         let doublings = attempts.saturating_sub(1).min(31);
         self.backoff_base
@@ -112,102 +111,74 @@ impl From<CorruptRecord> for SagaError {
     }
 }
 
-/// One loaded plugin version.
+/// One loaded plugin version, instantiated on one lane.
 struct Version {
     instance: PluginInstance,
     definition: SagaDefinition,
 }
 
-struct Versions {
+/// The plugin versions a saga runs: the one new instances start on and the ones in-flight
+/// instances are pinned to. Shared by every lane of the saga's group and by the host, which
+/// adds versions on deploy.
+pub struct SagaVersions {
+    name: String,
+    /// The saga the plugin defines (every version must define the same one).
+    saga: String,
+    state: Mutex<VersionSet>,
+}
+
+struct VersionSet {
     /// Content hash of the version new instances start on.
     current: String,
-    loaded: HashMap<String, Version>,
+    loaded: HashMap<String, Arc<LoadedPlugin>>,
+    /// Bumped on every change, so lanes know to look again.
+    generation: u64,
 }
 
-/// Runs the instances of one saga plugin.
-pub struct SagaRunner {
-    /// The saga's name: its consumer group and the key of its instances.
-    name: String,
-    log: EventLog,
-    dispatcher: Dispatcher,
-    options: SagaOptions,
-    versions: Mutex<Versions>,
-    failing: Mutex<HashMap<EventKey, Failing>>,
-}
-
-impl std::fmt::Debug for SagaRunner {
+impl std::fmt::Debug for SagaVersions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SagaRunner")
+        f.debug_struct("SagaVersions")
             .field("name", &self.name)
+            .field("saga", &self.saga)
             .finish_non_exhaustive()
     }
 }
 
-/// The effects of one transition, committed together.
-#[derive(Default)]
-struct Effects {
-    writes: Vec<SagaWrite>,
-    appends: Vec<PlannedAppend>,
-    park: Vec<DeadLetter>,
+fn load_version(plugin: &Arc<LoadedPlugin>) -> Result<Version, SagaError> {
+    let failed = |failure| SagaError::Plugin {
+        plugin: plugin.name.clone(),
+        failure,
+    };
+    let mut instance = plugin.instantiate().map_err(failed)?;
+    let definition = instance.saga_definition().map_err(failed)?;
+    Ok(Version {
+        instance,
+        definition,
+    })
 }
 
-/// Calls of the saga plugin for one event before the event is parked (`skip`): an answer that
-/// cannot be judged then leaves its step to time out and compensate, never to block the saga.
-const EVENT_ATTEMPTS: u32 = 5;
-
-/// Where an event sits: `(topic, partition, offset)`.
-type EventKey = (String, u32, u64);
-/// Failed plugin calls on one event: (attempts, first failure in ms since the Unix epoch).
-type Failing = (u32, u64);
-
-/// Commit attempts of one transition when a concurrent command moved the target stream.
-const COMMIT_ATTEMPTS: u32 = 5;
-
-impl SagaRunner {
-    /// A runner named after the saga plugin, starting new instances on `plugin`.
-    pub fn new(
-        name: impl Into<String>,
-        log: EventLog,
-        dispatcher: Dispatcher,
-        plugin: Arc<LoadedPlugin>,
-        options: SagaOptions,
-    ) -> Result<Self, SagaError> {
-        let (hash, version) = Self::load_version(&plugin)?;
-        Ok(SagaRunner {
+impl SagaVersions {
+    /// The versions of saga plugin `name`, starting new instances on `plugin`.
+    pub fn new(name: impl Into<String>, plugin: Arc<LoadedPlugin>) -> Result<Arc<Self>, SagaError> {
+        let version = load_version(&plugin)?;
+        let hash = plugin.version.content_hash.clone();
+        Ok(Arc::new(SagaVersions {
             name: name.into(),
-            log,
-            dispatcher,
-            options,
-            versions: Mutex::new(Versions {
+            saga: version.definition.name,
+            state: Mutex::new(VersionSet {
                 current: hash.clone(),
-                loaded: HashMap::from([(hash, version)]),
+                loaded: HashMap::from([(hash, plugin)]),
+                generation: 0,
             }),
-            failing: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn load_version(plugin: &Arc<LoadedPlugin>) -> Result<(String, Version), SagaError> {
-        let failed = |failure| SagaError::Plugin {
-            plugin: plugin.name.clone(),
-            failure,
-        };
-        let mut instance = plugin.instantiate().map_err(failed)?;
-        let definition = instance.saga_definition().map_err(failed)?;
-        Ok((
-            plugin.version.content_hash.clone(),
-            Version {
-                instance,
-                definition,
-            },
-        ))
+        }))
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
-        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, VersionSet> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Loads another version of the plugin and starts new instances on it; in-flight instances
@@ -222,51 +193,48 @@ impl SagaRunner {
         self.insert_version(plugin, false)
     }
 
-    /// Content hashes that in-flight instances are pinned to but that are not loaded.
-    pub fn missing_versions(&self) -> Result<BTreeSet<String>, SagaError> {
-        let pinned: BTreeSet<String> = list(&self.log, Some(&self.name))?
-            .into_iter()
-            .filter(|i| i.status.in_flight())
-            .map(|i| i.plugin_version)
-            .collect();
-        let versions = self.versions();
-        Ok(pinned
-            .into_iter()
-            .filter(|h| !versions.loaded.contains_key(h))
-            .collect())
-    }
-
     fn insert_version(
         &self,
         plugin: &Arc<LoadedPlugin>,
         make_current: bool,
     ) -> Result<(), SagaError> {
-        let (hash, version) = Self::load_version(plugin)?;
-        let mut versions = self.versions();
-        let current = &versions.loaded[&versions.current].definition.name;
-        if *current != version.definition.name {
+        let version = load_version(plugin)?;
+        if version.definition.name != self.saga {
             return Err(SagaError::WrongSaga {
                 plugin: plugin.name.clone(),
-                expected: current.clone(),
+                expected: self.saga.clone(),
                 defined: version.definition.name,
             });
         }
-        versions.loaded.insert(hash.clone(), version);
+        let hash = plugin.version.content_hash.clone();
+        let mut state = self.state();
+        state.loaded.insert(hash.clone(), plugin.clone());
         if make_current {
-            versions.current = hash;
+            state.current = hash;
         }
+        state.generation += 1;
         Ok(())
+    }
+
+    /// Content hashes that in-flight instances are pinned to but that are not loaded.
+    pub fn missing_versions(&self, log: &EventLog) -> Result<BTreeSet<String>, SagaError> {
+        let pinned = pinned_versions(log, &self.name)?;
+        let state = self.state();
+        Ok(pinned
+            .into_iter()
+            .filter(|h| !state.loaded.contains_key(h))
+            .collect())
     }
 
     /// Content hashes of the loaded versions, the current one first.
     pub fn loaded_versions(&self) -> Vec<String> {
-        let versions = self.versions();
-        let mut out = vec![versions.current.clone()];
+        let state = self.state();
+        let mut out = vec![state.current.clone()];
         out.extend(
-            versions
+            state
                 .loaded
                 .keys()
-                .filter(|h| **h != versions.current)
+                .filter(|h| **h != state.current)
                 .cloned(),
         );
         out
@@ -274,198 +242,155 @@ impl SagaRunner {
 
     /// Unloads every version that is neither current nor named by an in-flight instance;
     /// returns the unloaded hashes.
-    pub fn retire_unused_versions(&self) -> Result<Vec<String>, SagaError> {
-        let in_use: BTreeSet<String> = list(&self.log, Some(&self.name))?
-            .into_iter()
-            .filter(|i| i.status.in_flight())
-            .map(|i| i.plugin_version)
-            .collect();
-        let mut versions = self.versions();
-        let current = versions.current.clone();
-        let retired: Vec<String> = versions
+    pub fn retire_unused_versions(&self, log: &EventLog) -> Result<Vec<String>, SagaError> {
+        let in_use = pinned_versions(log, &self.name)?;
+        let mut state = self.state();
+        let current = state.current.clone();
+        let retired: Vec<String> = state
             .loaded
             .keys()
             .filter(|h| **h != current && !in_use.contains(*h))
             .cloned()
             .collect();
         for h in &retired {
-            versions.loaded.remove(h);
+            state.loaded.remove(h);
         }
+        state.generation += 1;
         Ok(retired)
     }
+}
 
-    /// One pass: fire due timers, then consume what is new on every partition.
-    pub fn run_pass(&self) -> Result<Pass, SagaError> {
-        let mut progress = self.fire_timers()?;
-        for topic in &self.options.topics {
-            let partitions = self.log.topic(topic).map_or(0, |t| t.partitions);
-            for p in 0..partitions {
-                progress |= self.consume(topic, p)?;
-            }
-        }
-        let next_timer = self
-            .log
-            .saga_timers(&self.name)?
-            .into_iter()
-            .map(|(_, due)| due)
-            .min();
-        Ok(Pass {
-            progress,
-            next_timer,
-        })
+fn pinned_versions(log: &EventLog, saga: &str) -> Result<BTreeSet<String>, SagaError> {
+    Ok(list(log, Some(saga))?
+        .into_iter()
+        .filter(|i| i.status.in_flight())
+        .map(|i| i.plugin_version)
+        .collect())
+}
+
+/// One lane's instances of the loaded versions.
+struct Versions {
+    /// Content hash of the version new instances start on.
+    current: String,
+    loaded: HashMap<String, Version>,
+    /// The [`VersionSet::generation`] these were made for.
+    generation: u64,
+}
+
+/// A saga as a consumer group's handler (one per lane).
+pub struct SagaHandler {
+    /// The saga's name: its consumer group and the key of its instances.
+    name: String,
+    log: EventLog,
+    dispatcher: Dispatcher,
+    options: SagaOptions,
+    shared: Arc<SagaVersions>,
+    versions: Mutex<Versions>,
+}
+
+impl std::fmt::Debug for SagaHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SagaHandler")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The effects of one transition, committed together.
+#[derive(Default)]
+struct Effects {
+    writes: Vec<SagaWrite>,
+    appends: Vec<PlannedAppend>,
+}
+
+impl Effects {
+    fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.appends.is_empty()
     }
 
-    /// Runs passes until nothing is left to do now (timers due later are left).
-    pub fn run_until_idle(&self) -> Result<(), SagaError> {
-        while self.run_pass()?.progress {}
-        Ok(())
-    }
-
-    fn fire_timers(&self) -> Result<bool, SagaError> {
-        let now = now_millis();
-        let mut fired = false;
-        for (id, due) in self.log.saga_timers(&self.name)? {
-            if due > now {
-                continue;
-            }
-            fired = true;
-            self.transition(|| {
-                let Some((rev, inst)) = self.load(&id)? else {
-                    return Ok(None);
-                };
-                let mut fx = Effects::default();
-                self.on_timer(rev, inst.clone(), now, &mut fx)?;
-                Ok(Some((inst.trigger_topic, inst.trigger_partition, fx)))
-            })?;
-        }
-        Ok(fired)
-    }
-
-    /// Runs `make` and commits its effects without moving any offset; redone from scratch
-    /// when a concurrent change refused the commit.
-    fn transition(
-        &self,
-        make: impl Fn() -> Result<Option<(String, u32, Effects)>, SagaError>,
-    ) -> Result<(), SagaError> {
-        for attempt in 1..=COMMIT_ATTEMPTS {
-            let Some((topic, partition, fx)) = make()? else {
-                return Ok(());
-            };
-            match self.commit(&topic, partition, None, fx) {
-                Err(e) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-                r => return r,
-            }
-        }
-        Ok(())
-    }
-
-    fn consume(&self, topic: &str, partition: u32) -> Result<bool, SagaError> {
-        let committed = self.log.group_offset(&self.name, topic, partition)?;
-        let events = self.log.read_partition(
-            topic,
-            partition,
-            committed.unwrap_or(0),
-            self.options.batch_size,
-        )?;
-        let Some(last) = events.last() else {
-            return Ok(false);
-        };
-        let last_offset = last.offset;
-        let mut expected = committed;
-        for event in &events {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut fx = Effects::default();
-                match self.on_event(event, &mut fx) {
-                    Ok(()) => {}
-                    Err(SagaError::Plugin { failure, .. }) => {
-                        fx = Effects::default();
-                        fx.park.push(self.failed_event(event, failure)?);
-                    }
-                    Err(e) => return Err(e),
-                }
-                if fx.writes.is_empty() && fx.park.is_empty() && event.offset != last_offset {
-                    break; // nothing to do: the next commit moves the offset past it
-                }
-                match self.commit(topic, partition, Some((expected, event.offset + 1)), fx) {
-                    Ok(()) => {
-                        expected = Some(event.offset + 1);
-                        break;
-                    }
-                    Err(e) if retryable(&e) && attempt < COMMIT_ATTEMPTS => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    /// Counts a failed plugin call for `event`: an error (the pass is retried) until the last
-    /// attempt, then the dead letter to park it with.
-    fn failed_event(&self, event: &Event, failure: CallFailure) -> Result<DeadLetter, SagaError> {
-        let now = now_millis();
-        let key = (event.topic.clone(), event.partition, event.offset);
-        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
-        let (attempts, first) = {
-            let entry = failing.entry(key.clone()).or_insert((0, now));
-            entry.0 += 1;
-            *entry
-        };
-        if attempts < EVENT_ATTEMPTS {
-            return Err(SagaError::Plugin {
-                plugin: self.name.clone(),
-                failure,
-            });
-        }
-        failing.remove(&key);
-        tracing::error!(saga = %self.name, offset = event.offset, error = %failure, "saga plugin kept failing on an event; parked");
-        Ok(DeadLetter {
-            group: self.name.clone(),
-            topic: event.topic.clone(),
-            partition: event.partition,
-            offset: event.offset,
-            event_id: event.event_id,
-            event_type: event.event_type.clone(),
-            stream: event.stream.clone(),
-            failure_kind: failure.kind.to_string(),
-            message: failure.message,
-            backtrace: failure.backtrace,
-            attempts,
-            plugin_version: self.versions().current.clone(),
-            first_failed_at: first,
-            last_failed_at: now,
-            blocking: false,
-        })
-    }
-
-    fn commit(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: Option<(Option<u64>, u64)>,
-        fx: Effects,
-    ) -> Result<(), SagaError> {
-        let (expected_offset, next_offset, keep_offset) = match offset {
-            Some((from, to)) => (from, to, false),
-            None => (None, 0, true),
-        };
-        self.log.commit_handler(HandlerCommit {
-            group: self.name.clone(),
-            topic: topic.to_owned(),
-            partition,
-            expected_offset,
-            next_offset,
-            keep_offset,
-            appends: fx
+    fn into_engine(self) -> consumer::Effects {
+        consumer::Effects {
+            appends: self
                 .appends
                 .into_iter()
                 .map(|p| (p.stream, p.expected, p.events))
                 .collect(),
-            saga_writes: fx.writes,
-            park: fx.park,
-            ..Default::default()
-        })?;
+            saga_writes: self.writes,
+            ..consumer::Effects::default()
+        }
+    }
+}
+
+impl SagaError {
+    /// How the engine treats it: a plugin failure is retried and parked; storage pauses the
+    /// lane; contention re-runs.
+    fn into_handler(self) -> HandlerError {
+        match self {
+            SagaError::Plugin { failure, .. } => HandlerError::Failed(failure),
+            SagaError::Read(e) => HandlerError::Read(e),
+            SagaError::Dispatch(DispatchError::Command(CommandError::Read(e))) => {
+                HandlerError::Read(e)
+            }
+            SagaError::Dispatch(DispatchError::Command(CommandError::Append(e))) => {
+                HandlerError::Read(ReadError::Storage(e.to_string()))
+            }
+            SagaError::Dispatch(_) | SagaError::Commit(_) => HandlerError::Conflict,
+            other => HandlerError::Failed(CallFailure::new(FailureKind::Host, other.to_string())),
+        }
+    }
+}
+
+impl SagaHandler {
+    /// A handler of saga `versions` on one lane.
+    pub fn new(
+        log: EventLog,
+        dispatcher: Dispatcher,
+        versions: Arc<SagaVersions>,
+        options: SagaOptions,
+    ) -> Result<Self, SagaError> {
+        let handler = SagaHandler {
+            name: versions.name.clone(),
+            log,
+            dispatcher,
+            options,
+            shared: versions,
+            versions: Mutex::new(Versions {
+                current: String::new(),
+                loaded: HashMap::new(),
+                generation: u64::MAX,
+            }),
+        };
+        handler.sync()?;
+        Ok(handler)
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Instantiates the shared set's versions this lane lacks (after a deploy), drops the
+    /// retired ones.
+    fn sync(&self) -> Result<(), SagaError> {
+        let (generation, current, plugins) = {
+            let shared = self.shared.state();
+            if shared.generation == self.versions().generation {
+                return Ok(());
+            }
+            (
+                shared.generation,
+                shared.current.clone(),
+                shared.loaded.clone(),
+            )
+        };
+        let mut versions = self.versions();
+        versions.loaded.retain(|h, _| plugins.contains_key(h));
+        for (hash, plugin) in &plugins {
+            if !versions.loaded.contains_key(hash) {
+                versions.loaded.insert(hash.clone(), load_version(plugin)?);
+            }
+        }
+        versions.current = current;
+        versions.generation = generation;
         Ok(())
     }
 
@@ -907,25 +832,95 @@ impl SagaRunner {
     }
 }
 
-/// Refusals that a fresh read and a redo resolve.
-fn retryable(e: &SagaError) -> bool {
-    matches!(
-        e,
-        SagaError::Commit(
-            CommitError::SagaRevision { .. }
-                | CommitError::Append { .. }
-                | CommitError::OffsetMismatch { .. }
-        )
-    )
-}
-
-impl Runner for SagaRunner {
-    fn name(&self) -> &str {
-        &self.name
+impl Handler for SagaHandler {
+    fn handles(&self, _event_type: &str) -> bool {
+        // Trigger and answer types may change with a deploy; `on_event` looks them up.
+        true
     }
 
-    fn pass(&self) -> Result<Pass, String> {
-        self.run_pass().map_err(|e| e.to_string())
+    /// Each event's transition commits on its own (the next event's may read the instance it
+    /// wrote): the batch stops after the first event with effects.
+    fn handle(&mut self, _: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+        self.sync().map_err(SagaError::into_handler)?;
+        for (i, event) in events.iter().enumerate() {
+            let mut fx = Effects::default();
+            match self.on_event(event, &mut fx) {
+                Ok(()) => {}
+                Err(SagaError::Plugin { mut failure, .. }) => {
+                    failure.event_index = Some(i as u32);
+                    return Err(HandlerError::Failed(failure));
+                }
+                Err(e) => return Err(e.into_handler()),
+            }
+            if !fx.is_empty() {
+                return Ok(Output {
+                    stop_at: Some(event.offset + 1),
+                    effects: fx.into_engine(),
+                });
+            }
+        }
+        Ok(Output::default())
+    }
+
+    fn version(&self) -> String {
+        let shared = self.shared.state();
+        shared
+            .loaded
+            .get(&shared.current)
+            .map_or_else(|| shared.current.clone(), |p| p.version.to_string())
+    }
+
+    fn replicate(&self) -> Option<Result<Box<dyn Handler>, CallFailure>> {
+        let replica = SagaHandler::new(
+            self.log.clone(),
+            self.dispatcher.clone(),
+            self.shared.clone(),
+            self.options.clone(),
+        );
+        Some(
+            replica
+                .map(|h| Box::new(h) as Box<dyn Handler>)
+                .map_err(|e| CallFailure::new(FailureKind::Host, e.to_string())),
+        )
+    }
+
+    fn has_timers(&self) -> bool {
+        true
+    }
+
+    /// Fires the first due timer of an instance whose trigger partition this lane owns.
+    fn timers(
+        &mut self,
+        _: BatchContext<'_>,
+        owned: &[(String, u32)],
+        now: u64,
+    ) -> Result<Timers, HandlerError> {
+        self.sync().map_err(SagaError::into_handler)?;
+        let mut next: Option<u64> = None;
+        let timers = self.log.saga_timers(&self.name)?;
+        for (id, due) in timers {
+            if due > now {
+                // Without loading the instance: a lane may wake for another lane's timer.
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            let Some((rev, inst)) = self.load(&id).map_err(SagaError::into_handler)? else {
+                continue;
+            };
+            let home = (inst.trigger_topic.clone(), inst.trigger_partition);
+            if !owned.contains(&home) {
+                continue;
+            }
+            let mut fx = Effects::default();
+            self.on_timer(rev, inst, now, &mut fx)
+                .map_err(SagaError::into_handler)?;
+            return Ok(Timers::Fired(Fired {
+                topic: home.0,
+                partition: home.1,
+                effects: fx.into_engine(),
+            }));
+        }
+        Ok(Timers::Next(next))
     }
 }
 

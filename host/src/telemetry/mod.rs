@@ -27,7 +27,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::plugin::FailureKind;
+use crate::failure::FailureKind;
 
 pub const EVENTS_PUBLISHED: &str = "events_published_total";
 pub const EVENTS_CONSUMED: &str = "events_consumed_total";
@@ -267,16 +267,7 @@ impl PluginCalls {
 
     /// A failed call (rare: the label set is built each time).
     pub fn failed(&self, kind: FailureKind) {
-        let kind = match kind {
-            FailureKind::Trap => "trap",
-            FailureKind::MemoryLimit => "memory-limit",
-            FailureKind::Deadline => "deadline",
-            FailureKind::Fuel => "fuel",
-            FailureKind::Guest => "guest",
-            FailureKind::BadOutput => "bad-output",
-            FailureKind::Host => "host",
-        };
-        metrics::counter!(PLUGIN_FAILURES, "plugin" => self.plugin.clone(), "version" => self.version.clone(), "kind" => kind)
+        metrics::counter!(PLUGIN_FAILURES, "plugin" => self.plugin.clone(), "version" => self.version.clone(), "kind" => kind.as_str())
             .increment(1);
     }
 }

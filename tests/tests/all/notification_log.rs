@@ -3,7 +3,7 @@
 
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
 use factline_host::plugin::{Limits, PluginKind};
-use factline_host::projector::{ProjectorHandler, WasmProjection, query_prefix};
+use factline_host::projector::query_prefix;
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
@@ -39,14 +39,9 @@ fn records_every_sent_notification() {
         })
         .unwrap();
     }
-    let mut p = ProjectorHandler::new(
-        log.clone(),
-        "notification-log",
-        vec!["notification".into()],
-        10,
-        Box::new(WasmProjection::new(proj.instantiate().unwrap()).unwrap()),
-    );
-    assert_eq!(p.catch_up().unwrap(), 3);
+    let mut p =
+        crate::support::projector_group(&log, "notification-log", &["notification"], 10, &proj);
+    assert_eq!(p.run_until_idle().unwrap(), 3);
     let c1 = query_prefix(&log, "notification-log", "C1/", 10).unwrap();
     let subjects: Vec<String> = c1
         .iter()

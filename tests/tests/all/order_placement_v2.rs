@@ -1,15 +1,16 @@
-//! Version pinning and crash-resume with a saga runner driven pass by pass: instances started
-//! on one plugin version finish on it after a new version is loaded, new ones use the new one,
-//! and a store reopened mid-saga resumes each instance without sending a step twice.
+//! Version pinning and crash-resume with a saga's consumer group stepped by the test: instances
+//! started on one plugin version finish on it after a new version is loaded, new ones use the
+//! new one, and a store reopened mid-saga resumes each instance without sending a step twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use factline_host::aggregate::{AggregateHandler, AggregateOptions};
+use factline_host::consumer::{ConsumerGroup, GroupConfig, RetryPolicy, Step};
 use factline_host::dispatch::Dispatcher;
 use factline_host::log::EventLog;
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
-use factline_host::saga::{self, SagaOptions, SagaRunner, SagaStatus};
+use factline_host::saga::{self, SagaHandler, SagaOptions, SagaStatus, SagaVersions};
 use serde_json::json;
 
 use crate::support::{load, log, runtime};
@@ -20,7 +21,8 @@ const TOPICS: &[&str] = &["notification", "shipping", "payment", "inventory", "o
 struct Rig {
     log: EventLog,
     aggregates: BTreeMap<String, Arc<AggregateHandler>>,
-    runner: SagaRunner,
+    versions: Arc<SagaVersions>,
+    group: ConsumerGroup,
 }
 
 /// The compiled plugins, loaded once per test (compiling takes longer than a step's timeout).
@@ -63,21 +65,34 @@ fn rig(dir: &std::path::Path, plugins: &Plugins) -> Rig {
                 .unwrap();
         aggregates.insert(name, Arc::new(handler));
     }
-    let mut options = SagaOptions::new(TOPICS.iter().map(|t| (*t).to_owned()).collect());
-    options.backoff_base = std::time::Duration::from_millis(5);
-    options.compensation_attempts = 3;
-    let runner = SagaRunner::new(
-        "order-placement",
+    let options = SagaOptions {
+        backoff_base: std::time::Duration::from_millis(5),
+        compensation_attempts: 3,
+        ..SagaOptions::default()
+    };
+    let versions = SagaVersions::new("order-placement", plugins.saga.clone()).unwrap();
+    let handler = SagaHandler::new(
         log.clone(),
         Dispatcher::new(aggregates.clone()),
-        plugins.saga.clone(),
+        versions.clone(),
         options,
     )
     .unwrap();
+    let mut config = GroupConfig::new(
+        "order-placement",
+        TOPICS.iter().map(|t| (*t).to_owned()).collect(),
+    );
+    config.retry = RetryPolicy {
+        base: std::time::Duration::from_millis(1),
+        cap: std::time::Duration::from_millis(2),
+        max_attempts: 5,
+    };
+    let group = ConsumerGroup::new(log.clone(), config, Box::new(handler)).unwrap();
     Rig {
         log,
         aggregates,
-        runner,
+        versions,
+        group,
     }
 }
 
@@ -98,18 +113,33 @@ impl Rig {
         crate::support::send(&self.aggregates[aggregate], id, t, payload).unwrap();
     }
 
-    /// Passes until the instance satisfies `done` (timers included; up to 10 s).
-    fn until(&self, id: &str, done: impl Fn(&saga::SagaInstance) -> bool) -> saga::SagaInstance {
+    /// Steps the group until the instance satisfies `done` (timers included; up to 10 s).
+    fn until(
+        &mut self,
+        id: &str,
+        done: impl Fn(&saga::SagaInstance) -> bool,
+    ) -> saga::SagaInstance {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            self.runner.run_pass().unwrap();
-            let i = self.instance(id);
-            if done(&i) {
+            if let Ok(Some(i)) = saga::find(&self.log, Some("order-placement"), id)
+                && done(&i)
+            {
                 return i;
             }
-            assert!(std::time::Instant::now() < deadline, "{i:#?}");
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            if let Step::Idle { .. } = self.group.step().unwrap() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:#?}",
+                saga::find(&self.log, Some("order-placement"), id)
+            );
         }
+    }
+
+    /// Steps until nothing is left to do now.
+    fn run_until_idle(&mut self) {
+        self.group.run_until_idle().unwrap();
     }
 
     fn place(&self, order: &str, customer: &str) {
@@ -158,11 +188,9 @@ fn completed(i: &saga::SagaInstance) -> usize {
 #[test]
 fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let r = stocked_rig(dir.path());
+    let mut r = stocked_rig(dir.path());
     r.place("ORD-OLD", "C1");
-    r.runner.run_pass().unwrap();
-    r.runner.run_pass().unwrap();
-    let old = r.instance("ORD-OLD");
+    let old = r.until("ORD-OLD", |i| completed(i) == 1);
     assert_eq!(
         (old.status, completed(&old)),
         (SagaStatus::Running, 1),
@@ -177,10 +205,10 @@ fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
         factline_tests::ORDER_PLACEMENT_V2,
         Limits::default(),
     );
-    r.runner.add_version(&v2).unwrap();
-    assert_eq!(r.runner.loaded_versions().len(), 2);
+    r.versions.add_version(&v2).unwrap();
+    assert_eq!(r.versions.loaded_versions().len(), 2);
     r.place("ORD-NEW", "C2");
-    r.runner.run_until_idle().unwrap();
+    r.run_until_idle();
 
     let old = r.instance("ORD-OLD");
     let new = r.instance("ORD-NEW");
@@ -195,24 +223,24 @@ fn in_flight_instances_finish_on_their_version_and_new_ones_use_the_new_one() {
     assert_eq!(r.subject("ORD-NEW"), "Order confirmed (v2): ORD-NEW");
     // Nothing in flight needs the old version any more.
     assert_eq!(
-        r.runner.retire_unused_versions().unwrap(),
+        r.versions.retire_unused_versions(&r.log).unwrap(),
         [old.plugin_version]
     );
     assert_eq!(
-        r.runner.loaded_versions(),
+        r.versions.loaded_versions(),
         std::slice::from_ref(&v2.version.content_hash)
     );
 }
 
 #[test]
-fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
+fn a_store_reopened_between_any_two_steps_resumes_without_resending() {
     let rt = runtime();
     let plugins = plugins(&rt);
-    // Stop after 1, 2, 3 and 4 passes: every point between two steps.
+    // Stop once step 1, 2, 3 and 4 was sent: every point between two steps.
     for passes in 1..=4 {
         let dir = tempfile::tempdir().unwrap();
         {
-            let r = rig(dir.path(), &plugins);
+            let mut r = rig(dir.path(), &plugins);
             r.send(
                 "inventory",
                 "main",
@@ -220,14 +248,11 @@ fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
                 json!({"product_id": "P1", "quantity": 10}),
             );
             r.place("ORD-1", "C1");
-            for _ in 0..passes {
-                r.runner.run_pass().unwrap();
-            }
-            let i = r.instance("ORD-1");
+            let i = r.until("ORD-1", |i| i.steps[passes - 1].sent_at.is_some());
             assert_eq!(completed(&i), passes - 1, "{i:#?}");
         }
-        let r = rig(dir.path(), &plugins);
-        r.runner.run_until_idle().unwrap();
+        let mut r = rig(dir.path(), &plugins);
+        r.run_until_idle();
         let i = r.instance("ORD-1");
         assert_eq!(
             i.status,
@@ -266,14 +291,11 @@ fn a_store_reopened_between_any_two_passes_resumes_without_resending() {
 #[test]
 fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
     let dir = tempfile::tempdir().unwrap();
-    let r = stocked_rig(dir.path());
+    let mut r = stocked_rig(dir.path());
     // A full depot: schedule_shipping is rejected once payment is done.
     r.send("shipping", "main", "set-capacity", json!({"slots": 0}));
     r.place("ORD-9", "C9");
-    for _ in 0..3 {
-        r.runner.run_pass().unwrap();
-    }
-    let failing = r.instance("ORD-9");
+    let failing = r.until("ORD-9", |i| i.status != SagaStatus::Running);
     assert_eq!(failing.status, SagaStatus::Compensating, "{failing:#?}");
     // The account freezes before refund_payment runs: that compensation is refused each time.
     r.send("payment", "C9", "freeze", json!({}));
@@ -340,7 +362,7 @@ fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
     use factline_host::event::{ExpectedVersion, NewEvent};
 
     let dir = tempfile::tempdir().unwrap();
-    let r = stocked_rig(dir.path());
+    let mut r = stocked_rig(dir.path());
     // A paused depot keeps the instance waiting at schedule_shipping.
     r.send("shipping", "main", "pause", json!({}));
     r.place("ORD-X", "C1");
@@ -354,11 +376,24 @@ fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
     r.log
         .append("shipping-main", ExpectedVersion::Any, vec![bad])
         .unwrap();
-    let mut failed_passes = 0;
-    while r.runner.run_pass().is_err() {
-        failed_passes += 1;
+    let mut failed_calls = 0;
+    while r
+        .log
+        .dead_letters(Some("order-placement"))
+        .unwrap()
+        .is_empty()
+    {
+        match r.group.step().unwrap() {
+            Step::Failed => failed_calls += 1,
+            Step::Idle {
+                next_retry: Some(at),
+            } => std::thread::sleep(at.saturating_duration_since(std::time::Instant::now())),
+            _ => {}
+        }
     }
-    assert_eq!(failed_passes, 4, "retried, then parked on the fifth call");
+    // Four failed attempts (and maybe one failed batch that isolated the event), then parked
+    // on the fifth call.
+    assert!((4..=5).contains(&failed_calls), "{failed_calls}");
     let parked = r.log.dead_letters(Some("order-placement")).unwrap();
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(

@@ -3,7 +3,7 @@
 
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
 use factline_host::plugin::{Limits, PluginKind};
-use factline_host::projector::{ProjectorHandler, WasmProjection, query, query_prefix};
+use factline_host::projector::{query, query_prefix};
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
@@ -63,26 +63,18 @@ fn projects_through_the_host_and_resumes_without_double_counting() {
                 json!({"product_id": "P", "quantity": 2, "unit_price": 500}),
             );
         }
-        let mut p = ProjectorHandler::new(
-            log.clone(),
-            "order-summary",
-            vec!["order".into()],
-            7,
-            Box::new(WasmProjection::new(summary.instantiate().unwrap()).unwrap()),
-        );
-        assert_eq!(p.catch_up().unwrap(), 40);
+        let mut p = crate::support::projector_group(&log, "order-summary", &["order"], 7, &summary);
+        assert_eq!(p.run_until_idle().unwrap(), 40);
         send(&h, "ORD-3", "confirm", json!({}));
     }
     // "Restart": a new log handle and projector continue from the committed offsets.
     let log = log(dir.path(), &[("order", 4)]);
-    let mut p = ProjectorHandler::new(
-        log.clone(),
-        "order-summary",
-        vec!["order".into()],
-        100,
-        Box::new(WasmProjection::new(summary.instantiate().unwrap()).unwrap()),
+    let mut p = crate::support::projector_group(&log, "order-summary", &["order"], 100, &summary);
+    assert_eq!(
+        p.run_until_idle().unwrap(),
+        1,
+        "only the new event is processed"
     );
-    assert_eq!(p.catch_up().unwrap(), 1, "only the new event is processed");
     let row = factline_guest::codec::msgpack_to_json(
         &query(&log, "order-summary", "ORD-3").unwrap().unwrap(),
     )

@@ -61,7 +61,7 @@ fn relayed_events_arrive_exactly_once_in_stream_order() {
     let mut group = ConsumerGroup::new(
         source.clone(),
         config,
-        Box::new(RelayProjection::new(relay, None)),
+        factline_host::projector::ProjectionHandler::boxed(RelayProjection::new(relay, None)),
     )
     .unwrap();
     group.run_until_idle().unwrap();

@@ -80,7 +80,7 @@ async fn block_stops_one_partition_until_the_fixed_release_retries_it() {
     assert!(lag_of(&log, blocked) > 0);
 
     handle
-        .swap_projection(projection(&rt, factline_tests::POISON_FIXED_PLUGIN))
+        .swap_handler(projection(&rt, factline_tests::POISON_FIXED_PLUGIN))
         .await
         .unwrap();
     assert_eq!(

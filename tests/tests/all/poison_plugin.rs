@@ -6,22 +6,23 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use factline_host::consumer::GroupConfig;
+use factline_host::consumer::Handler;
 use factline_host::consumer::{
     ConsumerError, ConsumerGroup, DeadLetterPolicy, RetryOutcome, RetryPolicy,
 };
 use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::log::EventLog;
 use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
-use factline_host::projector::{Projection, WasmProjection, query};
+use factline_host::projector::{ProjectionHandler, WasmProjection, query};
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
 
 pub const GROUP: &str = "poison";
 
-pub fn projection(rt: &PluginRuntime, path: &str) -> Box<dyn Projection> {
+pub fn projection(rt: &PluginRuntime, path: &str) -> Box<dyn Handler> {
     let plugin = load(rt, GROUP, PluginKind::Projector, path, Limits::default());
-    Box::new(WasmProjection::new(plugin.instantiate().unwrap()).unwrap())
+    ProjectionHandler::boxed(WasmProjection::new(plugin.instantiate().unwrap()).unwrap())
 }
 
 pub fn append(log: &EventLog, stream: &str, event_type: &str, poison: bool) -> u64 {
@@ -95,7 +96,7 @@ fn skip_parks_the_poison_event_and_processes_every_other() {
     );
     assert_eq!((d.event_id, &d.event_type[..]), (poison.event_id, "item.b"));
     assert_eq!(
-        (&d.failure_kind[..], d.attempts, d.blocking),
+        (d.failure_kind.as_str(), d.attempts, d.blocking),
         ("trap", 3, false)
     );
     assert!(d.message.contains("trap"), "{}", d.message);
@@ -120,7 +121,7 @@ fn skip_parks_the_poison_event_and_processes_every_other() {
 
     // Deploy the fixed release; the retry applies the event once, with the record's removal.
     group
-        .swap_projection(projection(&rt, factline_tests::POISON_FIXED_PLUGIN))
+        .swap_handler(projection(&rt, factline_tests::POISON_FIXED_PLUGIN))
         .unwrap();
     assert_eq!(
         group.retry_dead_letter(&key).unwrap(),

@@ -4,7 +4,7 @@
 use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
 use factline_host::log::EventLog;
 use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
-use factline_host::projector::{ProjectorHandler, WasmProjection, query};
+use factline_host::projector::query;
 use factline_host::scenario::ScenarioRunner;
 use serde_json::json;
 
@@ -77,14 +77,8 @@ fn approved_reviews_average_per_product_through_the_host() {
         Limits::default(),
     );
     moderate_reviews(&log, &rt);
-    let mut p = ProjectorHandler::new(
-        log.clone(),
-        "review-rating",
-        vec!["review".into()],
-        3,
-        Box::new(WasmProjection::new(rating.instantiate().unwrap()).unwrap()),
-    );
-    p.catch_up().unwrap();
+    let mut p = crate::support::projector_group(&log, "review-rating", &["review"], 3, &rating);
+    p.run_until_idle().unwrap();
     let row = |product: &str| {
         query(&log, "review-rating", product)
             .unwrap()

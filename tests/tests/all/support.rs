@@ -24,6 +24,30 @@ pub fn load(
         .unwrap_or_else(|e| panic!("loading {path}: {e}"))
 }
 
+/// A projector's consumer group (read-model scope = its name) over `topics`, as the host runs
+/// one, stepped by the test.
+pub fn projector_group(
+    log: &EventLog,
+    name: &str,
+    topics: &[&str],
+    batch_size: usize,
+    plugin: &Arc<LoadedPlugin>,
+) -> factline_host::consumer::ConsumerGroup {
+    let mut config = factline_host::consumer::GroupConfig::new(
+        name,
+        topics.iter().map(|t| (*t).to_owned()).collect(),
+    );
+    config.batch_size = batch_size;
+    let projection =
+        factline_host::projector::WasmProjection::new(plugin.instantiate().unwrap()).unwrap();
+    factline_host::consumer::ConsumerGroup::new(
+        log.clone(),
+        config,
+        factline_host::projector::ProjectionHandler::boxed(projection),
+    )
+    .unwrap()
+}
+
 pub fn msgpack(v: serde_json::Value) -> Vec<u8> {
     factline_guest::codec::json_to_msgpack(&v)
 }

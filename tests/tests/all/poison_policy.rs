@@ -1,0 +1,283 @@
+//! Dead letters of every consuming kind on the one engine, through the real binary: a
+//! projector, a policy and a saga each park the same poison events with the configured retry
+//! budget; after a hot deploy of each plugin's fixed release, `retry` and `discard` through the
+//! admin API and `retry` through `factline dlq` on the stopped host re-run or drop them, and
+//! the failure kind reads `trap` on disk, in the API, in the CLI and in the metrics.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use factline_host::event::{ExpectedVersion, NewEvent};
+use factline_host::failure::FailureKind;
+use serde_json::{Value, json};
+
+use crate::http_api::{request, request_text};
+use crate::support::{RunningHost, factline_binary, msgpack};
+
+const TOKEN: &str = "dlq-token";
+const ITEMS: usize = 12;
+/// The poisoned items: retried through the API, discarded, retried through the CLI.
+const API_RETRY: &str = "item-2";
+const DISCARD: &str = "item-5";
+const CLI_RETRY: &str = "item-8";
+
+/// `(group = plugin name, kind, poisoned build, fixed build)`.
+const KINDS: [(&str, &str, &str, &str); 3] = [
+    (
+        "counts",
+        "projector",
+        factline_tests::POISON_PLUGIN,
+        factline_tests::POISON_FIXED_PLUGIN,
+    ),
+    (
+        "poison-policy",
+        "policy",
+        factline_tests::POISON_POLICY,
+        factline_tests::POISON_POLICY_FIXED,
+    ),
+    (
+        "poison-saga",
+        "saga",
+        factline_tests::POISON_SAGA,
+        factline_tests::POISON_SAGA_FIXED,
+    ),
+];
+
+fn config_text(dir: &std::path::Path) -> String {
+    let mut text = format!(
+        "data_dir = {:?}\nadmin_token = {TOKEN:?}\n[http]\naddress = \"127.0.0.1:0\"\n\n\
+         [[topics]]\nname = \"item\"\npartitions = 2\n\n\
+         [[topics]]\nname = \"notification\"\npartitions = 2\n\n\
+         [[plugins]]\nname = \"notification\"\nkind = \"aggregate\"\ncomponent = {:?}\n",
+        dir.join("data"),
+        factline_tests::NOTIFICATION
+    );
+    for (name, kind, _, _) in KINDS {
+        let subscriptions = if kind == "saga" {
+            "[\"item\", \"notification\"]"
+        } else {
+            "[\"item\"]"
+        };
+        text.push_str(&format!(
+            "\n[[plugins]]\nname = {name:?}\nkind = {kind:?}\ncomponent = {:?}\n\
+             subscriptions = {subscriptions}\nretry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n\
+             dead_letter = \"skip\"\n",
+            dir.join(format!("{name}.wasm"))
+        ));
+    }
+    text
+}
+
+fn letters(port: u16) -> Vec<Value> {
+    let (status, body) = request(port, "GET", "/v1/admin/dlq", Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    body["dead_letters"].as_array().unwrap().clone()
+}
+
+fn letter<'a>(letters: &'a [Value], group: &str, stream: &str) -> &'a Value {
+    letters
+        .iter()
+        .find(|l| l["group"] == group && l["stream"] == stream)
+        .unwrap_or_else(|| panic!("no dead letter of {group} for {stream}: {letters:#?}"))
+}
+
+/// `group topic partition offset` of a dead letter as listed.
+fn key(l: &Value) -> [String; 4] {
+    [
+        l["group"].as_str().unwrap().to_owned(),
+        l["topic"].as_str().unwrap().to_owned(),
+        l["partition"].to_string(),
+        l["offset"].to_string(),
+    ]
+}
+
+#[test]
+fn every_kind_parks_retries_and_discards_its_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    // The host rewrites a deployed plugin's component file: give it copies.
+    for (name, _, poisoned, _) in KINDS {
+        std::fs::copy(poisoned, dir.path().join(format!("{name}.wasm"))).unwrap();
+    }
+    {
+        let log = crate::support::log(
+            &dir.path().join("data"),
+            &[("item", 2), ("notification", 2)],
+        );
+        for i in 0..ITEMS {
+            let stream = format!("item-{i}");
+            let poison = [API_RETRY, DISCARD, CLI_RETRY].contains(&stream.as_str());
+            let payload = msgpack(json!({ "poison": poison }));
+            log.append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("item.a", payload)],
+            )
+            .unwrap();
+        }
+    }
+    let config = dir.path().join("factline.toml");
+    std::fs::write(&config, config_text(dir.path())).unwrap();
+    let bin = factline_binary();
+
+    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    host.wait_ready();
+    let port = host.port();
+    // Each group parks the three poison events after its two attempts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let parked = loop {
+        let l = letters(port);
+        if l.len() == 3 * KINDS.len() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "{l:#?}\n{}", host.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for l in &parked {
+        assert_eq!(
+            (l["failure_kind"].as_str(), l["attempts"].as_u64()),
+            (Some("trap"), Some(2)),
+            "{l:#}"
+        );
+        assert!(l["message"].as_str().unwrap().contains("poison"), "{l:#}");
+    }
+    let (_, metrics) = request_text(port, "GET", "/metrics", Some(TOKEN), None);
+    for (name, _, _, _) in KINDS {
+        let parked_line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("dlq_messages_total{")
+                    && l.contains(&format!("group=\"{name}\""))
+                    && l.contains("topic=\"item\"")
+            })
+            .unwrap_or_else(|| panic!("no dlq_messages_total of {name}:\n{metrics}"));
+        assert!(parked_line.ends_with(" 3"), "{parked_line}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("plugin_call_failures_total{")
+                    && l.contains(&format!("plugin=\"{name}\""))
+                    && l.contains("kind=\"trap\"")),
+            "no trap failures counted for {name}:\n{metrics}"
+        );
+    }
+
+    // The fixed releases, deployed while the host runs; then one dead letter of each group
+    // retried and one discarded through the API.
+    for (name, _, _, fixed) in KINDS {
+        let bytes = std::fs::read(fixed).unwrap();
+        let (status, body) = request(
+            port,
+            "POST",
+            &format!("/v1/admin/plugins/{name}/deploy?version=fixed"),
+            Some(TOKEN),
+            Some(&bytes),
+        );
+        assert_eq!(status, 200, "deploy {name}: {body}");
+    }
+    for (name, _, _, _) in KINDS {
+        let [g, t, p, o] = key(letter(&parked, name, API_RETRY));
+        let path = format!("/v1/admin/dlq/{g}/{t}/{p}/{o}");
+        let (status, body) = request(port, "POST", &format!("{path}/retry"), Some(TOKEN), None);
+        assert_eq!(status, 200, "retry {name}: {body}");
+        let [g, t, p, o] = key(letter(&parked, name, DISCARD));
+        let path = format!("/v1/admin/dlq/{g}/{t}/{p}/{o}");
+        let (status, body) = request(port, "POST", &format!("{path}/discard"), Some(TOKEN), None);
+        assert_eq!(status, 200, "discard {name}: {body}");
+    }
+    let left = letters(port);
+    assert_eq!(left.len(), KINDS.len(), "{left:#?}");
+    assert!(left.iter().all(|l| l["stream"] == CLI_RETRY), "{left:#?}");
+    assert!(host.terminate().success(), "{}", host.stderr());
+
+    // The stopped host: the CLI lists the same, and retries on the deployed (fixed) version.
+    let dlq = |args: &[&str]| {
+        let out = Command::new(&bin)
+            .arg("dlq")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed: Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), KINDS.len());
+    assert!(
+        listed.iter().all(|l| l["failure_kind"] == "trap"),
+        "{listed:#?}"
+    );
+    assert!(
+        dlq(&["list"]).contains(" trap "),
+        "the table spells the kind the same"
+    );
+    {
+        let log = crate::support::log(
+            &dir.path().join("data"),
+            &[("item", 2), ("notification", 2)],
+        );
+        let on_disk = log.dead_letters(None).unwrap();
+        assert!(on_disk.iter().all(|d| d.failure_kind == FailureKind::Trap));
+        assert_eq!(on_disk.len(), KINDS.len());
+    }
+    for l in listed {
+        let key = key(l);
+        let args: Vec<&str> = std::iter::once("retry")
+            .chain(key.iter().map(String::as_str))
+            .collect();
+        let retried = dlq(&args);
+        assert!(retried.contains("Reprocessed"), "{retried}");
+    }
+    assert!(dlq(&["list"]).contains("no dead letters"));
+
+    // The saga's instances answer once the host runs again; then every effect is there once,
+    // except the discarded event's.
+    let out = Command::new(&bin)
+        .args(["run", "--exit-when-idle", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = crate::support::log(
+        &dir.path().join("data"),
+        &[("item", 2), ("notification", 2)],
+    );
+    let count = factline_host::projector::query(&log, "counts", "count/item.a")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rmp_serde::from_slice::<u64>(&count).unwrap(),
+        ITEMS as u64 - 1
+    );
+    let instances = factline_host::saga::list(&log, Some("poison-saga")).unwrap();
+    assert_eq!(instances.len(), ITEMS - 1, "{instances:#?}");
+    for i in 0..ITEMS {
+        let item = format!("item-{i}");
+        let expected = usize::from(item != DISCARD);
+        for stream in [
+            format!("notification-{item}"),
+            format!("notification-saga-{item}"),
+        ] {
+            let events = log.read_stream(&stream, 1, 10).unwrap();
+            assert_eq!(events.len(), expected, "{stream}");
+        }
+        if item != DISCARD {
+            let inst = instances.iter().find(|s| s.instance_id == item).unwrap();
+            assert_eq!(
+                inst.status,
+                factline_host::saga::SagaStatus::Completed,
+                "{inst:#?}"
+            );
+        }
+    }
+    assert!(log.dead_letters(None).unwrap().is_empty());
+}
