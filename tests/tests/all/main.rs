@@ -9,6 +9,7 @@ mod counter_plugin;
 mod garbage_plugin;
 mod hostile_plugin;
 mod http_api;
+mod http_errors;
 mod inventory;
 mod inventory_release;
 mod log_crash;
