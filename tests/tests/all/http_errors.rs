@@ -12,10 +12,10 @@ use serde_json::Value;
 use crate::support::{RunningHost, factline_binary};
 
 /// A raw answer: status, headers (lower-cased names), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl Answer {
@@ -49,7 +49,7 @@ fn parse(raw: &[u8]) -> Answer {
 
 /// Sends `head` (request line and headers, without the blank line) and `body` on a fresh
 /// connection and reads the answer to the end.
-fn exchange(port: u16, head: &str, body: &[u8]) -> Answer {
+pub(crate) fn exchange(port: u16, head: &str, body: &[u8]) -> Answer {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -61,7 +61,7 @@ fn exchange(port: u16, head: &str, body: &[u8]) -> Answer {
     parse(&raw)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -410,7 +410,7 @@ fn every_error_path_answers_json_with_its_status() {
     assert_eq!(a.status, 200, "{}", a.body);
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()

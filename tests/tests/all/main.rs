@@ -5,6 +5,8 @@
 
 mod bank_account;
 mod booking;
+mod budget_aggregate;
+mod budget_projector;
 mod counter_plugin;
 mod garbage_plugin;
 mod hostile_plugin;
