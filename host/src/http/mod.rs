@@ -13,6 +13,7 @@
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
 //! | GET | `/metrics` | Prometheus text format (admin: needs the token when one is set) |
+//! | GET | `/healthz`, `/readyz` | liveness (200, with the storage state); readiness (503 while storage cannot write) |
 //!
 //! Every error is `application/json` `{"error": <kind>, "message": ...}` with its own status
 //! (the table is in README.md): 400 malformed body, query or path, 401 missing or wrong admin
@@ -91,6 +92,8 @@ pub fn router(host: Arc<Host>) -> Router {
         .route("/v1/streams/{stream}", get(read_stream))
         .route("/v1/read-models/{projector}", get(query_prefix))
         .route("/v1/read-models/{projector}/{key}", get(query_key))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(admin)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::unknown_route)
@@ -126,6 +129,33 @@ fn body_error(r: BytesRejection) -> ApiError {
         ApiError::new(status, "too-large", r.body_text())
     } else {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed", r.body_text())
+    }
+}
+
+/// `GET /healthz`: the process serves (200), with the storage state; a full disk is not a
+/// reason to restart it, since the log reopens its database by itself.
+async fn healthz(State(host): State<Arc<Host>>) -> Json<Value> {
+    let storage = host.log().storage_health();
+    let status = if storage.available {
+        "ok"
+    } else {
+        "storage-unavailable"
+    };
+    Json(json!({ "status": status, "storage": storage }))
+}
+
+/// `GET /readyz`: 200 while commands can be accepted, 503 `storage-unavailable` (with
+/// `Retry-After`) while the store cannot write.
+async fn readyz(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {
+    let storage = host.log().storage_health();
+    if storage.available {
+        Ok(Json(json!({ "status": "ready", "storage": storage })))
+    } else {
+        Err(ApiError::storage_unavailable(
+            storage
+                .last_error
+                .unwrap_or_else(|| "the store cannot write".into()),
+        ))
     }
 }
 
@@ -360,8 +390,10 @@ async fn metrics(State(host): State<Arc<Host>>) -> Result<Response, ApiError> {
             "another metrics recorder is installed in this process",
         ));
     };
-    let lag = host.lag().map_err(internal)?;
-    let parked = host.log().dead_letters(None).map_err(internal)?;
+    // While the store cannot be read (a full disk being healed) the scrape-time gauges keep
+    // their last values: the counters, storage ones included, are what an operator needs then.
+    let lag = host.lag().unwrap_or_default();
+    let parked = host.log().dead_letters(None).unwrap_or_default();
     let text = crate::telemetry::render(handle, || {
         for (group, partitions) in &lag {
             for p in partitions {
