@@ -24,6 +24,8 @@
 //! any extractor reads the body.
 
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod serve;
 
 use std::sync::Arc;

@@ -32,6 +32,8 @@ pub(crate) use cache::content_hash;
 pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
+#[cfg(test)]
+pub(crate) use instance::check_msgpack;
 pub use instance::{
     CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
     SagaDefinition, SagaStep, Verdict,
