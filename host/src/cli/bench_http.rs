@@ -162,11 +162,10 @@ async fn start_host(dir: &Path, plugins: &Path) -> anyhow::Result<(SocketAddr, A
     let router = factline_host::http::router(host.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await;
+        let _ = factline_host::http::serve(listener, router, async {
+            let _ = stopped.await;
+        })
+        .await;
     });
     Ok((address, host, (stop, server)))
 }

@@ -1,7 +1,6 @@
 //! `factline run --config FILE`: the long-running host. The assembly lives in the library
 //! (`factline_host::host::Host`); this is the process glue: signals, the ready line, exit code.
 
-use std::future::IntoFuture;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -63,13 +62,13 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         });
     }
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, factline_host::http::router(host.clone()))
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .into_future(),
-    );
+    let server = tokio::spawn(factline_host::http::serve(
+        listener,
+        factline_host::http::router(host.clone()),
+        async {
+            let _ = http_stopped.await;
+        },
+    ));
     for p in host.plugins() {
         eprintln!(
             "factline: loaded {} {} version {} (cache {}, {} ms)",

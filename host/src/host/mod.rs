@@ -493,6 +493,39 @@ impl Host {
         origin: DeployOrigin,
     ) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
+        self.deploy_locked(name, bytes, label, origin).await
+    }
+
+    /// Deploys what plugin `name`'s component file holds now (the file watcher). The file is
+    /// read under the deploy lock, so it is never content a deploy acknowledged since has
+    /// replaced (a deploy rewrites the file under the same lock): the watcher cannot bring a
+    /// superseded version back. Content a version in the history had keeps its label.
+    pub async fn deploy_component_file(
+        &self,
+        name: &str,
+    ) -> Result<Option<DeployReport>, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        let path = self.plugin_config(name)?.component.clone();
+        let read = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .expect("reading a component file panicked");
+        let Ok(bytes) = read else {
+            // Gone or unreadable mid-rename: the next change event tries again.
+            return Ok(None);
+        };
+        let label = self.registry.label_of(name, &bytes);
+        self.deploy_locked(name, bytes, label, DeployOrigin::File)
+            .await
+            .map(Some)
+    }
+
+    async fn deploy_locked(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        label: Option<String>,
+        origin: DeployOrigin,
+    ) -> Result<DeployReport, DeployError> {
         let config = self.plugin_config(name)?;
         if self.rebuilding(name) {
             return Err(DeployError::Rebuilding(name.to_owned()));

@@ -51,7 +51,7 @@ pub use projection::{
 pub use saga_state::{SagaWrite, StoredSaga, TimerChange};
 pub use snapshot::{Snapshot, SnapshotBound};
 pub use upcast::Upcast;
-pub use writer::WriterStats;
+pub use writer::{StorageHealth, WriterStats};
 
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
 use error::storage;
@@ -158,7 +158,8 @@ pub(crate) struct PreparedEvent {
 }
 
 struct Shared {
-    db: Arc<Database>,
+    /// The database, reopened by the writer after a failed write (disk full, I/O error).
+    store: Arc<writer::Store>,
     path: PathBuf,
     topics: HashMap<String, TopicInfo>,
     topics_by_id: Vec<TopicInfo>,
@@ -169,6 +170,18 @@ struct Shared {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Applied to every event read out (schema evolution); `None` costs nothing.
     upcaster: RwLock<Option<Arc<dyn Upcast>>>,
+}
+
+impl Shared {
+    /// The open database, or a storage error while the writer waits to reopen it.
+    fn db(&self) -> Result<Arc<Database>, ReadError> {
+        self.store.current().ok_or_else(|| {
+            ReadError::Storage(format!(
+                "storage unavailable, reopening: {}",
+                self.store.health().last_error.unwrap_or_default()
+            ))
+        })
+    }
 }
 
 impl Drop for Shared {
@@ -219,12 +232,12 @@ impl EventLog {
             .iter()
             .map(|t| (t.name.clone(), t.clone()))
             .collect();
-        let db = Arc::new(db);
+        let store = Arc::new(writer::Store::new(db, path.clone()));
         let (tx, rx) = mpsc::sync_channel(options.max_group.max(1) * 2);
         let (commit_tx, commit_rx) = watch::channel(0u64);
         let stats = Arc::new(WriterStats::default());
         let handle = writer::spawn(
-            db.clone(),
+            store.clone(),
             rx,
             commit_tx,
             stats.clone(),
@@ -233,7 +246,7 @@ impl EventLog {
         );
         Ok(EventLog {
             shared: Arc::new(Shared {
-                db,
+                store,
                 path: dir.to_path_buf(),
                 topics,
                 topics_by_id,
@@ -278,6 +291,11 @@ impl EventLog {
                 topic: id.category().to_owned(),
                 stream: id.to_string(),
             })
+    }
+
+    /// Whether the store accepts writes now, and its failures and reopens so far.
+    pub fn storage_health(&self) -> StorageHealth {
+        self.shared.store.health()
     }
 
     /// The writer's counters (transactions, requests): requests per transaction shows how well
@@ -422,7 +440,7 @@ impl EventLog {
         state_schema: u32,
         bound: SnapshotBound,
     ) -> Result<Option<Snapshot>, ReadError> {
-        snapshot::find(&self.shared.db, stream, state_schema, bound)
+        snapshot::find(&*self.shared.db()?, stream, state_schema, bound)
     }
 
     /// Installs (or, with `None`, removes) the upcaster every later read goes through.
@@ -483,18 +501,18 @@ impl EventLog {
             .topics
             .get(id.category())
             .ok_or_else(|| ReadError::UnknownTopic(id.category().to_owned()))?;
-        read::stream(&self.shared.db, topic, &id, from_version, limit)
+        read::stream(&*self.shared.db()?, topic, &id, from_version, limit)
     }
 
     /// Where an event with a caller-chosen id is stored: `(stream version, offset)`.
     pub fn find_event_id(&self, id: uuid::Uuid) -> Result<Option<(u64, u64)>, ReadError> {
-        read::event_id(&self.shared.db, id)
+        read::event_id(&*self.shared.db()?, id)
     }
 
     /// The stream's current version; 0 when it does not exist.
     pub fn stream_version(&self, stream: &str) -> Result<u64, ReadError> {
         let id = StreamId::parse(stream)?;
-        read::stream_version(&self.shared.db, id.as_str())
+        read::stream_version(&*self.shared.db()?, id.as_str())
     }
 
     /// Events of a partition with offset ≥ `from_offset`, at most `limit`, in offset order, in
@@ -507,14 +525,14 @@ impl EventLog {
         limit: usize,
     ) -> Result<Vec<Event>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
-        let events = read::partition(&self.shared.db, t, partition, from_offset, limit)?;
+        let events = read::partition(&*self.shared.db()?, t, partition, from_offset, limit)?;
         self.upcast(topic, events)
     }
 
     /// The next offset to be written in a partition (= number of events in it).
     pub fn high_water_mark(&self, topic: &str, partition: u32) -> Result<u64, ReadError> {
         let t = self.checked_partition(topic, partition)?;
-        read::high_water_mark(&self.shared.db, t.id, partition)
+        read::high_water_mark(&*self.shared.db()?, t.id, partition)
     }
 
     /// The committed offset of `group` on a partition: the next offset it will process.
@@ -525,7 +543,7 @@ impl EventLog {
         partition: u32,
     ) -> Result<Option<u64>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
-        read::group_offset(&self.shared.db, group, t.id, partition)
+        read::group_offset(&*self.shared.db()?, group, t.id, partition)
     }
 
     /// The failed attempts of the event `group` is retrying on a partition, as last counted.
@@ -541,7 +559,7 @@ impl EventLog {
 
     /// Every committed group offset: `(group, topic, partition, next offset)`.
     pub fn group_offsets(&self) -> Result<Vec<(String, String, u32, u64)>, ReadError> {
-        let rows = read::all_group_offsets(&self.shared.db)?;
+        let rows = read::all_group_offsets(&*self.shared.db()?)?;
         Ok(rows
             .into_iter()
             .filter_map(|(g, tid, p, o)| {
@@ -554,18 +572,24 @@ impl EventLog {
     /// Parked events of `group` (of every group when `None`), in (group, topic, partition,
     /// offset) order.
     pub fn dead_letters(&self, group: Option<&str>) -> Result<Vec<DeadLetter>, ReadError> {
-        dead_letter::list(&self.shared.db, &self.shared.topics_by_id, group)
+        dead_letter::list(&*self.shared.db()?, &self.shared.topics_by_id, group)
     }
 
     /// One parked event, if it is (still) parked.
     pub fn dead_letter(&self, key: &DeadLetterKey) -> Result<Option<DeadLetter>, ReadError> {
         let t = self.checked_partition(&key.topic, key.partition)?;
-        dead_letter::get(&self.shared.db, &key.group, t, key.partition, key.offset)
+        dead_letter::get(
+            &*self.shared.db()?,
+            &key.group,
+            t,
+            key.partition,
+            key.offset,
+        )
     }
 
     /// How many events are parked over all groups (the `dlq_messages` gauge).
     pub fn dead_letter_count(&self) -> Result<u64, ReadError> {
-        dead_letter::count(&self.shared.db)
+        dead_letter::count(&*self.shared.db()?)
     }
 
     /// One saga instance's stored record.
@@ -574,12 +598,12 @@ impl EventLog {
         saga: &str,
         instance_id: &str,
     ) -> Result<Option<StoredSaga>, ReadError> {
-        saga_state::instance(&self.shared.db, saga, instance_id)
+        saga_state::instance(&*self.shared.db()?, saga, instance_id)
     }
 
     /// Every instance of `saga` (of every saga when `None`).
     pub fn saga_instances(&self, saga: Option<&str>) -> Result<Vec<StoredSaga>, ReadError> {
-        saga_state::instances(&self.shared.db, saga)
+        saga_state::instances(&*self.shared.db()?, saga)
     }
 
     /// Ids of the instances of `saga` that answers with `correlation_id` may concern.
@@ -588,12 +612,12 @@ impl EventLog {
         saga: &str,
         correlation_id: &str,
     ) -> Result<Vec<String>, ReadError> {
-        saga_state::correlated(&self.shared.db, saga, correlation_id)
+        saga_state::correlated(&*self.shared.db()?, saga, correlation_id)
     }
 
     /// The durable timers of `saga`: `(instance id, due ms since the Unix epoch)`.
     pub fn saga_timers(&self, saga: &str) -> Result<Vec<(String, u64)>, ReadError> {
-        saga_state::timers(&self.shared.db, saga)
+        saga_state::timers(&*self.shared.db()?, saga)
     }
 
     /// Changes a projector's read-model record (blue/green rebuilds). Blocks until durable.
@@ -626,12 +650,12 @@ impl EventLog {
 
     /// The read-model record of `projector` (none before its first start).
     pub fn projection(&self, projector: &str) -> Result<Option<ProjectionRecord>, ReadError> {
-        projection::record(&self.shared.db, projector)
+        projection::record(&*self.shared.db()?, projector)
     }
 
     /// A consistent snapshot of read models, for queries and for a handler's batch.
     pub fn read_models(&self) -> Result<ReadModelView, ReadError> {
-        ReadModelView::begin(&self.shared.db)
+        ReadModelView::begin(&*self.shared.db()?)
     }
 
     fn checked_partition(&self, topic: &str, partition: u32) -> Result<&TopicInfo, ReadError> {

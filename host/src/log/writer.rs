@@ -7,10 +7,18 @@
 //!
 //! A refused request (wrong version, ...) writes nothing and does not affect the others. A storage
 //! failure aborts the transaction: every request of the group gets the error; none was written.
+//!
+//! After an I/O failure (a full disk, say) redb fails every later operation until the database
+//! is closed and opened again. The writer does that itself ([`Store`]): it drops the database,
+//! answers requests with a storage error at once while it waits, and reopens it with backoff
+//! (50 ms doubling to 1 s) until it opens and a write succeeds; readers get a storage error in
+//! between, so consumer groups and runners pause and resume on their own.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{oneshot, watch};
@@ -172,8 +180,106 @@ pub struct WriterStats {
     pub commit_nanos: AtomicU64,
 }
 
+/// The database handle every reader and the writer share, which the writer closes and reopens
+/// after an I/O failure.
+pub(crate) struct Store {
+    slot: RwLock<Option<Arc<Database>>>,
+    path: PathBuf,
+    available: AtomicBool,
+    failures: AtomicU64,
+    reopens: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Whether the store accepts writes, for `/healthz`, `/readyz` and metrics.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StorageHealth {
+    /// The database is open and its last write succeeded.
+    pub available: bool,
+    /// Write transactions that failed in the store since start.
+    pub failures: u64,
+    /// Times the database was reopened after one.
+    pub reopens: u64,
+    /// The last storage failure, if any.
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    pub fn new(db: Database, path: PathBuf) -> Self {
+        Store {
+            slot: RwLock::new(Some(Arc::new(db))),
+            path,
+            available: AtomicBool::new(true),
+            failures: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The open database; `None` while it waits to be reopened.
+    pub fn current(&self) -> Option<Arc<Database>> {
+        self.slot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn health(&self) -> StorageHealth {
+        StorageHealth {
+            available: self.available.load(Ordering::Acquire),
+            failures: self.failures.load(Ordering::Relaxed),
+            reopens: self.reopens.load(Ordering::Relaxed),
+            last_error: self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// A write failed: unavailable until a write succeeds again. After an I/O failure the
+    /// database is dropped (redb refuses everything until it is reopened); the file is closed
+    /// once the last reader lets go of it.
+    fn failed(&self, message: &str, io: bool) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.available.store(false, Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message.to_owned());
+        crate::telemetry::storage_failed();
+        if io {
+            self.slot.write().unwrap_or_else(|p| p.into_inner()).take();
+        }
+    }
+
+    /// Opens the database again; `Err` while the file cannot be opened (still full, or a
+    /// reader still holds the old handle).
+    fn reopen(&self) -> Result<Arc<Database>, String> {
+        let db = Database::create(&self.path).map_err(|e| e.to_string())?;
+        let db = Arc::new(db);
+        *self.slot.write().unwrap_or_else(|p| p.into_inner()) = Some(db.clone());
+        self.reopens.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(path = %self.path.display(), "log database reopened after a storage failure");
+        Ok(db)
+    }
+
+    /// A write succeeded: available again.
+    fn succeeded(&self) {
+        if !self.available.swap(true, Ordering::AcqRel) {
+            crate::telemetry::storage_reopened();
+            tracing::warn!("log storage accepts writes again");
+        }
+    }
+}
+
+/// Whether a failed transaction poisoned the database (redb then wants it reopened) rather
+/// than failing on something in it. redb's errors are flattened to text by `Fatal`, so this
+/// reads its I/O messages ("I/O error: ...", "Previous I/O error occurred ...").
+fn is_io_failure(message: &str) -> bool {
+    message.contains("I/O error") || message.contains("Database has been closed")
+}
+
+/// Backoff between reopen attempts.
+const REOPEN_FIRST: Duration = Duration::from_millis(50);
+const REOPEN_MAX: Duration = Duration::from_secs(1);
+
 pub(crate) fn spawn(
-    db: Arc<Database>,
+    store: Arc<Store>,
     rx: mpsc::Receiver<Op>,
     commits: watch::Sender<u64>,
     stats: Arc<WriterStats>,
@@ -182,12 +288,12 @@ pub(crate) fn spawn(
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("factline-log-writer".into())
-        .spawn(move || run(&db, rx, commits, &stats, durability, max_group))
+        .spawn(move || run(&store, rx, commits, &stats, durability, max_group))
         .expect("spawning the log writer thread")
 }
 
 fn run(
-    db: &Database,
+    store: &Store,
     rx: mpsc::Receiver<Op>,
     commits: watch::Sender<u64>,
     stats: &WriterStats,
@@ -197,7 +303,38 @@ fn run(
     let mut last_time = 0u64;
     let mut group = Vec::with_capacity(max_group);
     let mut published = crate::telemetry::Published::default();
-    while let Ok(first) = rx.recv() {
+    // While the database is closed after a failure: when to try to reopen it, and the delay.
+    let mut reopen_at: Option<(Instant, Duration)> = None;
+    loop {
+        // While waiting to reopen, wake up for it even when no request comes.
+        let first = match reopen_at {
+            None => match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => break,
+            },
+            Some((at, _)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let db = match (store.current(), reopen_at) {
+            (Some(db), _) => Some(db),
+            (None, Some((at, delay))) if Instant::now() >= at => match store.reopen() {
+                Ok(db) => {
+                    reopen_at = None;
+                    Some(db)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "reopening the log database failed; retrying");
+                    let delay = (delay * 2).min(REOPEN_MAX);
+                    reopen_at = Some((Instant::now() + delay, delay));
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        let Some(first) = first else { continue };
         group.push(first);
         while group.len() < max_group {
             match rx.try_recv() {
@@ -205,10 +342,20 @@ fn run(
                 Err(_) => break,
             }
         }
+        let Some(db) = db else {
+            // Nothing can be written until the database is back: answer at once.
+            let msg = format!(
+                "storage unavailable, reopening the database: {}",
+                store.health().last_error.unwrap_or_default()
+            );
+            fail_all(&mut group, &msg);
+            continue;
+        };
         // The log's clock never goes backwards, even if the system clock does.
         last_time = last_time.max(now_millis());
-        match commit_group(db, &group, durability, last_time, stats) {
+        match commit_group(&db, &group, durability, last_time, stats) {
             Ok(outcomes) => {
+                store.succeeded();
                 commits.send_modify(|n| *n += 1);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -221,22 +368,37 @@ fn run(
             }
             Err(Fatal(msg)) => {
                 tracing::error!(error = %msg, requests = group.len(), "log write transaction failed; nothing of it was written");
-                for op in group.drain(..) {
-                    match op {
-                        Op::Append(_, tx) => {
-                            let _ = tx.send(Err(AppendError::Storage(msg.clone())));
-                        }
-                        Op::Commit(_, tx) => {
-                            let _ = tx.send(Err(CommitError::Storage(msg.clone())));
-                        }
-                        Op::Snapshot(_, tx) => {
-                            let _ = tx.send(Err(AppendError::Storage(msg.clone())));
-                        }
-                        Op::Projection(_, tx) => {
-                            let _ = tx.send(Err(ProjectionError::Storage(msg.clone())));
-                        }
-                    }
+                let io = is_io_failure(&msg);
+                store.failed(&msg, io);
+                if io {
+                    drop(db);
+                    let delay = match reopen_at {
+                        Some((_, d)) => (d * 2).min(REOPEN_MAX),
+                        None => REOPEN_FIRST,
+                    };
+                    reopen_at = Some((Instant::now() + delay, delay));
                 }
+                fail_all(&mut group, &msg);
+            }
+        }
+    }
+}
+
+/// Answers every request of `group` with a storage error (nothing of it was written).
+fn fail_all(group: &mut Vec<Op>, msg: &str) {
+    for op in group.drain(..) {
+        match op {
+            Op::Append(_, tx) => {
+                let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
+            }
+            Op::Commit(_, tx) => {
+                let _ = tx.send(Err(CommitError::Storage(msg.to_owned())));
+            }
+            Op::Snapshot(_, tx) => {
+                let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
+            }
+            Op::Projection(_, tx) => {
+                let _ = tx.send(Err(ProjectionError::Storage(msg.to_owned())));
             }
         }
     }

@@ -16,7 +16,7 @@ use super::bindings::{
 use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind};
 use super::host::read_model::ReadModelSession;
-use super::limits::Breach;
+use super::limits::{Breach, bound_message};
 use super::state::HostState;
 use super::{KindPre, LoadedPlugin};
 use crate::event::Event;
@@ -122,7 +122,12 @@ impl PluginInstance {
             let p = &self.plugin;
             let mut store = Store::new(
                 p.pre.engine(),
-                HostState::new(p.name.as_str().into(), p.limits.clone(), &p.capabilities),
+                HostState::new(
+                    p.name.as_str().into(),
+                    p.limits.clone(),
+                    &p.capabilities,
+                    p.log_budget.clone(),
+                ),
             );
             store.limiter(|s| &mut s.limiter);
             store.epoch_deadline_trap();
@@ -177,6 +182,7 @@ impl PluginInstance {
         }
         live.store.data().random.reseed(seed);
         live.store.data_mut().limiter.breach = None;
+        live.store.data_mut().output_breach = None;
         live.store.data().stderr_tail.clear();
         live.store.data().clock.store(now_ms, Ordering::Relaxed);
         let Live { store, exports } = live;
@@ -198,11 +204,50 @@ impl PluginInstance {
     fn check_output(&self, what: &str, len: usize) -> Result<(), CallFailure> {
         let max = self.plugin.limits.max_output_bytes;
         if len > max {
-            self.calls.failed(FailureKind::BadOutput);
-            return Err(CallFailure::new(
-                FailureKind::BadOutput,
-                format!("{what} is {len} bytes, over the limit of {max}"),
-            ));
+            return Err(self.bad_output(format!(
+                "{what} is {len} bytes, over the limit of {max} (max_output_bytes)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The guest handed back something the host refuses (counted like any failed call).
+    fn bad_output(&self, message: String) -> CallFailure {
+        self.calls.failed(FailureKind::BadOutput);
+        CallFailure::new(FailureKind::BadOutput, message)
+    }
+
+    /// A decision's budget (event count; bytes of payloads, metadata and types together) and
+    /// that each payload is one MessagePack value with valid UTF-8 strings, before anything is
+    /// stored or copied further.
+    fn check_decided(&self, events: &[types::NewEvent]) -> Result<(), CallFailure> {
+        let limits = &self.plugin.limits;
+        if events.len() > limits.max_events_per_decide {
+            return Err(self.bad_output(format!(
+                "decide returned {} events, over the limit of {} (max_events_per_decide)",
+                events.len(),
+                limits.max_events_per_decide
+            )));
+        }
+        let total: usize = events
+            .iter()
+            .map(|e| {
+                e.event_type.len()
+                    + e.payload.len()
+                    + e.metadata
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        self.check_output("decided events (types, payloads and metadata)", total)?;
+        for (i, e) in events.iter().enumerate() {
+            check_msgpack(&e.payload).map_err(|why| {
+                self.bad_output(format!(
+                    "decided event {i} ({}) has a payload that is not one MessagePack value: {why}",
+                    bound_message(e.event_type.clone(), 200)
+                ))
+            })?;
         }
         Ok(())
     }
@@ -300,20 +345,7 @@ impl PluginInstance {
         })?;
         match r.ok_or_else(|| self.wrong_kind("aggregate"))? {
             Ok(events) => {
-                let total: usize = events.iter().map(|e| e.payload.len()).sum();
-                self.check_output("decided events", total)?;
-                for (i, e) in events.iter().enumerate() {
-                    check_msgpack(&e.payload).map_err(|why| {
-                        self.calls.failed(FailureKind::BadOutput);
-                        CallFailure::new(
-                            FailureKind::BadOutput,
-                            format!(
-                                "decided event {i} ({}) has a payload that is not one MessagePack value: {why}",
-                                e.event_type
-                            ),
-                        )
-                    })?;
-                }
+                self.check_decided(&events)?;
                 Ok(Decision::Accepted(
                     events
                         .into_iter()
@@ -326,10 +358,19 @@ impl PluginInstance {
                         .collect(),
                 ))
             }
-            Err(types::DecideError::Rejected(r)) => Ok(Decision::Rejected(Rejection {
-                code: r.code,
-                message: r.message,
-            })),
+            Err(types::DecideError::Rejected(r)) => {
+                let max_code = self.plugin.limits.max_rejection_code_bytes;
+                if r.code.len() > max_code {
+                    return Err(self.bad_output(format!(
+                        "the rejection code is {} bytes, over the limit of {max_code} (max_rejection_code_bytes)",
+                        r.code.len()
+                    )));
+                }
+                Ok(Decision::Rejected(Rejection {
+                    code: r.code,
+                    message: bound_message(r.message, self.plugin.limits.max_message_bytes),
+                }))
+            }
             Err(types::DecideError::Failed(f)) => Err(self.guest_failure(f)),
         }
     }
@@ -398,6 +439,13 @@ impl PluginInstance {
         }
         let total: usize = upcast.iter().map(|e| e.payload.len()).sum();
         self.check_output("upcast events", total)?;
+        for (i, e) in upcast.iter().enumerate() {
+            check_msgpack(&e.payload).map_err(|why| {
+                self.bad_output(format!(
+                    "upcast event {i} has a payload that is not one MessagePack value: {why}"
+                ))
+            })?;
+        }
         for (event, new) in events.iter_mut().zip(upcast) {
             event.event_type = new.event_type;
             event.schema_version = new.schema_version;
@@ -420,6 +468,8 @@ impl PluginInstance {
         }
         let wit = self.wit_events(events);
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
+        let mut session = session;
+        session.apply_limits(&self.plugin.limits);
         let mut session = Some(session);
         let r = self.call("project", now, batch_seed(events), |store, ex| {
             store.data_mut().read_model = session.take();
@@ -539,13 +589,30 @@ fn to_wit_event(e: &Event) -> types::Event {
 
 /// Payloads are stored as MessagePack and every consumer decodes them: refuse anything that is
 /// not exactly one well-formed value before it reaches the log.
-fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
     let mut rest = bytes;
-    rmpv::decode::read_value_ref(&mut rest).map_err(|e| e.to_string())?;
+    let value = rmpv::decode::read_value_ref(&mut rest).map_err(|e| e.to_string())?;
     if !rest.is_empty() {
         return Err(format!("{} trailing bytes after the value", rest.len()));
     }
-    Ok(())
+    check_strings(&value)
+}
+
+/// Every string (map keys too) is valid UTF-8: a reader decoding the payload as JSON would
+/// otherwise fail on it (or show `null`). Depth is bounded by the decoder.
+fn check_strings(value: &rmpv::ValueRef<'_>) -> Result<(), String> {
+    use rmpv::ValueRef;
+    match value {
+        ValueRef::String(s) if s.as_str().is_none() => {
+            Err("a string is not valid UTF-8".to_owned())
+        }
+        ValueRef::Array(items) => items.iter().try_for_each(check_strings),
+        ValueRef::Map(entries) => entries.iter().try_for_each(|(k, v)| {
+            check_strings(k)?;
+            check_strings(v)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A batch's randomness seed: its event ids, so a redelivered batch draws the same numbers.
@@ -559,7 +626,7 @@ impl PluginInstance {
         self.calls.failed(FailureKind::Guest);
         CallFailure {
             kind: FailureKind::Guest,
-            message: f.message,
+            message: bound_message(f.message, self.plugin.limits.max_message_bytes),
             backtrace: None,
             event_index: f.event_index,
         }
@@ -573,6 +640,19 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
         .map(|bt| bt.to_string())
         .filter(|s| !s.trim().is_empty());
     let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    if let Some(breach) = &store.data().output_breach {
+        // The host refused what the guest handed it (a read-model write over its budget): the
+        // guest's output, not the host, is at fault.
+        return CallFailure {
+            kind: FailureKind::BadOutput,
+            message: bound_message(
+                breach.0.clone(),
+                store.data().limiter.limits().max_message_bytes,
+            ),
+            backtrace,
+            event_index: None,
+        };
+    }
     let (kind, message) = match (store.data().limiter.breach, trap) {
         (Some(Breach::Memory { desired, limit }), _) => (
             FailureKind::MemoryLimit,
@@ -605,6 +685,9 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> CallFailure {
         Some(stderr) => format!("{message}; guest stderr: {stderr}"),
         None => message,
     };
+    // Bounded where it is built from guest output, so every dead letter, log line and answer
+    // made from it is bounded.
+    let message = bound_message(message, store.data().limiter.limits().max_message_bytes);
     CallFailure {
         kind,
         message,
@@ -703,10 +786,24 @@ impl PluginInstance {
         });
         self.scratch = wit;
         match r?.ok_or_else(|| self.wrong_kind("policy"))? {
-            Ok(lists) if lists.len() == events.len() => Ok(lists
-                .into_iter()
-                .map(|l| l.into_iter().map(OutgoingCommand::from).collect())
-                .collect()),
+            Ok(lists) if lists.len() == events.len() => {
+                let total: usize = lists
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        c.aggregate.len()
+                            + c.stream.len()
+                            + c.command_type.len()
+                            + c.command_id.len()
+                            + c.payload.len()
+                    })
+                    .sum();
+                self.check_output("the commands of one react call", total)?;
+                Ok(lists
+                    .into_iter()
+                    .map(|l| l.into_iter().map(OutgoingCommand::from).collect())
+                    .collect())
+            }
             Ok(lists) => Err(CallFailure::new(
                 FailureKind::BadOutput,
                 format!(
@@ -793,7 +890,7 @@ impl PluginInstance {
                 Verdict::Succeeded(data)
             }
             saga::exports::factline::plugin::saga_handler::Verdict::Failed(reason) => {
-                Verdict::Failed(reason)
+                Verdict::Failed(bound_message(reason, self.plugin.limits.max_message_bytes))
             }
             saga::exports::factline::plugin::saga_handler::Verdict::NotMine => Verdict::NotMine,
         })

@@ -28,9 +28,12 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 pub use cache::CacheOutcome;
+pub(crate) use cache::content_hash;
 pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, LoadError};
 pub use host::read_model::ReadModelSession;
+#[cfg(test)]
+pub(crate) use instance::check_msgpack;
 pub use instance::{
     CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
     SagaDefinition, SagaStep, Verdict,
@@ -148,6 +151,8 @@ pub struct PluginRuntime {
     /// Shared with every loaded plugin: deadlines must keep ticking while any plugin is in use,
     /// even after the runtime itself is dropped.
     ticker: Arc<Ticker>,
+    /// Log rate limits by plugin name: every version and instance of a plugin shares one.
+    log_budgets: std::sync::Mutex<std::collections::HashMap<String, Arc<limits::LogBudget>>>,
 }
 
 /// How to load one plugin version: its sandbox, grants and version label.
@@ -220,6 +225,7 @@ impl PluginRuntime {
             epoch_tick: config.epoch_tick,
             fuel: config.fuel,
             ticker: Arc::new(Ticker { stop }),
+            log_budgets: Default::default(),
         })
     }
 
@@ -346,6 +352,17 @@ impl PluginRuntime {
                 detail: format!("{e:#}"),
             })?;
         let pre = KindPre::new(kind, pre)?;
+        let log_budget = {
+            let mut budgets = self.log_budgets.lock().unwrap_or_else(|p| p.into_inner());
+            let budget = budgets.entry(name.to_owned()).or_insert_with(|| {
+                Arc::new(limits::LogBudget::new(
+                    name.into(),
+                    limits.log_lines_per_second,
+                ))
+            });
+            budget.set_rate(limits.log_lines_per_second);
+            budget.clone()
+        };
         let plugin = Arc::new(LoadedPlugin {
             name: name.into(),
             kind,
@@ -353,6 +370,7 @@ impl PluginRuntime {
             pre,
             limits,
             capabilities,
+            log_budget,
             fuel_enabled: self.fuel,
             epoch_tick: self.epoch_tick,
             _ticker: self.ticker.clone(),
@@ -487,6 +505,7 @@ pub struct LoadedPlugin {
     pre: KindPre,
     pub limits: Limits,
     pub capabilities: Capabilities,
+    log_budget: Arc<limits::LogBudget>,
     /// The engine meters fuel: every call gets `limits.fuel` (or unlimited).
     fuel_enabled: bool,
     epoch_tick: Duration,

@@ -14,7 +14,7 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 
 use super::capabilities::{Capabilities, SeededRandom};
 use super::host::read_model::ReadModelSession;
-use super::limits::{Limiter, Limits};
+use super::limits::{Limiter, Limits, LogBudget, OutputBreach};
 
 pub(crate) struct HostState {
     pub plugin: Arc<str>,
@@ -27,6 +27,11 @@ pub(crate) struct HostState {
     /// Reseeded from each call's input, unless real randomness is granted.
     pub random: SeededRandom,
     pub read_model: Option<ReadModelSession>,
+    /// A budget the current call's output ran over (a read-model write refused), so the
+    /// failure is classified `bad-output`.
+    pub output_breach: Option<OutputBreach>,
+    /// Log lines per second of this plugin, shared by its instances.
+    pub log_budget: Arc<LogBudget>,
     /// The guest's last stderr lines (a Rust panic message lands there), for failure reports.
     pub stderr_tail: StderrTail,
 }
@@ -59,7 +64,12 @@ impl StderrTail {
 }
 
 impl HostState {
-    pub fn new(plugin: Arc<str>, limits: Limits, capabilities: &Capabilities) -> Self {
+    pub fn new(
+        plugin: Arc<str>,
+        limits: Limits,
+        capabilities: &Capabilities,
+        log_budget: Arc<LogBudget>,
+    ) -> Self {
         let clock = Arc::new(AtomicU64::new(0));
         let random = SeededRandom::default();
         let stderr_tail = StderrTail::default();
@@ -81,11 +91,13 @@ impl HostState {
                 plugin: plugin.clone(),
                 stream: "stdout",
                 recent: None,
+                budget: log_budget.clone(),
             })
             .stderr(GuestOutput {
                 plugin: plugin.clone(),
                 stream: "stderr",
                 recent: Some(stderr_tail.clone()),
+                budget: log_budget.clone(),
             })
             .allow_tcp(false)
             .allow_udp(false)
@@ -99,6 +111,8 @@ impl HostState {
             clock,
             random,
             read_model: None,
+            output_breach: None,
+            log_budget,
             stderr_tail,
         }
     }
@@ -139,6 +153,7 @@ struct GuestOutput {
     plugin: Arc<str>,
     stream: &'static str,
     recent: Option<StderrTail>,
+    budget: Arc<LogBudget>,
 }
 
 impl IsTerminal for GuestOutput {
@@ -167,6 +182,7 @@ impl GuestOutput {
             plugin: self.plugin.clone(),
             stream: self.stream,
             recent: self.recent.clone(),
+            budget: self.budget.clone(),
             line: Vec::new(),
         }
     }
@@ -203,6 +219,7 @@ struct LineWriter {
     plugin: Arc<str>,
     stream: &'static str,
     recent: Option<StderrTail>,
+    budget: Arc<LogBudget>,
     line: Vec<u8>,
 }
 
@@ -225,7 +242,10 @@ impl LineWriter {
         if !self.line.is_empty() {
             let text = String::from_utf8_lossy(&self.line);
             let text = text.trim_end();
-            tracing::info!(target: "factline::guest", plugin = &*self.plugin, stream = self.stream, "{text}");
+            if self.budget.admit() {
+                tracing::info!(target: "factline::guest", plugin = &*self.plugin, stream = self.stream, "{text}");
+            }
+            // Kept even when not logged: a panic message belongs with the failure.
             if let Some(recent) = &self.recent {
                 recent.push(text);
             }

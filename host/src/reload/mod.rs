@@ -189,6 +189,17 @@ impl Registry {
         }
     }
 
+    /// The label of the version of `name` (current or kept) whose content is `bytes`.
+    pub fn label_of(&self, name: &str, bytes: &[u8]) -> Option<String> {
+        let hash = crate::plugin::content_hash(bytes);
+        let entries = self.lock();
+        let e = entries.get(name)?;
+        std::iter::once(&e.current)
+            .chain(e.previous.iter().rev())
+            .find(|d| d.plugin.version.content_hash == hash)
+            .and_then(|d| d.plugin.version.label.clone())
+    }
+
     /// The version before the current one, taken off the history.
     pub fn pop_previous(&self, name: &str) -> Option<Deployed> {
         self.lock().get_mut(name)?.previous.pop()

@@ -11,7 +11,6 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::DeployOrigin;
 use crate::host::Host;
 
 /// How long a changed file must stay unchanged before it is deployed.
@@ -139,28 +138,10 @@ async fn run(
 }
 
 async fn deploy_file(host: &Arc<Host>, name: &str) {
-    let Some(path) = host
-        .config()
-        .plugins
-        .iter()
-        .find(|p| p.name == name)
-        .map(|p| p.component.clone())
-    else {
-        return;
-    };
-    let read = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || std::fs::read(path)).await
-    };
-    let bytes = match read.expect("reading a file panicked") {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(plugin = name, path = %path.display(), error = %e, "changed component unreadable; running version kept");
-            return;
-        }
-    };
-    match host.deploy(name, bytes, None, DeployOrigin::File).await {
-        Ok(r) if r.swapped => {
+    // Read under the deploy lock (by the host): a file some deploy has rewritten since is read
+    // as that deploy left it, never as the superseded content the event was about.
+    match host.deploy_component_file(name).await {
+        Ok(Some(r)) if r.swapped => {
             tracing::info!(plugin = name, from = %r.previous, to = %r.current, "component file changed: new version deployed");
         }
         Ok(_) => {}

@@ -39,6 +39,10 @@ pub const COMMANDS: &str = "commands_total";
 pub const COMMAND_DURATION: &str = "command_duration_seconds";
 pub const PLUGIN_CALL: &str = "plugin_call_duration_seconds";
 pub const PLUGIN_FAILURES: &str = "plugin_call_failures_total";
+pub const PLUGIN_LOG_DROPPED: &str = "plugin_log_lines_dropped_total";
+pub const STORAGE_FAILURES: &str = "storage_write_failures_total";
+pub const STORAGE_REOPENS: &str = "storage_reopens_total";
+pub const STORAGE_AVAILABLE: &str = "storage_available";
 
 /// Histogram buckets in seconds: 50 µs (a cached plugin call) to 10 s (a call deadline).
 const BUCKETS: &[f64] = &[
@@ -102,6 +106,39 @@ fn describe() {
         PLUGIN_FAILURES,
         "Failed plugin calls by kind (memory-limit and deadline are limit breaches)"
     );
+    describe_counter!(
+        PLUGIN_LOG_DROPPED,
+        "Plugin log lines dropped for going over log_lines_per_second"
+    );
+    describe_counter!(
+        STORAGE_FAILURES,
+        "Write transactions the store failed (disk full, I/O error)"
+    );
+    describe_counter!(
+        STORAGE_REOPENS,
+        "Times the log reopened its database after a failed write"
+    );
+    describe_gauge!(
+        STORAGE_AVAILABLE,
+        "1 while the log accepts writes, 0 while it waits to reopen its database"
+    );
+}
+
+/// A plugin log line dropped by its rate limit (rare once dropping: only past the budget).
+pub fn log_lines_dropped(plugin: &str) {
+    metrics::counter!(PLUGIN_LOG_DROPPED, "plugin" => plugin.to_owned()).increment(1);
+}
+
+/// A write transaction failed in the store; the log is unavailable until it reopens.
+pub fn storage_failed() {
+    metrics::counter!(STORAGE_FAILURES).increment(1);
+    metrics::gauge!(STORAGE_AVAILABLE).set(0.0);
+}
+
+/// The log reopened its database and accepts writes again.
+pub fn storage_reopened() {
+    metrics::counter!(STORAGE_REOPENS).increment(1);
+    metrics::gauge!(STORAGE_AVAILABLE).set(1.0);
 }
 
 /// Renders every metric, after `refresh` set the gauges read at scrape time.

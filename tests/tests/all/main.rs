@@ -5,10 +5,14 @@
 
 mod bank_account;
 mod booking;
+mod budget_aggregate;
+mod budget_projector;
 mod counter_plugin;
+mod full_disk;
 mod garbage_plugin;
 mod hostile_plugin;
 mod http_api;
+mod http_errors;
 mod inventory;
 mod inventory_release;
 mod log_crash;

@@ -270,7 +270,7 @@ fn order_flow_metrics_logs_cli_bad_input_and_restart() {
     );
     assert_eq!(
         (s, r["error"].as_str()),
-        (422, Some("malformed")),
+        (400, Some("malformed")),
         "unknown fields are refused: {r}"
     );
     let huge =

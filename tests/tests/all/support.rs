@@ -202,6 +202,11 @@ impl RunningHost {
             .expect("the URL ends with the port")
     }
 
+    /// The child's process id (RSS measurements read `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }

@@ -378,3 +378,104 @@ fn the_cli_deploys_and_rolls_back_a_running_plugin() {
     assert_eq!(sagas, serde_json::json!([]));
     assert!(host.terminate().success(), "{}", host.stderr());
 }
+
+/// Issue 20 item 8: 8 deploys at once with the file watcher on, 20 rounds, while events flow.
+/// Deploys are serialized with the watcher: the running version and the component file end as
+/// the last acknowledged deploy, every version in the history keeps its label, and no
+/// superseded version handles an event after a later deploy was acknowledged.
+#[test]
+fn concurrent_deploys_with_the_watcher_on_end_on_the_last_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (host, component) = start(dir.path(), true);
+        let watcher = factline_host::reload::PluginWatcher::start(host.clone()).unwrap();
+        let log = host.log().clone();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let appender = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let batch = (0..10).map(|_| NewEvent::new("tick.v", vec![0xc0])).collect();
+                    log.append(&format!("tick-{}", i % 100), ExpectedVersion::Any, batch)
+                        .unwrap();
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        until_counted(&log, "v00").await;
+        let initial = host.plugins()[0].version.clone();
+        // Distinct content per deploy: tags a0..t7 (two ASCII bytes, never v00).
+        let tag = |round: usize, i: usize| [b'a' + round as u8, b'0' + i as u8];
+        let tag_name = |t: [u8; 2]| format!("v{}", String::from_utf8_lossy(&t));
+        let wasm = std::fs::read(factline_tests::VERSIONED_PLUGIN).unwrap();
+        let sequence = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for round in 0..20 {
+            let deploys: Vec<_> = (0..8)
+                .map(|i| {
+                    let (host, sequence) = (host.clone(), sequence.clone());
+                    let bytes = versioned_plugin::patch_tag(&wasm, tag(round, i));
+                    tokio::spawn(async move {
+                        let label = format!("r{round}-{i}");
+                        let r = host
+                            .deploy("versioned", bytes.clone(), Some(label.clone()), DeployOrigin::Api)
+                            .await
+                            .unwrap();
+                        // The order in which deploys were acknowledged.
+                        let seq = sequence.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (seq, i, label, bytes, r)
+                    })
+                })
+                .collect();
+            let mut done = Vec::new();
+            for d in deploys {
+                done.push(d.await.unwrap());
+            }
+            done.sort_by_key(|d| d.0);
+            let (_, last_i, last_label, last_bytes, last) = done.last().unwrap().clone();
+            assert_eq!(last.current.label.as_deref(), Some(last_label.as_str()));
+            let superseded: Vec<String> = done[..done.len() - 1]
+                .iter()
+                .map(|d| tag_name(tag(round, d.1)))
+                .collect();
+            let before: Vec<u64> = superseded.iter().map(|t| count(&log, t)).collect();
+            // Give the watcher every chance to act on the rewrites it saw (quiet time 300 ms).
+            let settle = Instant::now() + Duration::from_millis(900);
+            while Instant::now() < settle {
+                let running = host.plugin_versions("versioned").unwrap().current;
+                assert_eq!(
+                    running.version, last.current,
+                    "round {round}: the running version is not the last acknowledged deploy"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let after: Vec<u64> = superseded.iter().map(|t| count(&log, t)).collect();
+            assert_eq!(
+                before, after,
+                "round {round}: superseded versions {superseded:?} handled events after v{} was acknowledged",
+                tag_name(tag(round, last_i))
+            );
+            assert_eq!(
+                std::fs::read(&component).unwrap(),
+                last_bytes,
+                "round {round}: the file holds the last acknowledged deploy"
+            );
+            // Only the version the host started with (from the file, no label) lacks one.
+            let history = host.plugin_versions("versioned").unwrap();
+            for v in history.previous.iter().chain([&history.current]) {
+                assert!(
+                    v.version.label.is_some() || v.version == initial,
+                    "round {round}: a version without its label: {history:?}"
+                );
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        appender.join().unwrap();
+        host.wait_until_idle().await.unwrap();
+        assert_eq!(query(&log, "versioned", "dup").unwrap(), None, "no event twice");
+        watcher.stop().await;
+        Arc::into_inner(host).unwrap().shutdown().await;
+    });
+}

@@ -1,4 +1,5 @@
-//! `factline:plugin/logging`: guest log lines become `tracing` events tagged with the plugin.
+//! `factline:plugin/logging`: guest log lines become `tracing` events tagged with the plugin,
+//! within the plugin's `log_lines_per_second` (the rest are dropped and counted).
 
 use crate::plugin::bindings::logging::{Host, Level};
 use crate::plugin::state::HostState;
@@ -8,6 +9,9 @@ const MAX_MESSAGE: usize = 8 * 1024;
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
+        if !self.log_budget.admit() {
+            return;
+        }
         let mut message = message;
         if message.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::log::{ReadCheck, ReadModelView, ReadModelWrite, ValueDigest};
 use crate::plugin::bindings::read_model::Host;
+use crate::plugin::limits::OutputBreach;
 use crate::plugin::state::HostState;
 
 /// Longest key, in bytes.
@@ -23,6 +24,10 @@ pub struct ReadModelSession {
     view: ReadModelView,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     max_value_bytes: usize,
+    /// Budget of the pending writes (keys + values), checked at each write before it is kept.
+    max_pending_bytes: usize,
+    max_pending_writes: usize,
+    pending_bytes: usize,
     /// Snapshot `get`s by key (one per key: the snapshot cannot change under the batch).
     gets: BTreeMap<String, Option<ValueDigest>>,
     /// Snapshot scans, in call order.
@@ -45,6 +50,9 @@ impl ReadModelSession {
             view,
             writes: BTreeMap::new(),
             max_value_bytes,
+            max_pending_bytes: usize::MAX,
+            max_pending_writes: usize::MAX,
+            pending_bytes: 0,
             gets: BTreeMap::new(),
             scans: Vec::new(),
         }
@@ -63,22 +71,57 @@ impl ReadModelSession {
         Ok(value)
     }
 
+    /// Takes the plugin's budgets: a value up to `max_output_bytes`, and at most
+    /// `max_read_model_bytes` / `max_read_model_writes` pending in this call.
+    pub(crate) fn apply_limits(&mut self, limits: &crate::plugin::Limits) {
+        self.max_value_bytes = limits.max_output_bytes;
+        self.max_pending_bytes = limits.max_read_model_bytes;
+        self.max_pending_writes = limits.max_read_model_writes;
+    }
+
     pub fn put(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
         check_key(&key)?;
         if value.len() > self.max_value_bytes {
             return Err(format!(
-                "read-model value for {key:?} is {} bytes, over the limit of {}",
+                "read-model value for {:?} is {} bytes, over the limit of {} (max_output_bytes)",
+                short(&key),
                 value.len(),
                 self.max_value_bytes
             ));
         }
+        self.reserve(&key, value.len())?;
         self.writes.insert(key, Some(value));
         Ok(())
     }
 
     pub fn delete(&mut self, key: String) -> Result<(), String> {
         check_key(&key)?;
+        self.reserve(&key, 0)?;
         self.writes.insert(key, None);
+        Ok(())
+    }
+
+    /// Accounts for writing `key` with a value of `len` bytes, refusing it (nothing kept)
+    /// when the call's pending writes would go over their budget.
+    fn reserve(&mut self, key: &str, len: usize) -> Result<(), String> {
+        let replaced = self
+            .writes
+            .get(key)
+            .map(|old| key.len() + old.as_ref().map_or(0, Vec::len));
+        if replaced.is_none() && self.writes.len() >= self.max_pending_writes {
+            return Err(format!(
+                "one call wrote more than {} read-model keys (max_read_model_writes)",
+                self.max_pending_writes
+            ));
+        }
+        let pending = self.pending_bytes - replaced.unwrap_or(0) + key.len() + len;
+        if pending > self.max_pending_bytes {
+            return Err(format!(
+                "one call wrote {pending} bytes to the read model, over the limit of {} (max_read_model_bytes)",
+                self.max_pending_bytes
+            ));
+        }
+        self.pending_bytes = pending;
         Ok(())
     }
 
@@ -165,9 +208,28 @@ impl ReadModelSession {
 
 fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_KEY_BYTES {
-        return Err(format!("read-model key must be 1..={MAX_KEY_BYTES} bytes"));
+        return Err(format!(
+            "read-model key must be 1..={MAX_KEY_BYTES} bytes, not {}",
+            key.len()
+        ));
     }
     Ok(())
+}
+
+/// A key as shown in a message: at most its first 64 bytes.
+fn short(key: &str) -> &str {
+    let mut end = key.len().min(64);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
+
+/// A write the session refused is the plugin's bad output: recorded in the store, so the call
+/// fails as `bad-output` (not as a host error), and the session drops what it held.
+fn refused(state: &mut HostState, why: String) -> wasmtime::Error {
+    state.output_breach = Some(OutputBreach(why.clone()));
+    wasmtime::Error::msg(why)
 }
 
 fn session(state: &mut HostState) -> wasmtime::Result<&mut ReadModelSession> {
@@ -183,11 +245,17 @@ impl Host for HostState {
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        session(self)?.put(key, value).map_err(wasmtime::Error::msg)
+        match session(self)?.put(key, value) {
+            Ok(()) => Ok(()),
+            Err(why) => Err(refused(self, why)),
+        }
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        session(self)?.delete(key).map_err(wasmtime::Error::msg)
+        match session(self)?.delete(key) {
+            Ok(()) => Ok(()),
+            Err(why) => Err(refused(self, why)),
+        }
     }
 
     fn scan_prefix(
