@@ -60,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let loaded = runtime.load_file(
             &p.name,
-            p.kind,
+            p.kind(),
             &p.component,
             p.limits.clone(),
             p.label.clone(),

@@ -59,7 +59,6 @@ impl std::fmt::Debug for AdminToken {
 #[derive(Clone, Debug)]
 pub struct PluginConfig {
     pub name: String,
-    pub kind: PluginKind,
     /// The `.wasm` component.
     pub component: PathBuf,
     /// The version label recorded with the content hash (`version`).
@@ -67,10 +66,15 @@ pub struct PluginConfig {
     pub limits: Limits,
     /// Real clocks or randomness, granted (nothing by default).
     pub capabilities: Capabilities,
+    /// The kind, with exactly the settings that kind accepts.
     pub role: Role,
 }
 
 impl PluginConfig {
+    pub fn kind(&self) -> PluginKind {
+        self.role.kind()
+    }
+
     /// How to load this plugin (any version of it).
     pub fn load_spec(&self) -> LoadSpec {
         LoadSpec {
@@ -81,7 +85,8 @@ impl PluginConfig {
     }
 }
 
-/// What the host does with a plugin, by kind.
+/// What the host does with a plugin: one variant per kind, holding exactly the keys that kind
+/// accepts (the others are refused with their line when the file is read).
 #[derive(Clone, Debug)]
 pub enum Role {
     /// Handles commands for the streams of `topic` (its stream category).
@@ -90,9 +95,31 @@ pub enum Role {
         /// Snapshot every this many events of a stream (`snapshot_every`; none when absent).
         snapshot_every: Option<std::num::NonZeroU64>,
     },
-    /// Projectors, policies and sagas consume partitions as a consumer group named after the
-    /// plugin (also its read-model scope).
-    Consumer(GroupConfig),
+    /// A consumer group named after the plugin, which is also its read-model scope.
+    Projector(GroupConfig),
+    /// A consumer group named after the plugin, sending commands to local aggregates.
+    Policy(GroupConfig),
+    /// A consumer group named after the plugin, with durable instances and timers.
+    Saga(GroupConfig),
+}
+
+impl Role {
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Role::Aggregate { .. } => PluginKind::Aggregate,
+            Role::Projector(_) => PluginKind::Projector,
+            Role::Policy(_) => PluginKind::Policy,
+            Role::Saga(_) => PluginKind::Saga,
+        }
+    }
+
+    /// The consumer group of a projector, policy or saga.
+    pub fn group(&self) -> Option<&GroupConfig> {
+        match self {
+            Role::Aggregate { .. } => None,
+            Role::Projector(g) | Role::Policy(g) | Role::Saga(g) => Some(g),
+        }
+    }
 }
 
 /// Why a configuration was refused.

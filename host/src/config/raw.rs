@@ -309,12 +309,15 @@ pub(super) fn parse(
                 if let Some(n) = &p.concurrency {
                     group.concurrency = positive(&c, n, "concurrency", Some(&name))?;
                 }
-                Role::Consumer(group)
+                match p.kind {
+                    PluginKind::Projector => Role::Projector(group),
+                    PluginKind::Policy => Role::Policy(group),
+                    _ => Role::Saga(group),
+                }
             }
         };
         plugins.push(PluginConfig {
             name,
-            kind: p.kind,
             component,
             label: p.version,
             limits: p.limits,

@@ -53,7 +53,7 @@ fn the_example_parses() {
     assert!(c.admin_token.is_none());
     assert_eq!(c.topics, vec![TopicConfig::new("order", 4)]);
     let order = c.plugin("order").unwrap();
-    assert_eq!(order.kind, PluginKind::Aggregate);
+    assert_eq!(order.kind(), PluginKind::Aggregate);
     assert_eq!(
         order.component,
         Path::new("/repo/.factline-plugins/order.wasm")
@@ -62,8 +62,8 @@ fn the_example_parses() {
     assert_eq!(order.limits, Limits::default());
     assert!(matches!(&order.role, Role::Aggregate { topic, .. } if topic == "order"));
     let summary = c.plugin("order-summary").unwrap();
-    assert_eq!(summary.kind, PluginKind::Projector);
-    let Role::Consumer(g) = &summary.role else {
+    assert_eq!(summary.kind(), PluginKind::Projector);
+    let Role::Projector(g) = &summary.role else {
         panic!("order-summary is a consumer group")
     };
     assert_eq!(g.name, "order-summary");
@@ -90,7 +90,9 @@ fn defaults_and_every_form_of_the_consumer_keys() {
     assert_eq!(p.limits.fuel, None);
     assert_eq!(p.capabilities, crate::plugin::Capabilities::default());
     assert!(c.watch_plugins);
-    let Role::Consumer(g) = &p.role else { panic!() };
+    let Role::Projector(g) = &p.role else {
+        panic!()
+    };
     assert_eq!(g.start, StartFrom::Offset(42));
     assert_eq!(g.on_dead_letter, DeadLetterPolicy::Block);
     assert_eq!(g.batch_size, 200);
@@ -99,7 +101,7 @@ fn defaults_and_every_form_of_the_consumer_keys() {
     assert_eq!(g.retry.max_attempts, 2);
     assert_eq!(g.retry.cap, crate::consumer::RetryPolicy::default().cap);
     let latest = parse(&format!("{MINIMAL}start = \"latest\"\n")).unwrap();
-    let Role::Consumer(g) = &latest.plugins[0].role else {
+    let Role::Projector(g) = &latest.plugins[0].role else {
         panic!()
     };
     assert_eq!(g.start, StartFrom::Latest);

@@ -837,6 +837,33 @@ impl Lane {
                 _ => None,
             })
             .map(|e| e.offset);
+        let mut from = from;
+        if let Some(s) = suspect
+            && s != from
+            && relevant.first().map(|e| e.offset) == Some(s)
+        {
+            // Only events the handler does not take precede the failing one: move past them,
+            // so this failure counts as an attempt at it (its budget is its calls).
+            let p = &self.partitions[idx];
+            let skip = HandlerCommit {
+                group: self.config.name.clone(),
+                topic: p.topic.clone(),
+                partition: p.partition,
+                expected_offset: p.committed,
+                next_offset: s,
+                ..Default::default()
+            };
+            match self.commit(idx, skip)? {
+                Committed::Yes => {}
+                Committed::Fenced | Committed::Rerun | Committed::Refused(_) => {
+                    return Ok(Step::Progress { events: 0 });
+                }
+            }
+            let p = &mut self.partitions[idx];
+            p.committed = Some(s);
+            p.retry = p.retry.take().filter(|r| r.offset == s);
+            from = s;
+        }
         let p = &mut self.partitions[idx];
         if suspect != Some(from) {
             // Find the poison event: commit what precedes it, deliver the rest one by one.

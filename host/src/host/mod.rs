@@ -171,7 +171,7 @@ impl Host {
         for p in &config.plugins {
             let (loaded, bytes) = read_component(&p.component)
                 .and_then(|bytes| {
-                    let loaded = runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec())?;
+                    let loaded = runtime.load_spec(&p.name, p.kind(), &bytes, p.load_spec())?;
                     Ok((loaded, bytes))
                 })
                 .map_err(|source| HostError::Load {
@@ -184,11 +184,41 @@ impl Host {
                 bytes: bytes.into(),
                 deployed_at_ms: crate::event::now_millis(),
             });
-            tracing::info!(plugin = %p.name, kind = %p.kind, version = %loaded.version, cache = ?loaded.cache_outcome, load_ms = loaded.load_time.as_millis() as u64, "plugin loaded");
+            tracing::info!(plugin = %p.name, kind = %p.kind(), version = %loaded.version, cache = ?loaded.cache_outcome, load_ms = loaded.load_time.as_millis() as u64, "plugin loaded");
             plugins.push(loaded);
         }
 
         let mut aggregates = BTreeMap::new();
+        let mut upcasters = Upcasters::default();
+        for (p, loaded) in config.plugins.iter().zip(&plugins) {
+            let Role::Aggregate {
+                topic,
+                snapshot_every,
+            } = &p.role
+            else {
+                continue;
+            };
+            let instantiate = |source| HostError::Instantiate {
+                name: p.name.clone(),
+                source,
+            };
+            let options = AggregateOptions {
+                snapshot_every: *snapshot_every,
+                ..AggregateOptions::new(topic.clone())
+            };
+            let handler =
+                AggregateHandler::new(log.clone(), loaded.clone(), options).map_err(instantiate)?;
+            aggregates.insert(p.name.clone(), Arc::new(handler));
+            // Every read of a topic goes through the upcaster of the aggregate that owns it.
+            upcasters.add(topic, loaded).map_err(instantiate)?;
+        }
+        if !upcasters.is_empty() {
+            tracing::info!(?upcasters, "upcasters installed");
+            log.set_upcaster(Some(Arc::new(upcasters)));
+        }
+        // Consumers once every aggregate exists: policies and sagas send commands to them.
+        let dispatcher = Dispatcher::new(aggregates.clone());
+        let mut sagas = BTreeMap::new();
         let mut groups = Vec::new();
         let mut pending_rebuilds = Vec::new();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
@@ -196,23 +226,15 @@ impl Host {
                 name: p.name.clone(),
                 source,
             };
-            match &p.role {
-                Role::Aggregate {
-                    topic,
-                    snapshot_every,
-                } => {
-                    let options = AggregateOptions {
-                        snapshot_every: *snapshot_every,
-                        ..AggregateOptions::new(topic.clone())
-                    };
-                    let handler = AggregateHandler::new(log.clone(), loaded.clone(), options)
-                        .map_err(instantiate)?;
-                    aggregates.insert(p.name.clone(), Arc::new(handler));
-                }
-                Role::Consumer(_) if matches!(p.kind, PluginKind::Policy | PluginKind::Saga) => {
-                    // Started below, once every aggregate they send commands to exists.
-                }
-                Role::Consumer(group) => {
+            let open = |group: crate::consumer::GroupConfig, handler| {
+                ConsumerGroup::new(log.clone(), group, handler).map_err(|source| HostError::Group {
+                    name: p.name.clone(),
+                    source,
+                })
+            };
+            let group = match &p.role {
+                Role::Aggregate { .. } => continue,
+                Role::Projector(group) => {
                     // With `concurrency > 1` the group replicates this instance for its other
                     // lanes (`Projection::replicate`: one more instance of the same plugin each).
                     let projection =
@@ -223,64 +245,26 @@ impl Host {
                             name: p.name.clone(),
                             source,
                         })?;
-                    let group = match rebuild {
-                        // Its read model has another version: nothing runs until it is rebuilt.
-                        Some(PendingRebuild { live: false, .. }) => None,
-                        _ => Some(
-                            ConsumerGroup::new(
-                                log.clone(),
-                                config,
-                                ProjectionHandler::boxed(projection),
-                            )
-                            .map_err(|source| HostError::Group {
-                                name: p.name.clone(),
-                                source,
-                            })?,
-                        ),
-                    };
+                    let live = !matches!(rebuild, Some(PendingRebuild { live: false }));
                     if let Some(r) = rebuild {
                         pending_rebuilds.push((p.name.clone(), loaded.clone(), r));
                     }
-                    groups.push((p.name.clone(), group));
+                    // Its read model has another version: nothing runs until it is rebuilt.
+                    live.then(|| open(config, ProjectionHandler::boxed(projection)))
+                        .transpose()?
                 }
-            }
-        }
-        // Every read of a topic goes through the upcaster of the aggregate that owns it.
-        let mut upcasters = Upcasters::default();
-        for (p, loaded) in config.plugins.iter().zip(&plugins) {
-            if let Role::Aggregate { topic, .. } = &p.role {
-                upcasters
-                    .add(topic, loaded)
-                    .map_err(|source| HostError::Instantiate {
-                        name: p.name.clone(),
-                        source,
-                    })?;
-            }
-        }
-        if !upcasters.is_empty() {
-            tracing::info!(?upcasters, "upcasters installed");
-            log.set_upcaster(Some(Arc::new(upcasters)));
-        }
-        let dispatcher = Dispatcher::new(aggregates.clone());
-        let mut sagas = BTreeMap::new();
-        for (p, loaded) in config.plugins.iter().zip(&plugins) {
-            let Role::Consumer(group) = &p.role else {
-                continue;
+                Role::Policy(group) => {
+                    let handler = PolicyHandler::new(p.name.clone(), dispatcher.clone(), loaded)
+                        .map_err(instantiate)?;
+                    Some(open(group.clone(), Box::new(handler))?)
+                }
+                Role::Saga(group) => {
+                    let (handler, versions) = saga_handler(&log, &runtime, &dispatcher, p, loaded)?;
+                    sagas.insert(p.name.clone(), versions);
+                    Some(open(group.clone(), Box::new(handler))?)
+                }
             };
-            if p.kind == PluginKind::Projector {
-                continue;
-            }
-            let (handler, versions) = command_handler(&log, &runtime, &dispatcher, p, loaded)?;
-            if let Some(v) = versions {
-                sagas.insert(p.name.clone(), v);
-            }
-            let g = ConsumerGroup::new(log.clone(), group.clone(), handler).map_err(|source| {
-                HostError::Group {
-                    name: p.name.clone(),
-                    source,
-                }
-            })?;
-            groups.push((p.name.clone(), Some(g)));
+            groups.push((p.name.clone(), group));
         }
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
@@ -323,7 +307,7 @@ impl Host {
             .config
             .plugins
             .iter()
-            .filter(|p| p.kind == PluginKind::Projector)
+            .filter(|p| p.kind() == PluginKind::Projector)
         {
             if host
                 .log
@@ -351,15 +335,15 @@ impl Host {
         resume: bool,
         hooks: RebuildHooks,
     ) -> Arc<RebuildProgress> {
-        let p = self
+        let config = self
             .config
             .plugins
             .iter()
-            .find(|p| p.name == name)
+            .find_map(|p| match &p.role {
+                Role::Projector(g) if p.name == name => Some(g),
+                _ => None,
+            })
             .expect("rebuilds are of configured projectors");
-        let Role::Consumer(config) = &p.role else {
-            unreachable!("a projector has a consumer role");
-        };
         let live = self
             .groups
             .iter()
@@ -405,7 +389,7 @@ impl Host {
             .iter()
             .find(|p| p.name == name)
             .ok_or_else(unknown)?;
-        if p.kind != PluginKind::Projector {
+        if p.kind() != PluginKind::Projector {
             return Err(unknown());
         }
         if self.rebuilding(name) {
@@ -432,7 +416,7 @@ impl Host {
         let Some(p) = self.config.plugins.iter().find(|p| p.name == name) else {
             return Ok(None);
         };
-        if p.kind != PluginKind::Projector {
+        if p.kind() != PluginKind::Projector {
             return Ok(None);
         }
         let live = self.log.projection(name)?.map(|r| r.active);
@@ -536,7 +520,7 @@ impl Host {
             self.runtime.clone(),
             bytes.clone(),
             name.to_owned(),
-            config.kind,
+            config.kind(),
         );
         let mut spec = config.load_spec();
         spec.label = label;
@@ -651,7 +635,7 @@ impl Host {
                     Some(Arc::new(upcasters))
                 });
             }
-            Role::Consumer(_) if config.kind == PluginKind::Projector => {
+            Role::Projector(group_config) => {
                 let plugin = new.plugin.clone();
                 let projection =
                     tokio::task::spawn_blocking(move || WasmProjection::new(plugin.instantiate()?))
@@ -718,9 +702,6 @@ impl Host {
                 } else {
                     // Nothing runs (its start-up rebuild failed): this version, of the live read
                     // model's shape, starts the group on the live read model.
-                    let Role::Consumer(group_config) = &config.role else {
-                        unreachable!("a projector has a consumer role");
-                    };
                     let scope = self
                         .log
                         .read_models()
@@ -745,7 +726,7 @@ impl Host {
                     group.pause().await.replace(Some(started));
                 }
             }
-            Role::Consumer(_) if config.kind == PluginKind::Saga => {
+            Role::Saga(_) => {
                 // New instances start on the new version; in-flight ones finish on the version
                 // they started with (pinned by content hash), which stays loaded.
                 let saga = self.sagas.get(&name).expect("every saga has its versions");
@@ -758,8 +739,8 @@ impl Host {
                         source,
                     })?;
             }
-            Role::Consumer(_) => {
-                // A policy: the new version's instances replace the old ones between batches.
+            Role::Policy(_) => {
+                // The new version's instances replace the old ones between batches.
                 let (plugin, dispatcher, n) =
                     (new.plugin.clone(), self.dispatcher.clone(), name.clone());
                 let handler =
@@ -924,9 +905,9 @@ impl Host {
     }
 
     fn consumers(&self) -> impl Iterator<Item = (&str, &[String])> {
-        self.config.plugins.iter().filter_map(|p| match &p.role {
-            Role::Consumer(g) => Some((g.name.as_str(), g.topics.as_slice())),
-            Role::Aggregate { .. } => None,
+        self.config.plugins.iter().filter_map(|p| {
+            let g = p.role.group()?;
+            Some((g.name.as_str(), g.topics.as_slice()))
         })
     }
 }
@@ -994,42 +975,30 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     std::thread::scope(|s| s.spawn(f).join().expect("a start-up step panicked"))
 }
 
-/// A consumer's handler and, for a saga, the versions its lanes share with the host.
-type CommandHandler = (Box<dyn Handler>, Option<Arc<SagaVersions>>);
-
-/// The handler of policy or saga `p` (with a saga's shared versions), sending its commands
-/// through `dispatcher`.
-fn command_handler(
+/// Saga `p`'s handler and the versions its lanes share with the host (pinned versions of
+/// in-flight instances restored from the artifact cache), sending commands through
+/// `dispatcher`.
+fn saga_handler(
     log: &EventLog,
     runtime: &PluginRuntime,
     dispatcher: &Dispatcher,
     p: &crate::config::PluginConfig,
     loaded: &Arc<LoadedPlugin>,
-) -> Result<CommandHandler, HostError> {
-    if p.kind == PluginKind::Saga {
-        let saga_failed = |source| HostError::Saga {
-            name: p.name.clone(),
-            source,
-        };
-        let versions = SagaVersions::new(p.name.clone(), loaded.clone()).map_err(saga_failed)?;
-        restore_pinned_versions(log, runtime, p, &versions);
-        let handler = SagaHandler::new(
-            log.clone(),
-            dispatcher.clone(),
-            versions.clone(),
-            SagaOptions::default(),
-        )
-        .map_err(saga_failed)?;
-        return Ok((Box::new(handler), Some(versions)));
-    }
-    let handler =
-        PolicyHandler::new(p.name.clone(), dispatcher.clone(), loaded).map_err(|source| {
-            HostError::Instantiate {
-                name: p.name.clone(),
-                source,
-            }
-        })?;
-    Ok((Box::new(handler), None))
+) -> Result<(SagaHandler, Arc<SagaVersions>), HostError> {
+    let saga_failed = |source| HostError::Saga {
+        name: p.name.clone(),
+        source,
+    };
+    let versions = SagaVersions::new(p.name.clone(), loaded.clone()).map_err(saga_failed)?;
+    restore_pinned_versions(log, runtime, p, &versions);
+    let handler = SagaHandler::new(
+        log.clone(),
+        dispatcher.clone(),
+        versions.clone(),
+        SagaOptions::default(),
+    )
+    .map_err(saga_failed)?;
+    Ok((handler, versions))
 }
 
 /// Consumer group `name` as the host would run it, with its configured (current) plugin
@@ -1039,9 +1008,6 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
     let p = config
         .plugin(name)
         .ok_or_else(|| HostError::NotAConsumer(name.to_owned()))?;
-    let Role::Consumer(group) = &p.role else {
-        return Err(HostError::NotAConsumer(name.to_owned()));
-    };
     let runtime = PluginRuntime::new(RuntimeConfig {
         cache_dir: Some(config.data_dir.join("cache")),
         fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
@@ -1050,63 +1016,67 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
     .map_err(HostError::Runtime)?;
     let load = |p: &crate::config::PluginConfig| {
         read_component(&p.component)
-            .and_then(|bytes| runtime.load_spec(&p.name, p.kind, &bytes, p.load_spec()))
+            .and_then(|bytes| runtime.load_spec(&p.name, p.kind(), &bytes, p.load_spec()))
             .map_err(|source| HostError::Load {
                 name: p.name.clone(),
                 path: p.component.clone(),
                 source,
             })
     };
-    let loaded = load(p)?;
-    let handler: Box<dyn Handler> = match p.kind {
-        PluginKind::Projector => {
-            let instantiate = |source| HostError::Instantiate {
-                name: p.name.clone(),
-                source,
-            };
-            let projection = WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
-                .map_err(instantiate)?;
-            ProjectionHandler::boxed(projection)
-        }
-        _ => {
-            let mut aggregates = BTreeMap::new();
-            for a in &config.plugins {
-                if let Role::Aggregate {
-                    topic,
-                    snapshot_every,
-                } = &a.role
-                {
-                    let options = AggregateOptions {
-                        snapshot_every: *snapshot_every,
-                        ..AggregateOptions::new(topic.clone())
-                    };
-                    let handler = AggregateHandler::new(log.clone(), load(a)?, options).map_err(
-                        |source| HostError::Instantiate {
-                            name: a.name.clone(),
-                            source,
-                        },
-                    )?;
-                    aggregates.insert(a.name.clone(), Arc::new(handler));
-                }
+    let instantiate = |name: &str| {
+        let name = name.to_owned();
+        move |source| HostError::Instantiate { name, source }
+    };
+    // Policies and sagas send commands: every configured aggregate, as the host runs them.
+    let dispatcher = || -> Result<Dispatcher, HostError> {
+        let mut aggregates = BTreeMap::new();
+        for a in &config.plugins {
+            if let Role::Aggregate {
+                topic,
+                snapshot_every,
+            } = &a.role
+            {
+                let options = AggregateOptions {
+                    snapshot_every: *snapshot_every,
+                    ..AggregateOptions::new(topic.clone())
+                };
+                let handler = AggregateHandler::new(log.clone(), load(a)?, options)
+                    .map_err(instantiate(&a.name))?;
+                aggregates.insert(a.name.clone(), Arc::new(handler));
             }
-            let dispatcher = Dispatcher::new(aggregates);
-            command_handler(log, &runtime, &dispatcher, p, &loaded)?.0
+        }
+        Ok(Dispatcher::new(aggregates))
+    };
+    let (group, handler): (_, Box<dyn Handler>) = match &p.role {
+        Role::Aggregate { .. } => return Err(HostError::NotAConsumer(name.to_owned())),
+        Role::Projector(group) => {
+            let loaded = load(p)?;
+            let projection = WasmProjection::new(loaded.instantiate().map_err(instantiate(name))?)
+                .map_err(instantiate(name))?;
+            let scope = log
+                .read_models()
+                .and_then(|v| v.live_scope(name))
+                .map_err(|e| HostError::Group {
+                    name: name.to_owned(),
+                    source: e.into(),
+                })?;
+            let group = crate::consumer::GroupConfig {
+                scope: Some(scope),
+                ..group.clone()
+            };
+            (group, ProjectionHandler::boxed(projection))
+        }
+        Role::Policy(group) => {
+            let handler =
+                PolicyHandler::new(name, dispatcher()?, &load(p)?).map_err(instantiate(name))?;
+            (group.clone(), Box::new(handler))
+        }
+        Role::Saga(group) => {
+            let (handler, _) = saga_handler(log, &runtime, &dispatcher()?, p, &load(p)?)?;
+            (group.clone(), Box::new(handler))
         }
     };
-    let scope = match p.kind {
-        PluginKind::Projector => Some(log.read_models().and_then(|v| v.live_scope(name)).map_err(
-            |e| HostError::Group {
-                name: name.to_owned(),
-                source: e.into(),
-            },
-        )?),
-        _ => None,
-    };
-    let config = crate::consumer::GroupConfig {
-        scope,
-        ..group.clone()
-    };
-    ConsumerGroup::new(log.clone(), config, handler).map_err(|source| HostError::Group {
+    ConsumerGroup::new(log.clone(), group, handler).map_err(|source| HostError::Group {
         name: name.to_owned(),
         source,
     })
@@ -1131,7 +1101,7 @@ fn restore_pinned_versions(
     };
     for hash in missing {
         let restored = runtime
-            .load_cached(&p.name, p.kind, &hash, p.load_spec())
+            .load_cached(&p.name, p.kind(), &hash, p.load_spec())
             .map_err(|e| e.to_string())
             .and_then(|plugin| versions.restore_version(&plugin).map_err(|e| e.to_string()));
         match restored {

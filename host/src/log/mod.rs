@@ -554,7 +554,7 @@ impl EventLog {
         partition: u32,
     ) -> Result<Option<Attempt>, ReadError> {
         let t = self.checked_partition(topic, partition)?;
-        read::attempt(&self.shared.db, group, t.id, partition)
+        read::attempt(&*self.shared.db()?, group, t.id, partition)
     }
 
     /// Every committed group offset: `(group, topic, partition, next offset)`.
