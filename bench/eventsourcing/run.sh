@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Python `eventsourcing` side of `factline bench accounts`: installs the library into a local
+# The Python `eventsourcing` side of `factline-bench accounts`: installs the library into a local
 # virtual environment (bench/eventsourcing/.venv) on first use, then runs bench.py with the
 # arguments given and prints one JSON object on stdout.
 set -euo pipefail

@@ -1,13 +1,5 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
-mod bench;
-mod bench_accounts;
-mod bench_groups;
-mod bench_http;
-mod bench_languages;
-mod bench_plugins;
-mod bench_rebuild;
-mod bench_reload;
 mod client;
 mod demo;
 mod dlq;
@@ -77,19 +69,6 @@ enum Command {
     State(state::Args),
     /// Saga instances of a stopped host: list, show, retry.
     Saga(saga::Args),
-    /// Measure throughput and print a table.
-    Bench {
-        /// Directory of built example plugins (for `bench plugins`).
-        #[arg(
-            long,
-            global = true,
-            env = "FACTLINE_PLUGIN_DIR",
-            default_value = "target/wasm32-wasip2/release"
-        )]
-        plugins: std::path::PathBuf,
-        #[command(subcommand)]
-        which: bench::Which,
-    },
 }
 
 pub fn main() -> ExitCode {
@@ -119,7 +98,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::State(args) => state::run(args),
         Command::Saga(args) => saga::run(args),
-        Command::Bench { plugins, which } => bench::run(which, &plugins),
     }
 }
 

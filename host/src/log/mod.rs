@@ -8,7 +8,6 @@
 //! the writer to commit the transaction that holds it (DESIGN §4 invariant 1).
 
 mod append;
-mod bench;
 mod dead_letter;
 mod effects;
 mod error;
@@ -33,7 +32,6 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{oneshot, watch};
 
-pub use bench::raw_redb_insert_bench;
 pub use dead_letter::{DeadLetter, DeadLetterKey};
 pub use effects::{
     Attempt, CommitError, HandlerCommit, ReadCheck, ReadModelView, ReadModelWrite, ValueDigest,

@@ -1,7 +1,7 @@
 //! The host as a service through the real binary: the order flow over HTTP, the read model,
 //! `/metrics` counters equal to what was sent, JSON logs with the command and batch spans, the
 //! CLI client against the running host, bad input that writes nothing, SIGTERM and a restart,
-//! `factline inspect` on the stopped directory, a config typo, and a short `bench http`.
+//! `factline inspect` on the stopped directory, and a config typo.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -490,36 +490,4 @@ fn a_config_typo_is_refused_naming_the_key_and_nothing_is_created() {
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
-}
-
-#[test]
-fn a_short_http_bench_runs_and_reports() {
-    let plugins = Path::new(factline_tests::ORDER).parent().unwrap();
-    let out = Command::new(factline_binary())
-        .args(["bench", "--plugins"])
-        .arg(plugins)
-        .args([
-            "http",
-            "--clients",
-            "4",
-            "--seconds",
-            "1",
-            "--append-seconds",
-            "0.5",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("HTTP commands, 4 keep-alive clients"))
-        .unwrap_or_else(|| panic!("{stdout}"));
-    let count: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
-    assert!(count > 0, "{stdout}");
-    assert!(stdout.contains("HTTP commands / raw appends:"), "{stdout}");
 }

@@ -1,4 +1,4 @@
-//! `factline bench http`: commands over loopback HTTP from concurrent keep-alive clients, with
+//! `factline-bench http`: commands over loopback HTTP from concurrent keep-alive clients, with
 //! p50/p99 latency, against the raw `append` rate of the log measured in the same run.
 //!
 //! Without `--url` it starts the host in this process exactly as `factline run` assembles it

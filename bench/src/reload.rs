@@ -1,4 +1,4 @@
-//! `factline bench reload`: hot-reload costs while events flow. A host runs the order-summary
+//! `factline-bench reload`: hot-reload costs while events flow. A host runs the order-summary
 //! projector (2 lanes) while 4 threads keep appending orders; new versions are deployed with
 //! and without a cached compiled artifact. Reported: prepare (compile or cache load, off the
 //! processing path), swap (request to every lane on the new version) and the pause a lane sees
@@ -16,7 +16,7 @@ use factline_host::host::Host;
 use factline_host::plugin::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
 use factline_host::reload::{DeployOrigin, DeployReport};
 
-use crate::cli::bench_plugins::order_events;
+use crate::plugins::order_events;
 
 /// `component` with a custom section appended: a distinct content hash (a new version to the
 /// host and its cache) for the same code. Custom sections may follow any section.

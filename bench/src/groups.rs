@@ -1,4 +1,4 @@
-//! `factline bench groups`: a projector group (order-summary as WASM) over 1, 2 and 4
+//! `factline-bench groups`: a projector group (order-summary as WASM) over 1, 2 and 4
 //! partitions, and the rate at which a group catches up a large lag.
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
 use factline_host::projector::{ProjectionHandler, WasmProjection};
 
-use crate::cli::bench_plugins::order_events;
+use crate::plugins::order_events;
 
 /// Appends `orders` five-event orders (created, 2 items, placed, shipped), one append each.
 fn fill(log: &EventLog, orders: u64) -> anyhow::Result<u64> {

@@ -1,4 +1,4 @@
-//! The raw-redb reference figures for `factline bench log`, here because only `log` imports redb.
+//! The raw-redb reference figures for `factline-bench log`: redb itself, with nothing of factline.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! `factline bench rebuild`: a blue/green rebuild of the order-summary projector (4 partitions,
+//! `factline-bench rebuild`: a blue/green rebuild of the order-summary projector (4 partitions,
 //! 2 lanes) against the live group catching up the same events, in one run. Then a rebuild while
 //! 4 threads keep appending and a reader keeps querying: how long the live group paused for the
 //! switch, and the query latency during the rebuild against before it.
@@ -15,8 +15,8 @@ use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::projector::{query, query_prefix};
 use factline_host::rebuild::{RebuildPhase, RebuildStatus};
 
-use crate::cli::bench_plugins::order_events;
-use crate::cli::bench_reload::SUMMARY_HOST;
+use crate::plugins::order_events;
+use crate::reload::SUMMARY_HOST;
 
 /// Events per order (`order_events`).
 const PER_ORDER: u64 = 5;

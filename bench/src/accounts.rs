@@ -1,4 +1,4 @@
-//! `factline bench accounts`: the bank-account workload against a peer, the Python
+//! `factline-bench accounts`: the bank-account workload against a peer, the Python
 //! `eventsourcing` library on SQLite (`bench/eventsourcing/`), measured in one run.
 //!
 //! 1. N deposits on one account, one command each (load, decide, append; fsync per commit on

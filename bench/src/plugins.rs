@@ -1,4 +1,4 @@
-//! `factline bench plugins`: the order-summary projector as WASM against the same logic as native
+//! `factline-bench plugins`: the order-summary projector as WASM against the same logic as native
 //! Rust, both on the full path (log read → projection → read-model writes + offset commit), in
 //! one run; and commands/s through the order aggregate.
 

@@ -1,82 +1,12 @@
-//! `factline bench ...`: throughput figures measured in one run, printed as a table with the
-//! ratios that the targets are stated in (absolute numbers vary on a shared machine).
+//! `factline-bench log`: appends single, concurrent and batched, partition reads, and the raw
+//! redb ceiling they are measured against, in one run.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use clap::Subcommand;
 use factline_host::event::{ExpectedVersion, NewEvent};
 use factline_host::log::{EventLog, LogOptions, TopicConfig};
-
-#[derive(Subcommand)]
-pub enum Which {
-    /// The event log: single, concurrent and batched appends, partition reads, raw redb ceiling.
-    Log {
-        /// Scale the number of operations (1 = default sizes).
-        #[arg(long, default_value_t = 1.0)]
-        scale: f64,
-    },
-    /// Plugins: the order-summary projector as WASM vs the same logic native, on the full path;
-    /// commands/s through the order aggregate.
-    Plugins {
-        /// Events to project.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-    },
-    /// The order-summary projector built from several languages, through the host: events/s,
-    /// memory per instance, load time cold and cached. Builds as LABEL=PATH, e.g.
-    /// `--projector rust=order_summary.wasm --projector python=order_summary_py.wasm`.
-    Languages {
-        #[arg(long = "projector", required = true)]
-        builds: Vec<crate::cli::bench_languages::Build>,
-        /// Events to project.
-        #[arg(long, default_value_t = 20_000)]
-        events: u64,
-    },
-    /// The bank-account workload against the Python `eventsourcing` library: deposits,
-    /// reconstruction with and without snapshots, loading a long stream.
-    Accounts(crate::cli::bench_accounts::Args),
-    /// Consumer groups: a projector group over 1, 2 and 4 partitions; catching up a lag.
-    Groups {
-        /// Events per partition-count run.
-        #[arg(long, default_value_t = 100_000)]
-        events: u64,
-        /// Size of the lag to catch up.
-        #[arg(long, default_value_t = 1_000_000)]
-        lag: u64,
-    },
-    /// Hot reload while events flow: prepare, swap and lane pause with and without a cached
-    /// artifact; cold start of 10 plugins with an empty and a warm cache.
-    Reload {
-        /// Deploys per case.
-        #[arg(long, default_value_t = 5)]
-        rounds: u32,
-    },
-    /// Blue/green projector rebuild: replay rate against the live group's catch-up, and a
-    /// rebuild under load (switch pause, query latency meanwhile).
-    Rebuild {
-        /// Events in the log before the first rebuild.
-        #[arg(long, default_value_t = 200_000)]
-        events: u64,
-    },
-    /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
-    /// against the raw append rate of the log, in one run.
-    Http(crate::cli::bench_http::Args),
-}
-
-pub fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
-    match which {
-        Which::Log { scale } => log(scale),
-        Which::Plugins { events } => crate::cli::bench_plugins::run(plugins, events),
-        Which::Languages { builds, events } => crate::cli::bench_languages::run(&builds, events),
-        Which::Accounts(args) => crate::cli::bench_accounts::run(plugins, args),
-        Which::Groups { events, lag } => crate::cli::bench_groups::run(plugins, events, lag),
-        Which::Reload { rounds } => crate::cli::bench_reload::run(plugins, rounds),
-        Which::Http(args) => crate::cli::bench_http::run(args, plugins),
-        Which::Rebuild { events } => crate::cli::bench_rebuild::run(plugins, events),
-    }
-}
 
 struct Row {
     name: &'static str,
@@ -112,7 +42,7 @@ fn fresh_log(dir: &std::path::Path) -> anyhow::Result<EventLog> {
     )?)
 }
 
-fn log(scale: f64) -> anyhow::Result<()> {
+pub fn run(scale: f64) -> anyhow::Result<()> {
     let n = |base: u64| ((base as f64 * scale) as u64).max(1);
     let mut rows = Vec::new();
 
@@ -344,7 +274,7 @@ fn raw_redb(txns: u64, per_txn: u64) -> anyhow::Result<Duration> {
     // Pad to the size of a stored envelope around the same payload.
     let mut row = payload(0);
     row.resize(row.len() + 180, 0);
-    Ok(factline_host::log::raw_redb_insert_bench(
+    Ok(crate::raw_redb::raw_redb_insert_bench(
         dir.path(),
         txns,
         per_txn,

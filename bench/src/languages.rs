@@ -1,4 +1,4 @@
-//! `factline bench languages`: the same projector (order-summary) built from different
+//! `factline-bench languages`: the same projector (order-summary) built from different
 //! languages, through the host's full path (log read → plugin → read-model writes + offset
 //! commit): events/s, resident memory per instance, and load time cold (compile) and cached.
 
@@ -11,7 +11,7 @@ use factline_host::log::{EventLog, LogOptions, TopicConfig};
 use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
 use factline_host::projector::{ProjectionHandler, WasmProjection};
 
-use crate::cli::bench_plugins::order_events;
+use crate::plugins::order_events;
 
 /// `label=path` of one projector build.
 #[derive(Clone, Debug)]
