@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
-use crate::log::Upcast;
+use crate::log::{Upcast, UpcastError};
 use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance};
 
 /// The upcaster of one topic: its owning aggregate's instance and declared old pairs.
@@ -90,8 +90,16 @@ impl Upcasters {
     }
 }
 
+/// The owning aggregate's upcaster failed on an event.
+#[derive(Debug, thiserror::Error)]
+#[error("the {plugin} plugin's upcaster failed: {failure}")]
+pub struct UpcasterFailed {
+    pub plugin: String,
+    pub failure: CallFailure,
+}
+
 impl Upcast for Upcasters {
-    fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), String> {
+    fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), UpcastError> {
         let Some(u) = self.by_topic.get(topic) else {
             return Ok(());
         };
@@ -100,7 +108,11 @@ impl Upcast for Upcasters {
             return Ok(());
         }
         let mut instance = u.instance.lock().unwrap_or_else(|p| p.into_inner());
-        upcast_in_place(&mut instance, &u.old, events)
-            .map_err(|f| format!("the {} plugin's upcaster failed: {f}", u.plugin))
+        upcast_in_place(&mut instance, &u.old, events).map_err(|failure| {
+            Box::new(UpcasterFailed {
+                plugin: u.plugin.clone(),
+                failure,
+            }) as UpcastError
+        })
     }
 }

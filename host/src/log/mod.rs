@@ -48,7 +48,7 @@ pub use projection::{
 };
 pub use saga_state::{SagaWrite, StoredSaga, TimerChange};
 pub use snapshot::{Snapshot, SnapshotBound};
-pub use upcast::Upcast;
+pub use upcast::{Upcast, UpcastError};
 pub use writer::{StorageHealth, WriterStats};
 
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
@@ -460,9 +460,9 @@ impl EventLog {
             .clone();
         if let Some(u) = upcaster {
             u.upcast(topic, &mut events)
-                .map_err(|detail| ReadError::Upcast {
+                .map_err(|e| ReadError::Upcast {
                     topic: topic.to_owned(),
-                    detail,
+                    detail: e.to_string(),
                 })?;
         }
         Ok(events)

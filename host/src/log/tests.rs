@@ -675,10 +675,14 @@ fn snapshots_are_found_by_schema_version_and_time() {
 fn reads_go_through_the_upcaster_and_as_stored_does_not() {
     struct Rename;
     impl Upcast for Rename {
-        fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), String> {
+        fn upcast(
+            &self,
+            topic: &str,
+            events: &mut [Event],
+        ) -> Result<(), super::upcast::UpcastError> {
             for e in events.iter_mut().filter(|e| e.schema_version == 1) {
                 if e.event_type == "order.broken" {
-                    return Err(format!("cannot upcast {} in {topic}", e.event_type));
+                    return Err(format!("cannot upcast {} in {topic}", e.event_type).into());
                 }
                 e.event_type = format!("{}.v2", e.event_type);
                 e.schema_version = 2;

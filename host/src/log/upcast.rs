@@ -6,9 +6,13 @@
 
 use crate::event::Event;
 
+/// Why an upcaster could not bring an event to its current schema: the upcaster's own error
+/// (the log does not know its type; the host's is a plugin call's failure).
+pub type UpcastError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Rewrites old events into their current schema as they are read.
 pub trait Upcast: Send + Sync {
-    /// Rewrites, in place, every event of `events` (all of topic `topic`) that is old. An error
-    /// names what failed; the read then fails with [`ReadError::Upcast`](super::ReadError).
-    fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), String>;
+    /// Rewrites, in place, every event of `events` (all of topic `topic`) that is old. The read
+    /// of an event that cannot be upcast fails with [`ReadError::Upcast`](super::ReadError).
+    fn upcast(&self, topic: &str, events: &mut [Event]) -> Result<(), UpcastError>;
 }
