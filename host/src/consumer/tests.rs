@@ -733,3 +733,174 @@ proptest! {
         prop_assert!(g.lag().unwrap().iter().all(|l| l.lag == 0));
     }
 }
+
+/// The seam a distributed log drives: a revoked partition is not processed here, and assigned
+/// again it resumes from its committed offset and its stored attempt count.
+#[test]
+fn revoked_partitions_rest_and_resume_where_they_were_when_assigned_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let log = open(dir.path());
+    let mut g = group(&log, &shared, 4);
+    assert_eq!(g.assigned().len(), PARTITIONS as usize);
+    let mut by_partition: HashMap<u32, Vec<u64>> = HashMap::new();
+    for s in 0..12 {
+        let r = log
+            .append(
+                &format!("t-{s}"),
+                ExpectedVersion::Any,
+                vec![NewEvent::new("ok", vec![0x80])],
+            )
+            .unwrap();
+        by_partition
+            .entry(r.partition)
+            .or_default()
+            .push(r.first_offset);
+    }
+    let (&gone, offsets) = by_partition.iter().max_by_key(|(_, o)| o.len()).unwrap();
+    let kept: u64 = by_partition
+        .iter()
+        .filter(|(p, _)| **p != gone)
+        .map(|(_, o)| o.len() as u64)
+        .sum();
+    let revoked = vec![("t".to_owned(), gone)];
+    g.revoke(&revoked);
+    assert!(!g.assigned().contains(&revoked[0]));
+    assert_eq!(
+        g.run_until_idle().unwrap(),
+        kept,
+        "only the assigned partitions run"
+    );
+    let lag = g.lag().unwrap();
+    let rest = lag.iter().find(|l| l.partition == gone).unwrap();
+    assert_eq!((rest.committed, rest.lag), (0, offsets.len() as u64));
+
+    // A poison event on the revoked partition's stream, counted once before the next owner.
+    let stream = (0..12)
+        .map(|s| format!("t-{s}"))
+        .find(|s| log.locate(s).unwrap().1 == gone)
+        .unwrap();
+    log.append(
+        &stream,
+        ExpectedVersion::Any,
+        vec![NewEvent::new("poison", vec![0x80])],
+    )
+    .unwrap();
+    g.assign(&revoked).unwrap();
+    assert_eq!(g.assigned().len(), PARTITIONS as usize);
+    g.run_until_idle().unwrap();
+    let view = log.read_models().unwrap();
+    let count = view.get("g", "count").unwrap().unwrap();
+    assert_eq!(
+        String::from_utf8(count).unwrap(),
+        "12",
+        "the revoked partition caught up"
+    );
+    let parked = g.dead_letters().unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].attempts, MAX_ATTEMPTS);
+    // Assigning what is assigned changes nothing; a partition the topic lacks is refused.
+    g.assign(&revoked).unwrap();
+    assert!(g.assign(&[("t".to_owned(), PARTITIONS)]).is_err());
+}
+
+/// A revoked partition's stored attempt count goes with it: the next owner (here the same
+/// group, opened again after the revoke) continues it instead of starting over.
+#[test]
+fn a_stored_attempt_count_survives_a_revoke_and_a_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let log = open(dir.path());
+    let r = log
+        .append(
+            "t-1",
+            ExpectedVersion::Any,
+            vec![NewEvent::new("poison", vec![0x80])],
+        )
+        .unwrap();
+    let mut g = group(&log, &shared, 1);
+    assert_eq!(g.step().unwrap(), Step::Failed, "attempt 1");
+    let stored = log.attempt("g", "t", r.partition).unwrap().unwrap();
+    assert_eq!((stored.offset, stored.attempts), (r.first_offset, 1));
+    g.revoke(&[("t".to_owned(), r.partition)]);
+    drop(g);
+    // The next owner: two more calls (the budget is 3), then parked.
+    let mut next = group(&log, &shared, 1);
+    next.run_until_idle().unwrap();
+    assert_eq!(
+        shared.lock().unwrap().poison_calls.get(&r.event_ids[0]),
+        Some(&MAX_ATTEMPTS),
+        "one budget over both owners"
+    );
+    assert_eq!(next.dead_letters().unwrap()[0].attempts, MAX_ATTEMPTS);
+    assert_eq!(
+        log.attempt("g", "t", r.partition).unwrap(),
+        None,
+        "cleared by the park"
+    );
+}
+
+/// The same on a running group: its handle applies a revoke and an assign between batches.
+#[test]
+fn a_running_group_is_revoked_and_assigned_through_its_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let log = open(dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let revoked = ("t".to_owned(), 0u32);
+    let on = |stream: &str| log.locate(stream).unwrap().1;
+    let (in_revoked, elsewhere) = {
+        let streams: Vec<String> = (0..16).map(|s| format!("t-{s}")).collect();
+        let a = streams.iter().find(|s| on(s) == 0).unwrap().clone();
+        let b = streams.iter().find(|s| on(s) != 0).unwrap().clone();
+        (a, b)
+    };
+    let lag_of = |p: u32| {
+        lag(&log, "g", &["t".into()])
+            .unwrap()
+            .into_iter()
+            .find(|l| l.partition == p)
+            .unwrap()
+            .lag
+    };
+    rt.block_on(async {
+        let handle = ConsumerPool::new(2).spawn(group(&log, &shared, 8));
+        handle.revoke(vec![revoked.clone()]).await.unwrap();
+        // The writer answers through a channel a runtime thread must not block on.
+        tokio::task::block_in_place(|| {
+            for s in [&in_revoked, &elsewhere] {
+                log.append(
+                    s,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("ok", vec![0x80])],
+                )
+                .unwrap();
+            }
+        });
+        let other = on(&elsewhere);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while lag_of(other) > 0 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(lag_of(0), 1, "the revoked partition rests");
+        handle.assign(vec![revoked.clone()]).await.unwrap();
+        while lag_of(0) > 0 {
+            assert!(std::time::Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        handle.stop().await.expect("the group was running");
+    });
+    let count = log
+        .read_models()
+        .unwrap()
+        .get("g", "count")
+        .unwrap()
+        .unwrap();
+    assert_eq!(count, b"2");
+}
