@@ -198,6 +198,15 @@ impl GroupHandle {
         &self.metrics
     }
 
+    /// How many lanes run under this handle (0 while paused or not running).
+    pub async fn lanes(&self) -> usize {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .map_or(0, |r| r.lanes.len())
+    }
+
     /// Whether a group runs under this handle (not paused, not waiting for a rebuild).
     pub fn is_running(&self) -> bool {
         self.running.try_lock().map_or(true, |r| r.is_some())

@@ -281,3 +281,129 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
     }
     assert!(log.dead_letters(None).unwrap().is_empty());
 }
+
+/// The consumer keys of `factline.example.toml` on a policy and a saga, as on a projector:
+/// `start = "latest"` skips what was there before the first start, `concurrency` runs lanes,
+/// `batch_size` bounds a batch.
+#[test]
+fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let topics = [("item", 4), ("notification", 2)];
+    {
+        let log = crate::support::log(&data, &topics);
+        for i in 0..3 {
+            let payload = msgpack(json!({ "poison": false }));
+            log.append(
+                &format!("item-old-{i}"),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("item.a", payload)],
+            )
+            .unwrap();
+        }
+    }
+    let mut text = format!(
+        "data_dir = {data:?}\n[[topics]]\nname = \"item\"\npartitions = 4\n\
+         [[topics]]\nname = \"notification\"\npartitions = 2\n\n\
+         [[plugins]]\nname = \"notification\"\nkind = \"aggregate\"\ncomponent = {:?}\n",
+        factline_tests::NOTIFICATION
+    );
+    for (name, kind, component, subscriptions) in [
+        (
+            "poison-policy",
+            "policy",
+            factline_tests::POISON_POLICY,
+            "[\"item\"]",
+        ),
+        (
+            "poison-saga",
+            "saga",
+            factline_tests::POISON_SAGA,
+            "[\"item\", \"notification\"]",
+        ),
+    ] {
+        text.push_str(&format!(
+            "\n[[plugins]]\nname = {name:?}\nkind = {kind:?}\ncomponent = {component:?}\n\
+             subscriptions = {subscriptions}\nstart = \"latest\"\nconcurrency = 2\nbatch_size = 1\n"
+        ));
+    }
+    let config =
+        factline_host::config::Config::parse(&text, std::path::Path::new("keys.toml"), dir.path())
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let host = {
+        let _guard = rt.enter();
+        factline_host::host::Host::start(config).unwrap()
+    };
+    let new = [
+        "item-new-0",
+        "item-new-1",
+        "item-new-2",
+        "item-new-3",
+        "item-new-4",
+        "item-new-5",
+    ];
+    rt.block_on(async {
+        tokio::task::block_in_place(|| {
+            for stream in new {
+                let payload = msgpack(json!({ "poison": false }));
+                host.log()
+                    .append(
+                        stream,
+                        ExpectedVersion::NoStream,
+                        vec![NewEvent::new("item.a", payload)],
+                    )
+                    .unwrap();
+            }
+        });
+        for name in ["poison-policy", "poison-saga"] {
+            let g = host.groups().iter().find(|g| g.name() == name).unwrap();
+            assert_eq!(g.lanes().await, 2, "{name} runs two lanes");
+        }
+        host.wait_until_idle().await.unwrap();
+    });
+    let log = host.log();
+    for i in 0..3 {
+        for stream in [
+            format!("notification-item-old-{i}"),
+            format!("notification-saga-item-old-{i}"),
+        ] {
+            assert!(
+                log.read_stream(&stream, 1, 10).unwrap().is_empty(),
+                "{stream}"
+            );
+        }
+    }
+    for item in new {
+        for stream in [
+            format!("notification-{item}"),
+            format!("notification-saga-{item}"),
+        ] {
+            assert_eq!(
+                log.read_stream(&stream, 1, 10).unwrap().len(),
+                1,
+                "{stream}"
+            );
+        }
+    }
+    let instances = factline_host::saga::list(log, Some("poison-saga")).unwrap();
+    assert_eq!(instances.len(), new.len());
+    let policy = host
+        .groups()
+        .iter()
+        .find(|g| g.name() == "poison-policy")
+        .unwrap();
+    let m = policy.metrics();
+    assert_eq!(
+        m.events_processed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        6
+    );
+    assert_eq!(
+        m.batches_committed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        6,
+        "batch_size = 1: a batch per event"
+    );
+    rt.block_on(host.shutdown());
+}
