@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, AsOf, CommandRequest};
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
+use factline_host::{AggregateHandler, AggregateOptions, AsOf, CommandRequest};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
+use factline_host::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use factline_host::consumer::{self, ConsumerGroup, ConsumerPool, GroupConfig};
-use factline_host::event::ExpectedVersion;
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::{ProjectionHandler, WasmProjection};
+use factline_host::ExpectedVersion;
+use factline_host::{ConsumerGroup, ConsumerPool, GroupConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
+use factline_host::{ProjectionHandler, WasmProjection};
 
 use crate::plugins::order_events;
 
@@ -38,7 +38,7 @@ fn run_group(
     let group = ConsumerGroup::new(log.clone(), config, ProjectionHandler::boxed(projection))?;
     let topics = vec!["order".to_owned()];
     let lag = || -> anyhow::Result<u64> {
-        Ok(consumer::lag(log, name, &topics)?
+        Ok(factline_host::group_lag(log, name, &topics)?
             .iter()
             .map(|p| p.lag)
             .sum())

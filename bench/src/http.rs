@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use factline_host::config::Config;
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::host::Host;
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
+use factline_host::Config;
+use factline_host::Host;
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -159,10 +159,10 @@ async fn start_host(dir: &Path, plugins: &Path) -> anyhow::Result<(SocketAddr, A
     let listener = tokio::net::TcpListener::bind(config.http.address).await?;
     let address = listener.local_addr()?;
     let host = Arc::new(Host::start(config)?);
-    let router = factline_host::http::router(host.clone());
+    let router = factline_host::http_router(host.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = factline_host::http::serve(listener, router, async {
+        let _ = factline_host::serve_http(listener, router, async {
             let _ = stopped.await;
         })
         .await;

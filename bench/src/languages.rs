@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use factline_host::consumer::{ConsumerGroup, GroupConfig};
-use factline_host::event::ExpectedVersion;
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::{ProjectionHandler, WasmProjection};
+use factline_host::ExpectedVersion;
+use factline_host::{ConsumerGroup, GroupConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
+use factline_host::{ProjectionHandler, WasmProjection};
 
 use crate::plugins::order_events;
 

@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
 
 struct Row {
     name: &'static str,

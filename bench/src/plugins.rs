@@ -7,14 +7,14 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use factline_guest::codec::json_to_msgpack;
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
-use factline_host::consumer::{ConsumerGroup, GroupConfig};
-use factline_host::event::{Event, ExpectedVersion, NewEvent};
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{
+use factline_host::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::{
     CallFailure, FailureKind, Limits, PluginKind, PluginRuntime, ReadModelSession, RuntimeConfig,
 };
-use factline_host::projector::{Projection, ProjectionHandler, WasmProjection};
+use factline_host::{ConsumerGroup, GroupConfig};
+use factline_host::{Event, ExpectedVersion, NewEvent};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{Projection, ProjectionHandler, WasmProjection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use factline_host::config::Config;
-use factline_host::event::ExpectedVersion;
-use factline_host::host::Host;
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::projector::{query, query_prefix};
-use factline_host::rebuild::{RebuildPhase, RebuildStatus};
+use factline_host::Config;
+use factline_host::ExpectedVersion;
+use factline_host::Host;
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{RebuildPhase, RebuildStatus};
+use factline_host::{query_read_model, query_read_model_prefix};
 
 use crate::plugins::order_events;
 use crate::reload::SUMMARY_HOST;
@@ -64,7 +64,7 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
         let host = Arc::new(Host::start(config)?);
         host.wait_until_idle().await?;
         let live = started.elapsed();
-        let rows = query_prefix(host.log(), "summary", "", usize::MAX)?.len() as u64;
+        let rows = query_read_model_prefix(host.log(), "summary", "", usize::MAX)?.len() as u64;
         anyhow::ensure!(rows == orders, "{rows} summaries for {orders} orders");
 
         // A rebuild of the same events, nothing else running.
@@ -101,7 +101,7 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
                 let mut o = 0;
                 while reading.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let row = query(&log, "summary", &format!("B-{}", o % orders))?;
+                    let row = query_read_model(&log, "summary", &format!("B-{}", o % orders))?;
                     latencies.push(t.elapsed());
                     anyhow::ensure!(row.is_some(), "a query found no row during the rebuild");
                     o += 7919;
@@ -122,7 +122,7 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
             added += a.join().expect("appender panicked")?;
         }
         host.wait_until_idle().await?;
-        let rows = query_prefix(host.log(), "summary", "", usize::MAX)?.len() as u64;
+        let rows = query_read_model_prefix(host.log(), "summary", "", usize::MAX)?.len() as u64;
         anyhow::ensure!(
             rows == orders + added,
             "{rows} summaries for {} orders after the rebuilds",

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use factline_host::config::Config;
-use factline_host::event::ExpectedVersion;
-use factline_host::host::Host;
-use factline_host::plugin::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::reload::{DeployOrigin, DeployReport};
+use factline_host::Config;
+use factline_host::ExpectedVersion;
+use factline_host::Host;
+use factline_host::{DeployOrigin, DeployReport};
+use factline_host::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
 
 use crate::plugins::order_events;
 
@@ -132,7 +132,7 @@ pub fn run(plugins: &Path, rounds: u32) -> anyhow::Result<()> {
         host.wait_until_idle().await?;
         // Every order has its summary row: none lost across the swaps (one handled twice
         // would show in the row's item count, which the plugin tests cover).
-        let rows = factline_host::projector::query_prefix(host.log(), "summary", "", usize::MAX)?;
+        let rows = factline_host::query_read_model_prefix(host.log(), "summary", "", usize::MAX)?;
         anyhow::ensure!(
             rows.len() as u64 * 5 == appended,
             "{} order summaries for {appended} events",

@@ -154,6 +154,7 @@ impl StreamId {
     }
 
     /// The id within the category: the text after the first `-`.
+    #[cfg(test)]
     pub fn id(&self) -> &str {
         self.0.split_once('-').map(|(_, i)| i).unwrap_or("")
     }

@@ -1,26 +1,78 @@
 //! factline's host: the durable event log, the plugin runtime and the handlers that connect them.
 //!
 //! Data flow, visible in the module names: `event` (the envelope) → `log` (append, partitions,
-//! offsets, effects commit) → `projector` / `aggregate` (handlers) → `plugin` (wasmtime);
-//! `policy` and `saga` send commands to aggregates through `dispatch`; `config` (the
-//! `factline.toml` file) and `host` (all of it assembled and running) sit on top.
+//! offsets, effects commit) → `consumer` (the engine: groups over assigned partitions) →
+//! `projector` / `policy` / `saga` (what each kind contributes) and `aggregate` (commands) →
+//! `plugin` (wasmtime); `config` (the `factline.toml` file) and `host` (all of it assembled and
+//! running) sit on top, `http` and the `factline` binary in front.
+//!
+//! Every module is private; this one `pub use` block is the library's surface: what an
+//! embedder, the `factline` binary, the benchmarks and the tests use.
 
-pub mod aggregate;
-pub mod config;
-pub mod consumer;
-pub mod dispatch;
-pub mod event;
-pub mod evolution;
-pub mod failure;
-pub mod host;
-pub mod http;
-pub mod log;
-pub mod outbox;
-pub mod plugin;
-pub mod policy;
-pub mod projector;
-pub mod rebuild;
-pub mod reload;
-pub mod saga;
-pub mod scenario;
-pub mod telemetry;
+mod aggregate;
+mod config;
+mod consumer;
+mod dispatch;
+mod event;
+mod evolution;
+mod failure;
+mod host;
+mod http;
+mod log;
+mod outbox;
+mod plugin;
+mod policy;
+mod projector;
+mod rebuild;
+mod reload;
+mod saga;
+mod scenario;
+mod telemetry;
+
+pub use aggregate::{
+    AggregateHandler, AggregateOptions, AsOf, CommandError, CommandOutcome, CommandRequest,
+};
+pub use config::{Config, ConfigError, PluginConfig, Role};
+pub use consumer::{
+    BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
+    Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,
+    Output, PartitionLag, Paused, Refusal, RetryOutcome, RetryPolicy, StartFrom, Step, Timers,
+    lag as group_lag,
+};
+pub use dispatch::{DispatchError, Dispatcher};
+pub use event::{Event, ExpectedVersion, NewEvent, now_millis};
+pub use evolution::Upcasters;
+pub use failure::FailureKind;
+pub use host::{GroupReport, Host, HostError, ProjectorStatus, RebuildRequestError, open_group};
+pub use http::{router as http_router, serve as serve_http};
+pub use log::{
+    AppendError, AppendResult, CommitError, DB_FILE, DeadLetter, DeadLetterCount, DeadLetterKey,
+    Durability, EventLog, FORMAT_VERSION, GroupPosition, InspectError, Inspection, LogOptions,
+    OpenError, ReadError, Snapshot, SnapshotBound, TopicConfig, TopicInfo, TopicSummary, inspect,
+    murmur2, partition_for, rebuild_group,
+};
+pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
+pub use plugin::{
+    CacheOutcome, CallFailure, Capabilities, CommandInput, Decision, Limits, LoadError, LoadSpec,
+    LoadedPlugin, OutgoingCommand, PluginInstance, PluginKind, PluginRuntime, ProducedEvent,
+    ReadModelSession, Rejection, RuntimeConfig, SagaDefinition, SagaStep, Verdict,
+};
+pub use policy::PolicyHandler;
+pub use projector::{
+    Projection, ProjectionHandler, WasmProjection, query as query_read_model,
+    query_prefix as query_read_model_prefix,
+};
+pub use rebuild::{RebuildPhase, RebuildReason, RebuildStatus};
+pub use reload::{DeployError, DeployOrigin, DeployReport, PluginWatcher, WatchError};
+pub use saga::{
+    SagaError, SagaHandler, SagaInstance, SagaOptions, SagaStatus, SagaVersions, StepStatus,
+    count_by_status as count_sagas_by_status, find as find_saga_instance, list as saga_instances,
+    retry as retry_saga_instance,
+};
+pub use scenario::{
+    ScenarioError, ScenarioFileError, ScenarioRunner, kind_of as scenario_kind_of,
+    load_file as load_scenario_file,
+};
+pub use telemetry::{
+    handle as metrics_handle, install as install_metrics, render as render_metrics,
+};

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use factline_guest::codec::{json_to_msgpack, msgpack_to_json};
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
-use factline_host::consumer::{ConsumerGroup, GroupConfig};
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
-use factline_host::projector::{ProjectionHandler, WasmProjection, query_prefix};
+use factline_host::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::{ConsumerGroup, GroupConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{Limits, PluginKind, PluginRuntime, RuntimeConfig};
+use factline_host::{ProjectionHandler, WasmProjection, query_read_model_prefix};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
@@ -147,7 +147,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "  {:<6} {:<10} {:<10} {:>5} {:>7}",
         "order", "customer", "status", "items", "total"
     );
-    for (key, bytes) in query_prefix(&log, "order-summary", "", 100)? {
+    for (key, bytes) in query_read_model_prefix(&log, "order-summary", "", 100)? {
         let row = msgpack_to_json(&bytes)?;
         println!(
             "  {:<6} {:<10} {:<10} {:>5} {:>7}",

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use factline_host::config::Config;
-use factline_host::consumer::ConsumerGroup;
-use factline_host::log::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
+use factline_host::Config;
+use factline_host::ConsumerGroup;
+use factline_host::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
 use serde_json::Value;
 
 use super::client::{Client, Remote, segment};
@@ -123,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Opens a stopped host's data directory; refuses a missing one (instead of creating it) and
 /// one a running host holds.
 fn open(dir: &std::path::Path, options: LogOptions) -> anyhow::Result<EventLog> {
-    let db = dir.join(factline_host::log::DB_FILE);
+    let db = dir.join(factline_host::DB_FILE);
     anyhow::ensure!(db.is_file(), "{} holds no factline data", dir.display());
     match EventLog::open(dir, options) {
         Err(OpenError::AlreadyOpen { path }) => anyhow::bail!(
@@ -202,7 +202,7 @@ fn report(remote: &Remote, k: &Key, answer: &Value, what: &str) -> anyhow::Resul
 
 /// The group as the host would run it, with the configured (current) plugin version.
 fn open_group(config: &Config, log: &EventLog, name: &str) -> anyhow::Result<ConsumerGroup> {
-    Ok(factline_host::host::open_group(config, log, name)?)
+    Ok(factline_host::open_group(config, log, name)?)
 }
 
 fn describe(k: &DeadLetterKey) -> String {

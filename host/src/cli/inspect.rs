@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use factline_host::log::{FORMAT_VERSION, inspect};
+use factline_host::{FORMAT_VERSION, inspect};
 
 use super::client::table;
 

@@ -1,12 +1,12 @@
 //! `factline run --config FILE`: the long-running host. The assembly lives in the library
-//! (`factline_host::host::Host`); this is the process glue: signals, the ready line, exit code.
+//! (`factline_host::Host`); this is the process glue: signals, the ready line, exit code.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use factline_host::config::Config;
-use factline_host::host::Host;
+use factline_host::Config;
+use factline_host::Host;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,11 +47,11 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let host = std::sync::Arc::new(Host::start(config)?);
     let watcher = if host.config().watch_plugins {
-        Some(factline_host::reload::PluginWatcher::start(host.clone())?)
+        Some(factline_host::PluginWatcher::start(host.clone())?)
     } else {
         None
     };
-    if let Some(metrics) = factline_host::telemetry::handle() {
+    if let Some(metrics) = factline_host::metrics_handle() {
         // Histograms keep raw samples until drained: drain them even when nobody scrapes.
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
@@ -62,9 +62,9 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         });
     }
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(factline_host::http::serve(
+    let server = tokio::spawn(factline_host::serve_http(
         listener,
-        factline_host::http::router(host.clone()),
+        factline_host::http_router(host.clone()),
         async {
             let _ = http_stopped.await;
         },

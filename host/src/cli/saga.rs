@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use factline_host::config::Config;
-use factline_host::log::{EventLog, LogOptions, OpenError};
-use factline_host::saga::{self, SagaInstance};
+use factline_host::Config;
+use factline_host::SagaInstance;
+use factline_host::{EventLog, LogOptions, OpenError};
 
 use super::client::{Client, Remote, segment};
 
@@ -64,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     match args.action {
         Action::List { saga } => {
-            let all = saga::list(&log, saga.as_deref())?;
+            let all = factline_host::saga_instances(&log, saga.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Action::Retry { id, saga } => {
             let i = find(&log, saga.as_deref(), &id)?;
-            saga::retry(&log, &i.saga, &i.instance_id)?;
+            factline_host::retry_saga_instance(&log, &i.saga, &i.instance_id)?;
             println!(
                 "{} {}: back to compensating; the host resumes it when it starts",
                 i.saga, i.instance_id
@@ -131,7 +131,8 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
 }
 
 fn find(log: &EventLog, saga: Option<&str>, id: &str) -> anyhow::Result<SagaInstance> {
-    saga::find(log, saga, id)?.with_context(|| format!("no saga instance {id:?}"))
+    factline_host::find_saga_instance(log, saga, id)?
+        .with_context(|| format!("no saga instance {id:?}"))
 }
 
 fn print_list(all: &[SagaInstance]) {
@@ -153,7 +154,7 @@ fn print_list(all: &[SagaInstance]) {
                 .unwrap_or("")
         );
     }
-    let counts = saga::count_by_status(all);
+    let counts = factline_host::count_sagas_by_status(all);
     let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("{} instances: {}", all.len(), summary.join(", "));
 }

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, AsOf};
-use factline_host::config::{Config, Role};
-use factline_host::evolution::Upcasters;
-use factline_host::log::{EventLog, LogOptions, OpenError};
-use factline_host::plugin::{PluginRuntime, RuntimeConfig};
+use factline_host::Upcasters;
+use factline_host::{AggregateHandler, AggregateOptions, AsOf};
+use factline_host::{Config, Role};
+use factline_host::{EventLog, LogOptions, OpenError};
+use factline_host::{PluginRuntime, RuntimeConfig};
 
 #[derive(clap::Args)]
 pub struct Args {

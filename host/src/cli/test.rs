@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use factline_host::scenario::{self, ScenarioError, ScenarioRunner};
+use factline_host::{ScenarioError, ScenarioRunner};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let files = args
         .scenarios
         .iter()
-        .map(|path| scenario::load_file(path))
+        .map(|path| factline_host::load_scenario_file(path))
         .collect::<Result<Vec<_>, _>>()?;
     let runner = ScenarioRunner::with_cache(cache_dir).context("starting the engine")?;
     let (mut passed, mut failed) = (0usize, 0usize);
@@ -49,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             {
                 continue;
             }
-            let kind = scenario::kind_of(s);
+            let kind = factline_host::scenario_kind_of(s);
             // A component that does not load fails every scenario alike: say it once.
             let plugin = runner.plugin(&args.plugin, kind)?;
             if reported.insert(kind) {

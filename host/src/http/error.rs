@@ -49,10 +49,12 @@ impl ApiError {
         }
     }
 
+    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
+    #[cfg(test)]
     pub fn body(&self) -> &Value {
         &self.body
     }

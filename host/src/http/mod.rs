@@ -51,7 +51,7 @@ use crate::reload::{DeployError, DeployOrigin};
 
 pub use error::ApiError;
 use error::internal;
-pub use serve::{HARD_HEADER_BUFFER, MAX_HEADER_BYTES, MAX_HEADERS, serve};
+pub use serve::serve;
 
 /// Largest request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;

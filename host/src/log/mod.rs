@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::Database;
 use tokio::sync::{oneshot, watch};
 
 pub use dead_letter::{DeadLetter, DeadLetterKey};
@@ -52,7 +52,6 @@ pub use upcast::{Upcast, UpcastError};
 pub use writer::{StorageHealth, WriterStats};
 
 use crate::event::{Event, ExpectedVersion, NewEvent, StreamId};
-use error::storage;
 
 /// Default limit on one event's payload.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -670,29 +669,4 @@ impl EventLog {
         }
         Ok(t)
     }
-}
-
-/// Reads the stored topics of a data directory without a writer (for offline inspection).
-pub fn stored_topics(db_path: &Path) -> Result<Vec<TopicInfo>, ReadError> {
-    let db = redb::ReadOnlyDatabase::open(db_path).map_err(|e| ReadError::Storage(storage(e)))?;
-    let txn = db
-        .begin_read()
-        .map_err(|e| ReadError::Storage(storage(e)))?;
-    let table = match txn.open_table(format::TOPICS) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(ReadError::Storage(storage(e))),
-    };
-    let mut out = Vec::new();
-    for row in table.iter().map_err(|e| ReadError::Storage(storage(e)))? {
-        let (k, v) = row.map_err(|e| ReadError::Storage(storage(e)))?;
-        let (id, partitions) = v.value();
-        out.push(TopicInfo {
-            name: k.value().to_owned(),
-            id,
-            partitions,
-        });
-    }
-    out.sort_by_key(|t| t.id);
-    Ok(out)
 }

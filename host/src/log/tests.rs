@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::NewEvent;
+use redb::ReadableDatabase;
 
 fn open(dir: &Path) -> EventLog {
     let mut o =

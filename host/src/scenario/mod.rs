@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use factline_host::scenario::ScenarioRunner;
+//! use factline_host::ScenarioRunner;
 //! let runner = ScenarioRunner::new()?;
 //! let scenarios: Vec<factline_guest::scenario::Scenario> = vec![/* e.g. order::scenarios::all() */];
 //! for s in &scenarios {

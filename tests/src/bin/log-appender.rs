@@ -4,8 +4,8 @@
 
 use std::io::Write;
 
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
 
 fn main() {
     let dir = std::env::args()

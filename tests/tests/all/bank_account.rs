@@ -3,10 +3,10 @@
 
 use std::num::NonZeroU64;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, AsOf};
-use factline_host::log::{Snapshot, SnapshotBound};
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::scenario::ScenarioRunner;
+use factline_host::ScenarioRunner;
+use factline_host::{AggregateHandler, AggregateOptions, AsOf};
+use factline_host::{Limits, PluginKind};
+use factline_host::{Snapshot, SnapshotBound};
 use serde_json::json;
 
 use crate::support::{command as cmd, load, log, msgpack, runtime};
@@ -24,7 +24,7 @@ fn scenarios_pass_natively_and_as_wasm() {
     }
 }
 
-fn handler(log: &factline_host::log::EventLog, snapshot_every: u64) -> AggregateHandler {
+fn handler(log: &factline_host::EventLog, snapshot_every: u64) -> AggregateHandler {
     let rt = runtime();
     let plugin = load(
         &rt,

@@ -1,7 +1,7 @@
 //! The booking aggregate as `.wasm`: units bound the bookings; none left is rejected; booking
 //! and cancelling happen once.
 
-use factline_host::aggregate::{AggregateHandler, CommandError};
+use factline_host::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
 use crate::support::{self, aggregate_handler, appended};

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use counter_plugin::Event as Tick;
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{Durability, EventLog, LogOptions, TopicConfig};
+use factline_host::{Durability, EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
 use rand::Rng;
 
 use crate::support::RunningHost;

@@ -1,8 +1,8 @@
 //! A plugin that bypasses the SDK and decides events whose payloads are not MessagePack: the
 //! host refuses the output as `bad output`, appends nothing, and keeps serving.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
-use factline_host::plugin::{FailureKind, Limits, PluginKind};
+use factline_host::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
+use factline_host::{FailureKind, Limits, PluginKind};
 
 use crate::support::{load, log, runtime};
 

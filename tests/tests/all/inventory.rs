@@ -1,7 +1,7 @@
 //! The inventory aggregate as `.wasm` through the host's command handler: all items available,
 //! one product missing (insufficient, partial reservation released), the same order twice.
 
-use factline_host::aggregate::AggregateHandler;
+use factline_host::AggregateHandler;
 use serde_json::{Value, json};
 
 use crate::support::{self, aggregate_handler};

@@ -2,7 +2,7 @@
 //! the command carries the event's correlation id and the event's id as causation, and the
 //! policy's offset commits with the release.
 
-use factline_host::saga::SagaStatus;
+use factline_host::SagaStatus;
 use serde_json::json;
 
 use crate::shop::{Shop, eventually, types};
@@ -71,7 +71,7 @@ fn a_cancelled_order_releases_its_inventory() {
 /// plugin: swapped between batches, listed, and the policy keeps working on the new version.
 #[test]
 fn policies_and_sagas_are_hot_deployed() {
-    use factline_host::reload::DeployOrigin;
+    use factline_host::DeployOrigin;
     let shop = Shop::start();
     shop.restock("P1", 5);
     // Same code, another content hash: a custom section appended (`name` "v", payload "2").

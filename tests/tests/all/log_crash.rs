@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use factline_host::log::{EventLog, LogOptions, TopicConfig};
+use factline_host::{EventLog, LogOptions, TopicConfig};
 use rand::Rng;
 
 #[test]

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{AppendError, EventLog, LogOptions, TopicConfig, partition_for};
+use factline_host::{AppendError, EventLog, LogOptions, TopicConfig, partition_for};
+use factline_host::{ExpectedVersion, NewEvent};
 use proptest::prelude::*;
 
 const TOPICS: [(&str, u32); 2] = [("alpha", 3), ("beta", 1)];

@@ -2,8 +2,8 @@
 
 use std::sync::{Arc, Barrier};
 
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::{AppendError, EventLog, LogOptions, TopicConfig};
+use factline_host::{AppendError, EventLog, LogOptions, TopicConfig};
+use factline_host::{ExpectedVersion, NewEvent};
 
 #[test]
 fn eight_racing_appenders_one_winner_per_round() {

@@ -1,7 +1,7 @@
 //! The notification aggregate as `.wasm`: a subject is sent once per stream; no recipient is
 //! rejected.
 
-use factline_host::aggregate::{AggregateHandler, CommandError};
+use factline_host::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
 use crate::support::{self, aggregate_handler, appended};

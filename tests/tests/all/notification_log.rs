@@ -1,9 +1,9 @@
 //! The notification-log projector as `.wasm` over the notification aggregate's events: one row
 //! per sent notification, found by recipient.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::projector::query_prefix;
+use factline_host::query_read_model_prefix;
+use factline_host::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::{Limits, PluginKind};
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
@@ -42,7 +42,7 @@ fn records_every_sent_notification() {
     let mut p =
         crate::support::projector_group(&log, "notification-log", &["notification"], 10, &proj);
     assert_eq!(p.run_until_idle().unwrap(), 3);
-    let c1 = query_prefix(&log, "notification-log", "C1/", 10).unwrap();
+    let c1 = query_read_model_prefix(&log, "notification-log", "C1/", 10).unwrap();
     let subjects: Vec<String> = c1
         .iter()
         .map(|(_, v)| {
@@ -54,7 +54,7 @@ fn records_every_sent_notification() {
         .collect();
     assert_eq!(subjects, ["about O1", "about O2"]);
     assert_eq!(
-        query_prefix(&log, "notification-log", "C2/", 10)
+        query_read_model_prefix(&log, "notification-log", "C2/", 10)
             .unwrap()
             .len(),
         1

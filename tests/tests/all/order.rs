@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::scenario::ScenarioRunner;
+use factline_host::ScenarioRunner;
+use factline_host::{AggregateHandler, AggregateOptions, CommandError};
+use factline_host::{Limits, PluginKind};
 use serde_json::json;
 
 use crate::support::{command as cmd, load, log, msgpack, runtime};
@@ -147,8 +147,8 @@ fn concurrent_commands_on_one_stream_all_land_exactly_once() {
 /// other reader of the log, while the log keeps it as written.
 #[test]
 fn order_placed_schema_1_is_read_as_schema_2() {
-    use factline_host::event::{ExpectedVersion, NewEvent};
-    use factline_host::evolution::Upcasters;
+    use factline_host::Upcasters;
+    use factline_host::{ExpectedVersion, NewEvent};
 
     let dir = tempfile::tempdir().unwrap();
     let log = log(dir.path(), &[("order", 2)]);
@@ -197,7 +197,7 @@ fn order_placed_schema_1_is_read_as_schema_2() {
     assert!(upcasters.add("order", &plugin).unwrap());
     log.set_upcaster(Some(Arc::new(upcasters)));
 
-    let placed = |events: Vec<factline_host::event::Event>| {
+    let placed = |events: Vec<factline_host::Event>| {
         events
             .into_iter()
             .find(|e| e.event_type == "order.placed")
@@ -232,9 +232,9 @@ fn order_placed_schema_1_is_read_as_schema_2() {
 /// commands and its projector all see the v1 event as v2.
 #[test]
 fn the_host_upcasts_for_its_aggregates_and_projectors() {
-    use factline_host::config::Config;
-    use factline_host::event::{ExpectedVersion, NewEvent};
-    use factline_host::host::Host;
+    use factline_host::Config;
+    use factline_host::Host;
+    use factline_host::{ExpectedVersion, NewEvent};
 
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -286,7 +286,7 @@ fn the_host_upcasts_for_its_aggregates_and_projectors() {
             (placed.schema_version, &body["currency"]),
             (2, &json!("JPY"))
         );
-        let row = factline_host::projector::query(host.log(), "order-summary", "ORD-7")
+        let row = factline_host::query_read_model(host.log(), "order-summary", "ORD-7")
             .unwrap()
             .expect("projected");
         let row = factline_guest::codec::msgpack_to_json(&row).unwrap();

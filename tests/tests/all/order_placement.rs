@@ -2,8 +2,8 @@
 //! happy path, a failing payment, a failing shipping (compensations in reverse order), a step
 //! that never answers (timeout, also across a restart), and a host restarted mid-saga.
 
-use factline_host::projector::query_prefix;
-use factline_host::saga::SagaStatus;
+use factline_host::SagaStatus;
+use factline_host::query_read_model_prefix;
 
 use crate::shop::{Shop, expect_steps, is, types};
 
@@ -52,7 +52,7 @@ fn happy_path_reserves_charges_schedules_confirms_and_completes() {
     }
     // The confirmation is recorded in the notification log's read model.
     let rows = crate::shop::eventually(|| {
-        let rows = query_prefix(shop.log(), "notification-log", "C1/", 10).unwrap();
+        let rows = query_read_model_prefix(shop.log(), "notification-log", "C1/", 10).unwrap();
         (!rows.is_empty()).then_some(rows)
     });
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -199,8 +199,8 @@ fn restarts_while_orders_are_in_flight_apply_each_effect_once() {
 /// as it would without the kills, and each effect happens once.
 #[test]
 fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
-    use factline_host::event::{ExpectedVersion, NewEvent};
-    use factline_host::log::{EventLog, LogOptions, TopicConfig};
+    use factline_host::{EventLog, LogOptions, TopicConfig};
+    use factline_host::{ExpectedVersion, NewEvent};
     use rand::Rng;
     use serde_json::json;
 
@@ -265,7 +265,7 @@ fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
         host.wait_ready();
         std::thread::sleep(std::time::Duration::from_millis(rng.random_range(0..30)));
         host.kill();
-        let all = factline_host::saga::list(&open(), Some("order-placement")).unwrap();
+        let all = factline_host::saga_instances(&open(), Some("order-placement")).unwrap();
         let started = all.len();
         let in_flight = all.iter().filter(|i| i.status.in_flight()).count();
         in_flight_at_kills.push(in_flight + (ORDERS - started));
@@ -345,7 +345,7 @@ fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
 /// leaving the instance needing attention.
 #[test]
 fn a_pinned_version_replaced_on_disk_is_restored_from_the_cache_after_a_restart() {
-    use factline_host::reload::DeployOrigin;
+    use factline_host::DeployOrigin;
     let dir = tempfile::tempdir().unwrap();
     let saga = dir.path().join("order_placement.wasm");
     std::fs::copy(factline_tests::ORDER_PLACEMENT, &saga).unwrap();

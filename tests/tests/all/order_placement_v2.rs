@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions};
-use factline_host::consumer::{ConsumerGroup, GroupConfig, RetryPolicy, Step};
-use factline_host::dispatch::Dispatcher;
-use factline_host::log::EventLog;
-use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
-use factline_host::saga::{self, SagaHandler, SagaOptions, SagaStatus, SagaVersions};
+use factline_host::Dispatcher;
+use factline_host::EventLog;
+use factline_host::{AggregateHandler, AggregateOptions};
+use factline_host::{ConsumerGroup, GroupConfig, RetryPolicy, Step};
+use factline_host::{Limits, LoadedPlugin, PluginKind, PluginRuntime};
+use factline_host::{SagaHandler, SagaOptions, SagaStatus, SagaVersions};
 use serde_json::json;
 
 use crate::support::{load, log, runtime};
@@ -117,11 +117,12 @@ impl Rig {
     fn until(
         &mut self,
         id: &str,
-        done: impl Fn(&saga::SagaInstance) -> bool,
-    ) -> saga::SagaInstance {
+        done: impl Fn(&factline_host::SagaInstance) -> bool,
+    ) -> factline_host::SagaInstance {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
-            if let Ok(Some(i)) = saga::find(&self.log, Some("order-placement"), id)
+            if let Ok(Some(i)) =
+                factline_host::find_saga_instance(&self.log, Some("order-placement"), id)
                 && done(&i)
             {
                 return i;
@@ -132,7 +133,7 @@ impl Rig {
             assert!(
                 std::time::Instant::now() < deadline,
                 "{:#?}",
-                saga::find(&self.log, Some("order-placement"), id)
+                factline_host::find_saga_instance(&self.log, Some("order-placement"), id)
             );
         }
     }
@@ -153,8 +154,8 @@ impl Rig {
         self.send("order", order, "confirm", json!({}));
     }
 
-    fn instance(&self, id: &str) -> saga::SagaInstance {
-        saga::find(&self.log, Some("order-placement"), id)
+    fn instance(&self, id: &str) -> factline_host::SagaInstance {
+        factline_host::find_saga_instance(&self.log, Some("order-placement"), id)
             .unwrap()
             .unwrap()
     }
@@ -178,10 +179,10 @@ impl Rig {
     }
 }
 
-fn completed(i: &saga::SagaInstance) -> usize {
+fn completed(i: &factline_host::SagaInstance) -> usize {
     i.steps
         .iter()
-        .filter(|s| s.status == saga::StepStatus::Completed)
+        .filter(|s| s.status == factline_host::StepStatus::Completed)
         .count()
 }
 
@@ -311,36 +312,36 @@ fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
     let pay = &stuck.steps[1];
     assert_eq!(
         (pay.status, pay.compensation_attempts),
-        (saga::StepStatus::Completed, 3)
+        (factline_host::StepStatus::Completed, 3)
     );
     assert!(
         stuck.attention.as_ref().unwrap().contains("account-frozen"),
         "{stuck:#?}"
     );
     // Reverse order holds: the inventory is not released before the refund.
-    assert_eq!(stuck.steps[0].status, saga::StepStatus::Completed);
+    assert_eq!(stuck.steps[0].status, factline_host::StepStatus::Completed);
     assert!(
         !r.types("inventory-main")
             .contains(&"inventory.released".to_owned())
     );
     // Listable, and it stays put: no timer is left.
     assert!(r.log.saga_timers("order-placement").unwrap().is_empty());
-    let listed = saga::list(&r.log, Some("order-placement")).unwrap();
+    let listed = factline_host::saga_instances(&r.log, Some("order-placement")).unwrap();
     assert_eq!(listed[0].status, SagaStatus::NeedsAttention);
 
     r.send("payment", "C9", "unfreeze", json!({}));
-    saga::retry(&r.log, "order-placement", "ORD-9").unwrap();
+    factline_host::retry_saga_instance(&r.log, "order-placement", "ORD-9").unwrap();
     let done = r.until("ORD-9", |i| !i.status.in_flight());
     assert_eq!(done.status, SagaStatus::Failed, "{done:#?}");
     assert!(
         done.steps[..2]
             .iter()
-            .all(|s| s.status == saga::StepStatus::Compensated)
+            .all(|s| s.status == factline_host::StepStatus::Compensated)
     );
     // Retrying an instance that does not need attention is refused.
     assert!(matches!(
-        saga::retry(&r.log, "order-placement", "ORD-9"),
-        Err(saga::SagaError::NotRetryable { .. })
+        factline_host::retry_saga_instance(&r.log, "order-placement", "ORD-9"),
+        Err(factline_host::SagaError::NotRetryable { .. })
     ));
     assert_eq!(
         r.types("payment-C9"),
@@ -359,7 +360,7 @@ fn a_compensation_that_keeps_failing_needs_attention_until_retried() {
 
 #[test]
 fn an_answer_the_plugin_cannot_judge_is_retried_then_parked() {
-    use factline_host::event::{ExpectedVersion, NewEvent};
+    use factline_host::{ExpectedVersion, NewEvent};
 
     let dir = tempfile::tempdir().unwrap();
     let mut r = stocked_rig(dir.path());

@@ -1,10 +1,10 @@
 //! The order-summary projector: its scenarios natively and as `.wasm`, then the full host path
 //! (log → projector → read model + offset in one commit), resumed after a restart.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandRequest};
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::projector::{query, query_prefix};
-use factline_host::scenario::ScenarioRunner;
+use factline_host::ScenarioRunner;
+use factline_host::{AggregateHandler, AggregateOptions, CommandRequest};
+use factline_host::{Limits, PluginKind};
+use factline_host::{query_read_model, query_read_model_prefix};
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
@@ -76,14 +76,16 @@ fn projects_through_the_host_and_resumes_without_double_counting() {
         "only the new event is processed"
     );
     let row = factline_guest::codec::msgpack_to_json(
-        &query(&log, "order-summary", "ORD-3").unwrap().unwrap(),
+        &query_read_model(&log, "order-summary", "ORD-3")
+            .unwrap()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(
         (&row["status"], &row["item_count"], &row["total"]),
         (&json!("confirmed"), &json!(2), &json!(1000))
     );
-    let rows = query_prefix(&log, "order-summary", "ORD-1", 100).unwrap();
+    let rows = query_read_model_prefix(&log, "order-summary", "ORD-1", 100).unwrap();
     assert_eq!(rows.len(), 11, "ORD-1 and ORD-10..19");
     let offsets: u64 = (0..4)
         .map(|p| {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use factline_host::consumer::{ConsumerGroup, GroupConfig, RetryPolicy};
-use factline_host::event::{Event, ExpectedVersion, NewEvent};
-use factline_host::outbox::{LogRelay, Relay, RelayError, RelayProjection};
+use factline_host::{ConsumerGroup, GroupConfig, RetryPolicy};
+use factline_host::{Event, ExpectedVersion, NewEvent};
+use factline_host::{LogRelay, Relay, RelayError, RelayProjection};
 
 use crate::support::{log, msgpack};
 
@@ -61,7 +61,7 @@ fn relayed_events_arrive_exactly_once_in_stream_order() {
     let mut group = ConsumerGroup::new(
         source.clone(),
         config,
-        factline_host::projector::ProjectionHandler::boxed(RelayProjection::new(relay, None)),
+        factline_host::ProjectionHandler::boxed(RelayProjection::new(relay, None)),
     )
     .unwrap();
     group.run_until_idle().unwrap();
@@ -70,7 +70,7 @@ fn relayed_events_arrive_exactly_once_in_stream_order() {
         "transient failures were retried, not parked"
     );
 
-    let ids = |l: &factline_host::log::EventLog| {
+    let ids = |l: &factline_host::EventLog| {
         let mut by_stream: BTreeMap<String, Vec<uuid::Uuid>> = BTreeMap::new();
         for s in 0..30 {
             let stream = format!("order-{s}");

@@ -1,7 +1,7 @@
 //! The payment aggregate as `.wasm`: a charge over the account's configured limit is rejected;
 //! charges and refunds happen once per order.
 
-use factline_host::aggregate::{AggregateHandler, CommandError};
+use factline_host::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
 use crate::support::{self, aggregate_handler, appended};

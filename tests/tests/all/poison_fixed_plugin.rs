@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use factline_host::consumer::{
+use factline_host::EventLog;
+use factline_host::{
     ConsumerGroup, ConsumerPool, DeadLetterPolicy, GroupHandle, RetryOutcome, StartFrom,
 };
-use factline_host::log::EventLog;
 
 use crate::poison_plugin::{GROUP, append, config, count, projection};
 use crate::support::{log, runtime};
@@ -27,7 +27,7 @@ fn append_now(log: &EventLog, stream: &str, event_type: &str, poison: bool) -> u
 }
 
 fn lag_of(log: &EventLog, partition: u32) -> u64 {
-    factline_host::consumer::lag(log, GROUP, &["item".into()]).unwrap()[partition as usize].lag
+    factline_host::group_lag(log, GROUP, &["item".into()]).unwrap()[partition as usize].lag
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,15 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub use factline_host::consumer::GroupConfig;
-use factline_host::consumer::Handler;
-use factline_host::consumer::{
-    ConsumerError, ConsumerGroup, DeadLetterPolicy, RetryOutcome, RetryPolicy,
-};
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::log::EventLog;
-use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
-use factline_host::projector::{ProjectionHandler, WasmProjection, query};
+use factline_host::EventLog;
+pub use factline_host::GroupConfig;
+use factline_host::Handler;
+use factline_host::{ConsumerError, ConsumerGroup, DeadLetterPolicy, RetryOutcome, RetryPolicy};
+use factline_host::{ExpectedVersion, NewEvent};
+use factline_host::{Limits, PluginKind, PluginRuntime};
+use factline_host::{ProjectionHandler, WasmProjection, query_read_model};
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
@@ -39,7 +37,7 @@ pub fn append(log: &EventLog, stream: &str, event_type: &str, poison: bool) -> u
 }
 
 pub fn count(log: &EventLog, event_type: &str) -> u64 {
-    query(log, GROUP, &format!("count/{event_type}"))
+    query_read_model(log, GROUP, &format!("count/{event_type}"))
         .unwrap()
         .map_or(0, |b| rmp_serde::from_slice(&b).unwrap())
 }
@@ -197,8 +195,8 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
             let payload = crate::support::msgpack(serde_json::json!({ "poison": poison }));
             log.append(
                 &format!("item-{i}"),
-                factline_host::event::ExpectedVersion::NoStream,
-                vec![factline_host::event::NewEvent::new("item.a", payload)],
+                factline_host::ExpectedVersion::NoStream,
+                vec![factline_host::NewEvent::new("item.a", payload)],
             )
             .unwrap();
         }
@@ -275,7 +273,7 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
     assert!(retried.contains("Reprocessed"), "{retried}");
     assert!(dlq(&["list"]).contains("no dead letters"));
     let log = crate::support::log(&data, &[("item", 2)]);
-    let count = factline_host::projector::query(&log, "counts", "count/item.a")
+    let count = factline_host::query_read_model(&log, "counts", "count/item.a")
         .unwrap()
         .unwrap();
     assert_eq!(rmp_serde::from_slice::<u64>(&count).unwrap(), 10);

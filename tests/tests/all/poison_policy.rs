@@ -7,8 +7,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::failure::FailureKind;
+use factline_host::FailureKind;
+use factline_host::{ExpectedVersion, NewEvent};
 use serde_json::{Value, json};
 
 use crate::http_api::{request, request_text};
@@ -251,14 +251,14 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
         &dir.path().join("data"),
         &[("item", 2), ("notification", 2)],
     );
-    let count = factline_host::projector::query(&log, "counts", "count/item.a")
+    let count = factline_host::query_read_model(&log, "counts", "count/item.a")
         .unwrap()
         .unwrap();
     assert_eq!(
         rmp_serde::from_slice::<u64>(&count).unwrap(),
         ITEMS as u64 - 1
     );
-    let instances = factline_host::saga::list(&log, Some("poison-saga")).unwrap();
+    let instances = factline_host::saga_instances(&log, Some("poison-saga")).unwrap();
     assert_eq!(instances.len(), ITEMS - 1, "{instances:#?}");
     for i in 0..ITEMS {
         let item = format!("item-{i}");
@@ -274,7 +274,7 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
             let inst = instances.iter().find(|s| s.instance_id == item).unwrap();
             assert_eq!(
                 inst.status,
-                factline_host::saga::SagaStatus::Completed,
+                factline_host::SagaStatus::Completed,
                 "{inst:#?}"
             );
         }
@@ -328,12 +328,11 @@ fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
         ));
     }
     let config =
-        factline_host::config::Config::parse(&text, std::path::Path::new("keys.toml"), dir.path())
-            .unwrap();
+        factline_host::Config::parse(&text, std::path::Path::new("keys.toml"), dir.path()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let host = {
         let _guard = rt.enter();
-        factline_host::host::Host::start(config).unwrap()
+        factline_host::Host::start(config).unwrap()
     };
     let new = [
         "item-new-0",
@@ -386,7 +385,7 @@ fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
             );
         }
     }
-    let instances = factline_host::saga::list(log, Some("poison-saga")).unwrap();
+    let instances = factline_host::saga_instances(log, Some("poison-saga")).unwrap();
     assert_eq!(instances.len(), new.len());
     let policy = host
         .groups()

@@ -1,11 +1,11 @@
 //! The poison policy's fixed release: a component of the policy world that reacts to a poisoned
 //! event like to any other (the dead-letter test deploys it; see `poison_policy.rs`).
 
-use factline_host::consumer::{ConsumerGroup, GroupConfig};
-use factline_host::dispatch::Dispatcher;
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::policy::PolicyHandler;
+use factline_host::Dispatcher;
+use factline_host::PolicyHandler;
+use factline_host::{ConsumerGroup, GroupConfig};
+use factline_host::{ExpectedVersion, NewEvent};
+use factline_host::{Limits, PluginKind};
 use serde_json::json;
 
 use crate::support::{load, log, msgpack, runtime};
@@ -25,10 +25,10 @@ fn the_fixed_release_sends_a_command_for_a_poisoned_event() {
     let aggregates = [(
         "notification".to_owned(),
         std::sync::Arc::new(
-            factline_host::aggregate::AggregateHandler::new(
+            factline_host::AggregateHandler::new(
                 log.clone(),
                 notification,
-                factline_host::aggregate::AggregateOptions::new("notification"),
+                factline_host::AggregateOptions::new("notification"),
             )
             .unwrap(),
         ),

@@ -1,8 +1,8 @@
 //! The poison saga (see `poison_policy.rs` for its dead letters through the host): a component
 //! of the saga world only, and its fixed release defines the same saga, so a deploy may add it.
 
-use factline_host::plugin::{Limits, LoadError, PluginKind};
-use factline_host::saga::SagaVersions;
+use factline_host::SagaVersions;
+use factline_host::{Limits, LoadError, PluginKind};
 
 use crate::support::{load, runtime};
 

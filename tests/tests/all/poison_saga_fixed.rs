@@ -1,7 +1,7 @@
 //! The poison saga's fixed release, which the dead-letter test (`poison_policy.rs`) deploys:
 //! another component than the poisoned build, of the same saga.
 
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::{Limits, PluginKind};
 
 use crate::support::{load, runtime};
 

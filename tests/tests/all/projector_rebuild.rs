@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use factline_host::config::Config;
-use factline_host::host::{Host, RebuildRequestError};
-use factline_host::log::{EventLog, LogOptions, rebuild_group};
-use factline_host::projector::{query, query_prefix};
-use factline_host::rebuild::{RebuildPhase, RebuildReason, RebuildStatus};
-use factline_host::reload::{DeployError, DeployOrigin};
+use factline_host::Config;
+use factline_host::{DeployError, DeployOrigin};
+use factline_host::{EventLog, LogOptions, rebuild_group};
+use factline_host::{Host, RebuildRequestError};
+use factline_host::{RebuildPhase, RebuildReason, RebuildStatus};
+use factline_host::{query_read_model, query_read_model_prefix};
 use versioned_plugin::{patch_read_model_version, patch_tag};
 
 use crate::versioned_plugin::spawn_appenders;
@@ -52,7 +52,7 @@ concurrency = 2
 }
 
 fn count(log: &EventLog, tag: &str) -> Option<u64> {
-    query(log, "versioned", &format!("count/{tag}"))
+    query_read_model(log, "versioned", &format!("count/{tag}"))
         .unwrap()
         .map(|v| rmp_serde::from_slice(&v).unwrap())
 }
@@ -86,14 +86,14 @@ async fn rebuild_of(host: &Host, projector: &str) -> RebuildStatus {
 /// The read model was built by version `tag` alone, from every event exactly once.
 fn assert_built_by(log: &EventLog, tag: &str, events: u64) {
     assert_eq!(count(log, tag), Some(events), "count/{tag}");
-    let counts = query_prefix(log, "versioned", "count/", 100).unwrap();
+    let counts = query_read_model_prefix(log, "versioned", "count/", 100).unwrap();
     assert_eq!(counts.len(), 1, "only {tag} counted: {counts:?}");
     assert_eq!(
-        query(log, "versioned", "dup").unwrap(),
+        query_read_model(log, "versioned", "dup").unwrap(),
         None,
         "no event twice"
     );
-    let marks = query_prefix(log, "versioned", "seen/", usize::MAX).unwrap();
+    let marks = query_read_model_prefix(log, "versioned", "seen/", usize::MAX).unwrap();
     assert_eq!(marks.len() as u64, events);
 }
 
@@ -601,7 +601,7 @@ fn poison_host(dir: &Path, policy: &str) -> Config {
 #[test]
 fn a_poison_event_in_a_rebuild_ends_as_the_live_groups_dead_letter() {
     use crate::poison_plugin::{append, count};
-    use factline_host::consumer::RetryOutcome;
+    use factline_host::RetryOutcome;
 
     for policy in ["skip", "block"] {
         let dir = tempfile::tempdir().unwrap();

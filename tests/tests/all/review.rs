@@ -1,11 +1,11 @@
 //! The review example end to end: the aggregate's scenarios natively and as `.wasm`, then
 //! reviews through the host's command path into the average-rating read model.
 
-use factline_host::aggregate::{AggregateHandler, AggregateOptions, CommandError};
-use factline_host::log::EventLog;
-use factline_host::plugin::{Limits, PluginKind, PluginRuntime};
-use factline_host::projector::query;
-use factline_host::scenario::ScenarioRunner;
+use factline_host::EventLog;
+use factline_host::ScenarioRunner;
+use factline_host::query_read_model;
+use factline_host::{AggregateHandler, AggregateOptions, CommandError};
+use factline_host::{Limits, PluginKind, PluginRuntime};
 use serde_json::json;
 
 use crate::support::{command, load, log, runtime};
@@ -80,7 +80,7 @@ fn approved_reviews_average_per_product_through_the_host() {
     let mut p = crate::support::projector_group(&log, "review-rating", &["review"], 3, &rating);
     p.run_until_idle().unwrap();
     let row = |product: &str| {
-        query(&log, "review-rating", product)
+        query_read_model(&log, "review-rating", product)
             .unwrap()
             .map(|v| factline_guest::codec::msgpack_to_json(&v).unwrap())
     };

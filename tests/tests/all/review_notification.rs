@@ -2,8 +2,8 @@
 //! events of moderated reviews from a log. (The host does not dispatch policy commands yet; this
 //! checks what the policy asks for.)
 
-use factline_host::plugin::{Limits, PluginKind};
-use factline_host::scenario::ScenarioRunner;
+use factline_host::ScenarioRunner;
+use factline_host::{Limits, PluginKind};
 use serde_json::json;
 
 use crate::support::{load, log, runtime};

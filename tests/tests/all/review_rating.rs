@@ -1,7 +1,7 @@
 //! The average-rating projector's scenarios natively and as `.wasm` (its host path is in
 //! `review.rs`).
 
-use factline_host::scenario::ScenarioRunner;
+use factline_host::ScenarioRunner;
 
 #[test]
 fn scenarios_pass_natively_and_as_wasm() {

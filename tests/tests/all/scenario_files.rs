@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use factline_host::scenario::{self, ScenarioRunner};
+use factline_host::ScenarioRunner;
 
 #[test]
 fn the_shared_scenario_files_pass_against_the_rust_components() {
@@ -16,7 +16,7 @@ fn the_shared_scenario_files_pass_against_the_rust_components() {
             order_summary::scenarios::FILE,
         ),
     ] {
-        let file = scenario::load_file(file.as_ref()).unwrap();
+        let file = factline_host::load_scenario_file(file.as_ref()).unwrap();
         assert!(file.scenarios.len() > 5, "{file:?}");
         for s in &file.scenarios {
             runner

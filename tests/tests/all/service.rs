@@ -441,7 +441,7 @@ fn order_flow_metrics_logs_cli_bad_input_and_restart() {
     // The stopped directory holds exactly the accepted events, all consumed.
     let (stored, report) = stored_events(&bin, &data);
     assert_eq!(stored, events, "{report:#}");
-    assert_eq!(report["format_version"], factline_host::log::FORMAT_VERSION);
+    assert_eq!(report["format_version"], factline_host::FORMAT_VERSION);
     let positions = report["groups"].as_array().unwrap();
     assert!(
         !positions.is_empty() && positions.iter().all(|p| p["lag"] == 0),

@@ -1,7 +1,7 @@
 //! The shipping aggregate as `.wasm`: capacity rejects, a paused depot only queues, cancel
 //! frees a slot.
 
-use factline_host::aggregate::{AggregateHandler, CommandError};
+use factline_host::{AggregateHandler, CommandError};
 use serde_json::{Value, json};
 
 use crate::support::{self, aggregate_handler, appended};

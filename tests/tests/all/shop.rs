@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use factline_host::aggregate::{CommandError, CommandOutcome};
-use factline_host::config::Config;
-use factline_host::event::Event;
-use factline_host::host::Host;
-use factline_host::log::EventLog;
-use factline_host::saga::{self, SagaInstance, SagaStatus};
+use factline_host::Config;
+use factline_host::Event;
+use factline_host::EventLog;
+use factline_host::Host;
+use factline_host::{CommandError, CommandOutcome};
+use factline_host::{SagaInstance, SagaStatus};
 use serde_json::{Value, json};
 
 pub const TOPICS: &[&str] = &["order", "inventory", "payment", "shipping", "notification"];
@@ -196,7 +196,7 @@ pub fn types(events: &[Event]) -> Vec<String> {
 pub fn wait_saga(log: &EventLog, id: &str, done: impl Fn(&SagaInstance) -> bool) -> SagaInstance {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let found = saga::find(log, Some("order-placement"), id).unwrap();
+        let found = factline_host::find_saga_instance(log, Some("order-placement"), id).unwrap();
         if let Some(i) = &found
             && done(i)
         {

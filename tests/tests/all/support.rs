@@ -1,7 +1,7 @@
 //! Shared helpers: a scratch log and a plugin runtime.
 
-use factline_host::log::{Durability, EventLog, LogOptions, TopicConfig};
-use factline_host::plugin::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
+use factline_host::{Durability, EventLog, LogOptions, TopicConfig};
+use factline_host::{Limits, LoadedPlugin, PluginKind, PluginRuntime, RuntimeConfig};
 
 pub fn log(dir: &std::path::Path, topics: &[(&str, u32)]) -> EventLog {
     let mut o = LogOptions::with_topics(topics.iter().map(|(n, p)| TopicConfig::new(*n, *p)));
@@ -32,18 +32,15 @@ pub fn projector_group(
     topics: &[&str],
     batch_size: usize,
     plugin: &Arc<LoadedPlugin>,
-) -> factline_host::consumer::ConsumerGroup {
-    let mut config = factline_host::consumer::GroupConfig::new(
-        name,
-        topics.iter().map(|t| (*t).to_owned()).collect(),
-    );
+) -> factline_host::ConsumerGroup {
+    let mut config =
+        factline_host::GroupConfig::new(name, topics.iter().map(|t| (*t).to_owned()).collect());
     config.batch_size = batch_size;
-    let projection =
-        factline_host::projector::WasmProjection::new(plugin.instantiate().unwrap()).unwrap();
-    factline_host::consumer::ConsumerGroup::new(
+    let projection = factline_host::WasmProjection::new(plugin.instantiate().unwrap()).unwrap();
+    factline_host::ConsumerGroup::new(
         log.clone(),
         config,
-        factline_host::projector::ProjectionHandler::boxed(projection),
+        factline_host::ProjectionHandler::boxed(projection),
     )
     .unwrap()
 }
@@ -57,8 +54,8 @@ pub fn command(
     id: &str,
     command_type: &str,
     payload: serde_json::Value,
-) -> factline_host::aggregate::CommandRequest {
-    factline_host::aggregate::CommandRequest {
+) -> factline_host::CommandRequest {
+    factline_host::CommandRequest {
         id: id.into(),
         command_type: command_type.into(),
         payload: msgpack(payload),
@@ -291,8 +288,8 @@ pub fn aggregate_handler(
     dir: &Path,
     name: &str,
     component: &str,
-) -> factline_host::aggregate::AggregateHandler {
-    use factline_host::aggregate::{AggregateHandler, AggregateOptions};
+) -> factline_host::AggregateHandler {
+    use factline_host::{AggregateHandler, AggregateOptions};
     let plugin = load(
         &runtime(),
         name,
@@ -305,12 +302,12 @@ pub fn aggregate_handler(
 
 /// Sends a command (fresh id) to stream `<topic>-<id>`.
 pub fn send(
-    h: &factline_host::aggregate::AggregateHandler,
+    h: &factline_host::AggregateHandler,
     id: &str,
     command_type: &str,
     payload: serde_json::Value,
-) -> Result<factline_host::aggregate::CommandOutcome, factline_host::aggregate::CommandError> {
-    h.handle(factline_host::aggregate::CommandRequest {
+) -> Result<factline_host::CommandOutcome, factline_host::CommandError> {
+    h.handle(factline_host::CommandRequest {
         id: id.into(),
         command_type: command_type.into(),
         payload: msgpack(payload),
@@ -320,10 +317,7 @@ pub fn send(
 
 /// The types of the events a command appended.
 pub fn appended(
-    outcome: Result<
-        factline_host::aggregate::CommandOutcome,
-        factline_host::aggregate::CommandError,
-    >,
-) -> Result<Vec<String>, factline_host::aggregate::CommandError> {
+    outcome: Result<factline_host::CommandOutcome, factline_host::CommandError>,
+) -> Result<Vec<String>, factline_host::CommandError> {
     Ok(outcome?.events.into_iter().map(|e| e.event_type).collect())
 }

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use factline_host::config::Config;
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::host::Host;
-use factline_host::saga::{self, SagaStatus};
+use factline_host::Config;
+use factline_host::Host;
+use factline_host::SagaStatus;
+use factline_host::{ExpectedVersion, NewEvent};
 use serde_json::{Value, json};
 
 use crate::shop::{eventually, types};
@@ -60,9 +60,9 @@ fn books_everything_or_cancels_the_flight_when_the_hotel_is_full() {
     send(&host, "flight", "F1", "add-units", json!({"units": 10}));
     send(&host, "hotel", "H1", "add-units", json!({"units": 10}));
     send(&host, "car", "A1", "add-units", json!({"units": 10}));
-    let instance = |id: &str, done: &dyn Fn(&saga::SagaInstance) -> bool| {
+    let instance = |id: &str, done: &dyn Fn(&factline_host::SagaInstance) -> bool| {
         eventually(|| {
-            saga::find(host.log(), Some("travel-booking"), id)
+            factline_host::find_saga_instance(host.log(), Some("travel-booking"), id)
                 .unwrap()
                 .filter(|i| done(i))
         })

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use factline_host::config::Config;
-use factline_host::event::{ExpectedVersion, NewEvent};
-use factline_host::host::Host;
-use factline_host::log::EventLog;
-use factline_host::projector::{query, query_prefix};
-use factline_host::reload::{DeployError, DeployOrigin};
+use factline_host::Config;
+use factline_host::EventLog;
+use factline_host::Host;
+use factline_host::{DeployError, DeployOrigin};
+use factline_host::{ExpectedVersion, NewEvent};
+use factline_host::{query_read_model, query_read_model_prefix};
 use versioned_plugin::patch_tag;
 
 const EVENTS: u64 = 100_000;
@@ -73,7 +73,7 @@ pub(crate) fn spawn_appenders(log: &EventLog, events: u64) -> std::thread::JoinH
 }
 
 fn count(log: &EventLog, tag: &str) -> u64 {
-    query(log, "versioned", &format!("count/{tag}"))
+    query_read_model(log, "versioned", &format!("count/{tag}"))
         .unwrap()
         .map(|v| rmp_serde::from_slice(&v).unwrap())
         .unwrap_or(0)
@@ -99,18 +99,18 @@ fn assert_exact(log: &EventLog, tags: &[&str]) {
     let total: u64 = counts.iter().map(|(_, n)| n).sum();
     assert_eq!(total, EVENTS, "per-version counts {counts:?}");
     assert_eq!(
-        query(log, "versioned", "dup").unwrap(),
+        query_read_model(log, "versioned", "dup").unwrap(),
         None,
         "no event twice"
     );
-    let all_counts = query_prefix(log, "versioned", "count/", 1000).unwrap();
+    let all_counts = query_read_model_prefix(log, "versioned", "count/", 1000).unwrap();
     let nonzero = counts.iter().filter(|(_, n)| *n > 0).count();
     assert_eq!(
         all_counts.len(),
         nonzero,
         "only the deployed versions counted"
     );
-    let marks = query_prefix(log, "versioned", "seen/", usize::MAX).unwrap();
+    let marks = query_read_model_prefix(log, "versioned", "seen/", usize::MAX).unwrap();
     assert_eq!(marks.len() as u64, EVENTS);
 }
 
@@ -168,7 +168,7 @@ fn bad_deploys_are_refused_while_the_running_version_keeps_processing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (host, component) = start(dir.path(), true);
-        let watcher = factline_host::reload::PluginWatcher::start(host.clone()).unwrap();
+        let watcher = factline_host::PluginWatcher::start(host.clone()).unwrap();
         let log = host.log().clone();
         let appenders = spawn_appenders(&log, EVENTS);
         until_counted(&log, "v00").await;
@@ -245,7 +245,7 @@ fn deploy_and_rollback_over_http() {
         let (host, component) = start(dir.path(), false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let router = factline_host::http::router(host.clone());
+        let router = factline_host::http_router(host.clone());
         tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
         let call = move |method: &'static str, path: String, body: Option<Vec<u8>>| {
             tokio::task::spawn_blocking(move || request(port, method, &path, None, body.as_deref()))
@@ -389,7 +389,7 @@ fn concurrent_deploys_with_the_watcher_on_end_on_the_last_acknowledged() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let (host, component) = start(dir.path(), true);
-        let watcher = factline_host::reload::PluginWatcher::start(host.clone()).unwrap();
+        let watcher = factline_host::PluginWatcher::start(host.clone()).unwrap();
         let log = host.log().clone();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let appender = {
@@ -474,7 +474,7 @@ fn concurrent_deploys_with_the_watcher_on_end_on_the_last_acknowledged() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         appender.join().unwrap();
         host.wait_until_idle().await.unwrap();
-        assert_eq!(query(&log, "versioned", "dup").unwrap(), None, "no event twice");
+        assert_eq!(query_read_model(&log, "versioned", "dup").unwrap(), None, "no event twice");
         watcher.stop().await;
         Arc::into_inner(host).unwrap().shutdown().await;
     });
