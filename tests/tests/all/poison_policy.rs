@@ -284,9 +284,10 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
 
 /// The consumer keys of `factline.example.toml` on a policy and a saga, as on a projector:
 /// `start = "latest"` skips what was there before the first start, `concurrency` runs lanes,
-/// `batch_size` bounds a batch.
+/// `batch_size` bounds a batch, `retry` and `dead_letter` decide the attempts and what a dead
+/// letter does to its partition.
 #[test]
-fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
+fn policies_and_sagas_honour_the_consumer_keys() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let topics = [("item", 4), ("notification", 2)];
@@ -324,9 +325,17 @@ fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
     ] {
         text.push_str(&format!(
             "\n[[plugins]]\nname = {name:?}\nkind = {kind:?}\ncomponent = {component:?}\n\
-             subscriptions = {subscriptions}\nstart = \"latest\"\nconcurrency = 2\nbatch_size = 1\n"
+             subscriptions = {subscriptions}\nstart = \"latest\"\nconcurrency = 2\nbatch_size = 1\n\
+             retry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n"
         ));
     }
+    // The same policy once more, whose dead letters block their partition.
+    text.push_str(&format!(
+        "\n[[plugins]]\nname = \"blocking-policy\"\nkind = \"policy\"\ncomponent = {:?}\n\
+         subscriptions = [\"item\"]\nstart = \"latest\"\ndead_letter = \"block\"\n\
+         retry = {{ base_ms = 1, cap_ms = 2, max_attempts = 1 }}\n",
+        factline_tests::POISON_POLICY
+    ));
     let config =
         factline_host::Config::parse(&text, std::path::Path::new("keys.toml"), dir.path()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -360,7 +369,45 @@ fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
             assert_eq!(g.lanes().await, 2, "{name} runs two lanes");
         }
         host.wait_until_idle().await.unwrap();
+        // A poison event, then one more on its stream: `skip` parks it and goes on, `block`
+        // parks it and its partition waits.
+        tokio::task::block_in_place(|| {
+            for poison in [true, false] {
+                let payload = msgpack(json!({ "poison": poison }));
+                host.log()
+                    .append(
+                        "item-poisoned",
+                        ExpectedVersion::Any,
+                        vec![NewEvent::new("item.a", payload)],
+                    )
+                    .unwrap();
+            }
+        });
+        host.wait_until_idle().await.unwrap();
     });
+    let parked = |group: &str| host.log().dead_letters(Some(group)).unwrap();
+    let [blocked] = parked("blocking-policy").try_into().unwrap();
+    let [skipped] = parked("poison-policy").try_into().unwrap();
+    assert_eq!((blocked.blocking, skipped.blocking), (true, false));
+    assert_eq!(
+        (blocked.attempts, skipped.attempts),
+        (1, 2),
+        "each group's retry.max_attempts"
+    );
+    let (_, partition) = host.log().locate("item-poisoned").unwrap();
+    let lag = factline_host::group_lag(host.log(), "blocking-policy", &["item".into()]).unwrap();
+    let waiting = lag.iter().find(|l| l.partition == partition).unwrap();
+    assert_eq!(
+        (waiting.committed, waiting.lag),
+        (blocked.offset, 2),
+        "block: the partition waits"
+    );
+    let lag = factline_host::group_lag(host.log(), "poison-policy", &["item".into()]).unwrap();
+    assert!(
+        lag.iter().all(|l| l.lag == 0),
+        "skip: the partition went on"
+    );
+    assert_eq!(parked("poison-saga").len(), 1);
     let log = host.log();
     for i in 0..3 {
         for stream in [
@@ -393,15 +440,16 @@ fn policies_and_sagas_honour_start_concurrency_and_batch_size() {
         .find(|g| g.name() == "poison-policy")
         .unwrap();
     let m = policy.metrics();
+    // The six new events and the one after the poison event (which was parked, not processed).
     assert_eq!(
         m.events_processed
             .load(std::sync::atomic::Ordering::Relaxed),
-        6
+        7
     );
     assert_eq!(
         m.batches_committed
             .load(std::sync::atomic::Ordering::Relaxed),
-        6,
+        7,
         "batch_size = 1: a batch per event"
     );
     rt.block_on(host.shutdown());
