@@ -1,7 +1,7 @@
 //! The poison saga's fixed release, which the dead-letter test (`poison_policy.rs`) deploys:
 //! another component than the poisoned build, of the same saga.
 
-use factline_host::plugin::{Limits, PluginKind};
+use factline_host::plugin::{Limits, PluginKind, SagaInstance};
 
 use crate::support::{load, runtime};
 
@@ -14,7 +14,7 @@ fn the_fixed_release_is_another_version_of_the_same_plugin() {
     ]
     .map(|c| load(&rt, "poison-saga", PluginKind::Saga, c, Limits::default()));
     assert_ne!(a.version.content_hash, b.version.content_hash);
-    let [mut a, mut b] = [a, b].map(|p| p.instantiate().unwrap());
+    let [mut a, mut b] = [a, b].map(|p| p.instantiate::<SagaInstance>().unwrap());
     assert_eq!(
         a.saga_definition().unwrap(),
         b.saga_definition().unwrap(),
