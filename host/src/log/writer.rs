@@ -534,6 +534,8 @@ struct OpenTxn<'txn> {
 
 impl OpenTxn<'_> {
     /// Applies one op; on a fatal error hands the op back, unanswered.
+    // The op is moved back whole on the (cold) failure path; boxing it would not save a copy.
+    #[allow(clippy::result_large_err)]
     fn apply(&mut self, op: Op) -> Result<Applied, (Fatal, Op)> {
         let now = self.now;
         match op {
@@ -548,7 +550,7 @@ impl OpenTxn<'_> {
                     Some(t) => t,
                     None => match effects::HandlerTables::open(self.txn) {
                         Ok(t) => self.handler_tables.insert(t),
-                        Err(e) => return Err((e.into(), Op::Commit(c, tx))),
+                        Err(e) => return Err((e, Op::Commit(c, tx))),
                     },
                 };
                 match effects::apply(&mut self.tables, &mut self.overlay, ht, &c, now) {
