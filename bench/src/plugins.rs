@@ -205,7 +205,7 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
     // The boundary alone: events the guest decodes only far enough to skip (unknown type), so
     // the time is lowering the batch into the guest, the call, and the guest's dispatch.
     println!("\nboundary cost (project() of events the guest skips), per event:");
-    let mut instance = summary.instantiate()?;
+    let mut instance: factline_host::ProjectorInstance = summary.instantiate()?;
     let sample = log
         .read_partition("order", 0, 0, 1)?
         .pop()

@@ -53,9 +53,11 @@ pub use log::{
 };
 pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
 pub use plugin::{
-    CacheOutcome, CallFailure, Capabilities, CommandInput, Decision, Limits, LoadError, LoadSpec,
-    LoadedPlugin, OutgoingCommand, PluginInstance, PluginKind, PluginRuntime, ProducedEvent,
-    ReadModelSession, Rejection, RuntimeConfig, SagaDefinition, SagaStep, Verdict,
+    AggregateInstance, CacheOutcome, CallFailure, Capabilities, CommandInput, Decision,
+    Instantiate, InstantiateError, Limits, LoadError, LoadSpec, LoadedPlugin, OutgoingCommand,
+    PluginKind, PluginRuntime, PolicyInstance, ProducedEvent, ProjectorInstance, ReadModelSession,
+    Rejection, RuntimeConfig, SagaDefinition, SagaInstance as SagaPluginInstance, SagaStep,
+    Verdict,
 };
 pub use policy::PolicyHandler;
 pub use projector::{

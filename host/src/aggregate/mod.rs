@@ -19,7 +19,9 @@ use uuid::Uuid;
 
 use crate::event::{Event, ExpectedVersion, NewEvent, now_millis};
 use crate::log::{AppendError, EventLog, ReadError, Snapshot, SnapshotBound};
-use crate::plugin::{CallFailure, CommandInput, Decision, LoadedPlugin, PluginInstance, Rejection};
+use crate::plugin::{
+    AggregateInstance, CallFailure, CommandInput, Decision, LoadedPlugin, Rejection,
+};
 use crate::telemetry::{self, CommandInstruments};
 use cache::{CachedState, StateCache};
 
@@ -124,7 +126,7 @@ pub struct AggregateHandler {
     name: String,
     log: EventLog,
     options: AggregateOptions,
-    instance: Mutex<PluginInstance>,
+    instance: Mutex<AggregateInstance>,
     cache: StateCache,
     /// `commands_total` and `command_duration_seconds` handles, made on the first command.
     instruments: OnceLock<CommandInstruments>,
@@ -179,7 +181,7 @@ impl AggregateHandler {
         Ok(old.plugin().clone())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, PluginInstance> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AggregateInstance> {
         // A panic while holding the lock cannot leave the instance half-updated in a way that
         // matters: every call starts from explicit state bytes.
         self.instance.lock().unwrap_or_else(|p| p.into_inner())
@@ -373,7 +375,7 @@ impl AggregateHandler {
     /// beyond it.
     fn load(
         &self,
-        instance: &mut PluginInstance,
+        instance: &mut AggregateInstance,
         stream: &str,
     ) -> Result<CachedState, CommandError> {
         let plugin_hash = instance.plugin().version.content_hash.clone();
@@ -396,7 +398,7 @@ impl AggregateHandler {
     /// (when `use_snapshots`), else the initial state at version 0.
     fn start_state(
         &self,
-        instance: &mut PluginInstance,
+        instance: &mut AggregateInstance,
         stream: &str,
         bound: SnapshotBound,
         use_snapshots: bool,
@@ -423,7 +425,7 @@ impl AggregateHandler {
     /// last event folded in.
     fn fold(
         &self,
-        instance: &mut PluginInstance,
+        instance: &mut AggregateInstance,
         stream: &str,
         mut current: CachedState,
         bound: SnapshotBound,
@@ -456,7 +458,7 @@ impl AggregateHandler {
     }
 
     /// The plugin's declared state schema (asked once per plugin version).
-    fn state_schema(&self, instance: &mut PluginInstance) -> Result<u32, CommandError> {
+    fn state_schema(&self, instance: &mut AggregateInstance) -> Result<u32, CommandError> {
         let hash = instance.plugin().version.content_hash.clone();
         let mut known = self.state_schema.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((h, schema)) = known.as_ref()
@@ -474,7 +476,7 @@ impl AggregateHandler {
     /// never an error of the command (its events are already durable).
     fn maybe_snapshot(
         &self,
-        instance: &mut PluginInstance,
+        instance: &mut AggregateInstance,
         stream: &str,
         since: u64,
         current: &CachedState,

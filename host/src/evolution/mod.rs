@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::event::Event;
 use crate::log::{Upcast, UpcastError};
-use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance};
+use crate::plugin::{AggregateInstance, CallFailure, LoadedPlugin};
 
 /// The upcaster of one topic: its owning aggregate's instance and declared old pairs.
 struct TopicUpcaster {
     plugin: String,
     old: Vec<(String, u32)>,
-    instance: Mutex<PluginInstance>,
+    instance: Mutex<AggregateInstance>,
 }
 
 fn is_old(old: &[(String, u32)], e: &Event) -> bool {
@@ -28,7 +28,7 @@ fn is_old(old: &[(String, u32)], e: &Event) -> bool {
 /// Sends the events of `events` that `old` names through `instance.upcast`, in place. Current
 /// events (the usual case) never cross into the plugin.
 pub fn upcast_in_place(
-    instance: &mut PluginInstance,
+    instance: &mut AggregateInstance,
     old: &[(String, u32)],
     events: &mut [Event],
 ) -> Result<(), CallFailure> {
@@ -69,7 +69,7 @@ impl Upcasters {
     /// Makes aggregate `plugin` the upcaster of `topic` if it declares old event versions;
     /// returns whether it does.
     pub fn add(&mut self, topic: &str, plugin: &Arc<LoadedPlugin>) -> Result<bool, CallFailure> {
-        let mut instance = plugin.instantiate()?;
+        let mut instance: AggregateInstance = plugin.instantiate()?;
         let old = instance.upcasts()?;
         if old.is_empty() {
             return Ok(false);

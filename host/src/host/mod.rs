@@ -237,9 +237,10 @@ impl Host {
                 Role::Projector(group) => {
                     // With `concurrency > 1` the group replicates this instance for its other
                     // lanes (`Projection::replicate`: one more instance of the same plugin each).
-                    let projection =
-                        WasmProjection::new(loaded.instantiate().map_err(instantiate)?)
-                            .map_err(instantiate)?;
+                    let projection = WasmProjection::new(
+                        loaded.instantiate().map_err(|e| instantiate(e.into()))?,
+                    )
+                    .map_err(instantiate)?;
                     let (config, rebuild) = projector_start(&log, group, loaded, &projection)
                         .map_err(|source| HostError::Projection {
                             name: p.name.clone(),
@@ -1051,8 +1052,12 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
         Role::Aggregate { .. } => return Err(HostError::NotAConsumer(name.to_owned())),
         Role::Projector(group) => {
             let loaded = load(p)?;
-            let projection = WasmProjection::new(loaded.instantiate().map_err(instantiate(name))?)
-                .map_err(instantiate(name))?;
+            let projection = WasmProjection::new(
+                loaded
+                    .instantiate()
+                    .map_err(|e| instantiate(name)(e.into()))?,
+            )
+            .map_err(instantiate(name))?;
             let scope = log
                 .read_models()
                 .and_then(|v| v.live_scope(name))

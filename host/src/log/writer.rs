@@ -50,11 +50,79 @@ pub(crate) enum Op {
     ),
 }
 
-enum Outcome {
-    Append(Result<AppendResult, AppendError>),
-    Commit(Result<Vec<AppendResult>, CommitError>),
-    Snapshot,
-    Projection(Result<ProjectionRecord, ProjectionError>),
+/// A write applied in the open transaction: its outcome travels with the sender it is answered
+/// on once the transaction commits, so an outcome cannot meet another op's reply.
+enum Applied {
+    Append(
+        Result<AppendResult, AppendError>,
+        oneshot::Sender<Result<AppendResult, AppendError>>,
+    ),
+    Commit(
+        Result<Vec<AppendResult>, CommitError>,
+        oneshot::Sender<Result<Vec<AppendResult>, CommitError>>,
+    ),
+    Snapshot(oneshot::Sender<Result<(), AppendError>>),
+    Projection(
+        Result<ProjectionRecord, ProjectionError>,
+        oneshot::Sender<Result<ProjectionRecord, ProjectionError>>,
+    ),
+}
+
+impl Applied {
+    /// The transaction committed: the outcome stands.
+    fn reply(self) {
+        match self {
+            Applied::Append(r, tx) => {
+                let _ = tx.send(r);
+            }
+            Applied::Commit(r, tx) => {
+                let _ = tx.send(r);
+            }
+            Applied::Snapshot(tx) => {
+                let _ = tx.send(Ok(()));
+            }
+            Applied::Projection(r, tx) => {
+                let _ = tx.send(r);
+            }
+        }
+    }
+
+    /// The transaction failed after this write was applied: nothing of it was written.
+    fn fail(self, msg: &str) {
+        match self {
+            Applied::Append(_, tx) => Op::fail_append(tx, msg),
+            Applied::Commit(_, tx) => Op::fail_commit(tx, msg),
+            Applied::Snapshot(tx) => Op::fail_snapshot(tx, msg),
+            Applied::Projection(_, tx) => Op::fail_projection(tx, msg),
+        }
+    }
+}
+
+impl Op {
+    fn fail(self, msg: &str) {
+        match self {
+            Op::Append(_, tx) => Op::fail_append(tx, msg),
+            Op::Commit(_, tx) => Op::fail_commit(tx, msg),
+            Op::Snapshot(_, tx) => Op::fail_snapshot(tx, msg),
+            Op::Projection(_, tx) => Op::fail_projection(tx, msg),
+        }
+    }
+
+    fn fail_append(tx: oneshot::Sender<Result<AppendResult, AppendError>>, msg: &str) {
+        let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
+    }
+
+    fn fail_commit(tx: oneshot::Sender<Result<Vec<AppendResult>, CommitError>>, msg: &str) {
+        let _ = tx.send(Err(CommitError::Storage(msg.to_owned())));
+    }
+
+    fn fail_snapshot(tx: oneshot::Sender<Result<(), AppendError>>, msg: &str) {
+        let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
+    }
+
+    fn fail_projection(tx: oneshot::Sender<Result<ProjectionRecord, ProjectionError>>, msg: &str) {
+        let _ = tx.send(Err(ProjectionError::Storage(msg.to_owned())));
+    }
 }
 
 /// Checks the format version and registers topics (its own transaction, before any writer).
@@ -302,6 +370,7 @@ fn run(
 ) {
     let mut last_time = 0u64;
     let mut group = Vec::with_capacity(max_group);
+    let mut applied = Vec::with_capacity(max_group);
     let mut published = crate::telemetry::Published::default();
     // While the database is closed after a failure: when to try to reopen it, and the delay.
     let mut reopen_at: Option<(Instant, Duration)> = None;
@@ -353,17 +422,17 @@ fn run(
         };
         // The log's clock never goes backwards, even if the system clock does.
         last_time = last_time.max(now_millis());
-        match commit_group(&db, &group, durability, last_time, stats) {
-            Ok(outcomes) => {
+        match commit_group(&db, &mut group, &mut applied, durability, last_time, stats) {
+            Ok(()) => {
                 store.succeeded();
                 commits.send_modify(|n| *n += 1);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
                 stats
                     .requests
-                    .fetch_add(group.len() as u64, Ordering::Relaxed);
-                count_published(&mut published, &outcomes);
-                for (op, outcome) in group.drain(..).zip(outcomes) {
-                    reply(op, outcome);
+                    .fetch_add(applied.len() as u64, Ordering::Relaxed);
+                count_published(&mut published, &applied);
+                for a in applied.drain(..) {
+                    a.reply();
                 }
             }
             Err(Fatal(msg)) => {
@@ -378,6 +447,9 @@ fn run(
                     };
                     reopen_at = Some((Instant::now() + delay, delay));
                 }
+                for a in applied.drain(..) {
+                    a.fail(&msg);
+                }
                 fail_all(&mut group, &msg);
             }
         }
@@ -387,28 +459,15 @@ fn run(
 /// Answers every request of `group` with a storage error (nothing of it was written).
 fn fail_all(group: &mut Vec<Op>, msg: &str) {
     for op in group.drain(..) {
-        match op {
-            Op::Append(_, tx) => {
-                let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
-            }
-            Op::Commit(_, tx) => {
-                let _ = tx.send(Err(CommitError::Storage(msg.to_owned())));
-            }
-            Op::Snapshot(_, tx) => {
-                let _ = tx.send(Err(AppendError::Storage(msg.to_owned())));
-            }
-            Op::Projection(_, tx) => {
-                let _ = tx.send(Err(ProjectionError::Storage(msg.to_owned())));
-            }
-        }
+        op.fail(msg);
     }
 }
 
 /// `events_published_total`: what the committed transaction newly stored, per topic.
-fn count_published(published: &mut crate::telemetry::Published, outcomes: &[Outcome]) {
-    let appended = outcomes.iter().flat_map(|o| match o {
-        Outcome::Append(Ok(r)) => std::slice::from_ref(r),
-        Outcome::Commit(Ok(rs)) => rs.as_slice(),
+fn count_published(published: &mut crate::telemetry::Published, applied: &[Applied]) {
+    let appended = applied.iter().flat_map(|a| match a {
+        Applied::Append(Ok(r), _) => std::slice::from_ref(r),
+        Applied::Commit(Ok(rs), _) => rs.as_slice(),
         _ => &[],
     });
     for r in appended.filter(|r| !r.deduplicated) {
@@ -416,64 +475,39 @@ fn count_published(published: &mut crate::telemetry::Published, outcomes: &[Outc
     }
 }
 
-fn reply(op: Op, outcome: Outcome) {
-    match (op, outcome) {
-        (Op::Append(_, tx), Outcome::Append(r)) => {
-            let _ = tx.send(r);
-        }
-        (Op::Commit(_, tx), Outcome::Commit(r)) => {
-            let _ = tx.send(r);
-        }
-        (Op::Snapshot(_, tx), Outcome::Snapshot) => {
-            let _ = tx.send(Ok(()));
-        }
-        (Op::Projection(_, tx), Outcome::Projection(r)) => {
-            let _ = tx.send(r);
-        }
-        _ => unreachable!("outcomes are produced in the order and kind of their ops"),
-    }
-}
-
+/// Applies `group` in one transaction and commits it. Each applied op moves from `group` to
+/// `applied`; on a failure both keep what is left to answer (nothing of it was written).
 fn commit_group(
     db: &Database,
-    group: &[Op],
+    group: &mut Vec<Op>,
+    applied: &mut Vec<Applied>,
     durability: Durability,
     now: u64,
     stats: &WriterStats,
-) -> Result<Vec<Outcome>, Fatal> {
+) -> Result<(), Fatal> {
     let started = std::time::Instant::now();
     let mut txn = db.begin_write()?;
     if durability == Durability::NoSyncForTests {
         txn.set_durability(redb::Durability::None)?;
     }
-    let mut outcomes = Vec::with_capacity(group.len());
     {
-        let mut tables = LogTables::open(&txn)?;
-        let mut overlay = Overlay::default();
-        let mut handler_tables = None;
-        for op in group {
-            outcomes.push(match op {
-                Op::Append(req, _) => {
-                    Outcome::Append(append::apply(&mut tables, &mut overlay, req, now)?)
+        let mut open = OpenTxn {
+            txn: &txn,
+            tables: LogTables::open(&txn)?,
+            overlay: Overlay::default(),
+            handler_tables: None,
+            now,
+        };
+        let mut ops = group.drain(..);
+        while let Some(op) = ops.next() {
+            match open.apply(op) {
+                Ok(a) => applied.push(a),
+                Err((fatal, op)) => {
+                    let rest: Vec<Op> = std::iter::once(op).chain(ops).collect();
+                    group.extend(rest);
+                    return Err(fatal);
                 }
-                Op::Commit(c, _) => {
-                    let ht = match &mut handler_tables {
-                        Some(t) => t,
-                        None => handler_tables.insert(effects::HandlerTables::open(&txn)?),
-                    };
-                    Outcome::Commit(effects::apply(&mut tables, &mut overlay, ht, c, now)?)
-                }
-                Op::Snapshot(s, _) => {
-                    snapshot::write(&txn, s)?;
-                    Outcome::Snapshot
-                }
-                Op::Projection(change, _) => {
-                    // Handler tables hold the same tables open: close them first (a later
-                    // commit in this group reopens them).
-                    handler_tables = None;
-                    Outcome::Projection(projection::apply(&txn, change, now)?)
-                }
-            });
+            }
         }
     }
     let applied = std::time::Instant::now();
@@ -485,5 +519,58 @@ fn commit_group(
     stats
         .commit_nanos
         .fetch_add(nanos(applied.elapsed()), Ordering::Relaxed);
-    Ok(outcomes)
+    Ok(())
+}
+
+/// The write transaction of one group while its ops are applied.
+struct OpenTxn<'txn> {
+    txn: &'txn redb::WriteTransaction,
+    tables: LogTables<'txn>,
+    overlay: Overlay,
+    /// Opened by the group's first handler commit.
+    handler_tables: Option<effects::HandlerTables<'txn>>,
+    now: u64,
+}
+
+impl OpenTxn<'_> {
+    /// Applies one op; on a fatal error hands the op back, unanswered.
+    // The op is moved back whole on the (cold) failure path; boxing it would not save a copy.
+    #[allow(clippy::result_large_err)]
+    fn apply(&mut self, op: Op) -> Result<Applied, (Fatal, Op)> {
+        let now = self.now;
+        match op {
+            Op::Append(req, tx) => {
+                match append::apply(&mut self.tables, &mut self.overlay, &req, now) {
+                    Ok(r) => Ok(Applied::Append(r, tx)),
+                    Err(f) => Err((f, Op::Append(req, tx))),
+                }
+            }
+            Op::Commit(c, tx) => {
+                let ht = match &mut self.handler_tables {
+                    Some(t) => t,
+                    None => match effects::HandlerTables::open(self.txn) {
+                        Ok(t) => self.handler_tables.insert(t),
+                        Err(e) => return Err((e, Op::Commit(c, tx))),
+                    },
+                };
+                match effects::apply(&mut self.tables, &mut self.overlay, ht, &c, now) {
+                    Ok(r) => Ok(Applied::Commit(r, tx)),
+                    Err(f) => Err((f, Op::Commit(c, tx))),
+                }
+            }
+            Op::Snapshot(s, tx) => match snapshot::write(self.txn, &s) {
+                Ok(()) => Ok(Applied::Snapshot(tx)),
+                Err(e) => Err((e.into(), Op::Snapshot(s, tx))),
+            },
+            Op::Projection(change, tx) => {
+                // Handler tables hold the same tables open: close them first (a later commit
+                // in this group reopens them).
+                self.handler_tables = None;
+                match projection::apply(self.txn, &change, now) {
+                    Ok(r) => Ok(Applied::Projection(r, tx)),
+                    Err(f) => Err((f, Op::Projection(change, tx))),
+                }
+            }
+        }
+    }
 }

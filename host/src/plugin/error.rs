@@ -58,3 +58,31 @@ impl CallFailure {
         }
     }
 }
+
+/// Why a loaded plugin could not be instantiated as a world.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InstantiateError {
+    /// The plugin was loaded as another kind than the instance type asked for.
+    #[error("plugin {plugin} is a {kind}, not a {wanted}")]
+    KindMismatch {
+        plugin: String,
+        kind: PluginKind,
+        wanted: PluginKind,
+    },
+    /// The component did not start (start functions, memory limits).
+    #[error(transparent)]
+    Failed(#[from] CallFailure),
+}
+
+/// For the handlers that report every plugin problem as a failed call: a kind mismatch is the
+/// host's fault, as a wrong call was before instances were typed.
+impl From<InstantiateError> for CallFailure {
+    fn from(e: InstantiateError) -> Self {
+        match e {
+            InstantiateError::Failed(f) => f,
+            e @ InstantiateError::KindMismatch { .. } => {
+                CallFailure::new(FailureKind::Host, e.to_string())
+            }
+        }
+    }
+}

@@ -7,7 +7,10 @@
 //! - `host/`: one file per imported WIT interface (logging, read-model).
 //! - `cache`: compiled artifacts on disk, keyed by content and engine.
 //! - `limits`, `state`: what each `Store` holds and may use.
-//! - `instance`: one `Store` + instance per handler; rebuilt after any trap.
+//! - `instance`: the store machinery every instance shares: one `Store` + instance per
+//!   handler, deadline, fuel, seed and clock per call, rebuilt after any trap.
+//! - `worlds`: one instance type per world (`AggregateInstance`, `ProjectorInstance`,
+//!   `PolicyInstance`, `SagaInstance`), each with only its world's calls.
 
 mod bindings;
 mod cache;
@@ -17,6 +20,7 @@ mod host;
 mod instance;
 mod limits;
 mod state;
+mod worlds;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,15 +34,16 @@ use wasmtime::{Config, Engine};
 pub use cache::CacheOutcome;
 pub(crate) use cache::content_hash;
 pub use capabilities::Capabilities;
-pub use error::{CallFailure, FailureKind, LoadError};
+pub use error::{CallFailure, FailureKind, InstantiateError, LoadError};
 pub use host::read_model::ReadModelSession;
+pub use instance::Instantiate;
 #[cfg(test)]
 pub(crate) use instance::check_msgpack;
-pub use instance::{
-    CommandInput, Decision, OutgoingCommand, PluginInstance, ProducedEvent, Rejection,
-    SagaDefinition, SagaStep, Verdict,
-};
 pub use limits::Limits;
+pub use worlds::{
+    AggregateInstance, CommandInput, Decision, OutgoingCommand, PolicyInstance, ProducedEvent,
+    ProjectorInstance, Rejection, SagaDefinition, SagaInstance, SagaStep, Verdict,
+};
 
 use state::HostState;
 
@@ -379,7 +384,8 @@ impl PluginRuntime {
         });
         // Instantiating once proves the component starts (start functions, memory limits).
         plugin
-            .instantiate()
+            .pre
+            .start(&plugin)
             .map_err(|f| LoadError::Instantiate(f.to_string()))?;
         Ok(plugin)
     }
@@ -443,20 +449,13 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
     Ok(())
 }
 
-/// The typed pre-instance for a kind (type-checked once per plugin version).
+/// The typed pre-instance of the plugin's world (type-checked once per plugin version). Shared
+/// with every instance, which rebuilds its store from it.
 pub(crate) enum KindPre {
-    /// With the `schema-evolution` export's indices when the component has it (it is optional).
-    Aggregate(
-        bindings::aggregate::AggregatePre<HostState>,
-        Option<bindings::schema_evolution::GuestIndices>,
-    ),
-    /// With the `read-model-evolution` export's indices when the component has it (optional).
-    Projector(
-        bindings::projector::ProjectorPre<HostState>,
-        Option<bindings::read_model_evolution::GuestIndices>,
-    ),
-    Policy(bindings::policy::PolicyPre<HostState>),
-    Saga(bindings::saga::SagaPre<HostState>),
+    Aggregate(Arc<worlds::AggregatePre>),
+    Projector(Arc<worlds::ProjectorPre>),
+    Policy(Arc<bindings::policy::PolicyPre<HostState>>),
+    Saga(Arc<bindings::saga::SagaPre<HostState>>),
 }
 
 impl KindPre {
@@ -467,32 +466,38 @@ impl KindPre {
         };
         Ok(match kind {
             PluginKind::Aggregate => {
+                // The `schema-evolution` export is optional.
                 let evolution = bindings::schema_evolution::GuestIndices::new(&pre).ok();
-                KindPre::Aggregate(
-                    bindings::aggregate::AggregatePre::new(pre).map_err(wrong)?,
+                KindPre::Aggregate(Arc::new(worlds::AggregatePre {
+                    handler: bindings::aggregate::AggregatePre::new(pre).map_err(wrong)?,
                     evolution,
-                )
+                }))
             }
             PluginKind::Projector => {
+                // The `read-model-evolution` export is optional.
                 let evolution = bindings::read_model_evolution::GuestIndices::new(&pre).ok();
-                KindPre::Projector(
-                    bindings::projector::ProjectorPre::new(pre).map_err(wrong)?,
+                KindPre::Projector(Arc::new(worlds::ProjectorPre {
+                    handler: bindings::projector::ProjectorPre::new(pre).map_err(wrong)?,
                     evolution,
-                )
+                }))
             }
-            PluginKind::Policy => {
-                KindPre::Policy(bindings::policy::PolicyPre::new(pre).map_err(wrong)?)
+            PluginKind::Policy => KindPre::Policy(Arc::new(
+                bindings::policy::PolicyPre::new(pre).map_err(wrong)?,
+            )),
+            PluginKind::Saga => {
+                KindPre::Saga(Arc::new(bindings::saga::SagaPre::new(pre).map_err(wrong)?))
             }
-            PluginKind::Saga => KindPre::Saga(bindings::saga::SagaPre::new(pre).map_err(wrong)?),
         })
     }
 
-    fn engine(&self) -> &Engine {
+    /// Instantiates `plugin` (whose pre-instance this is) once as its own world.
+    fn start(&self, plugin: &Arc<LoadedPlugin>) -> Result<(), CallFailure> {
+        let plugin = plugin.clone();
         match self {
-            KindPre::Aggregate(p, _) => p.engine(),
-            KindPre::Projector(p, _) => p.engine(),
-            KindPre::Policy(p) => p.engine(),
-            KindPre::Saga(p) => p.engine(),
+            KindPre::Aggregate(pre) => instance::Core::new(plugin, pre.clone()).map(drop),
+            KindPre::Projector(pre) => instance::Core::new(plugin, pre.clone()).map(drop),
+            KindPre::Policy(pre) => instance::Core::new(plugin, pre.clone()).map(drop),
+            KindPre::Saga(pre) => instance::Core::new(plugin, pre.clone()).map(drop),
         }
     }
 }
@@ -527,8 +532,11 @@ impl std::fmt::Debug for LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// A fresh instance in its own `Store`.
-    pub fn instantiate(self: &Arc<Self>) -> Result<PluginInstance, CallFailure> {
-        PluginInstance::new(self.clone())
+    /// A fresh instance of world `I` in its own `Store`: `AggregateInstance`,
+    /// `ProjectorInstance`, `PolicyInstance` or `SagaInstance`. A plugin of another kind is
+    /// refused here, once ([`InstantiateError::KindMismatch`]); the instance's calls are then
+    /// only its world's.
+    pub fn instantiate<I: Instantiate>(self: &Arc<Self>) -> Result<I, InstantiateError> {
+        I::from_loaded(self)
     }
 }

@@ -21,13 +21,13 @@ use crate::dispatch::{DispatchError, Dispatcher};
 use crate::event::Event;
 use crate::failure::FailureKind;
 use crate::log::ReadError;
-use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance};
+use crate::plugin::{CallFailure, LoadedPlugin, PolicyInstance};
 
 /// One policy plugin instance as a consumer group's handler.
 pub struct PolicyHandler {
     name: String,
     dispatcher: Dispatcher,
-    instance: PluginInstance,
+    instance: PolicyInstance,
     /// Empty = every type.
     types: HashSet<String>,
 }
@@ -47,7 +47,7 @@ impl PolicyHandler {
         dispatcher: Dispatcher,
         plugin: &Arc<LoadedPlugin>,
     ) -> Result<Self, CallFailure> {
-        let mut instance = plugin.instantiate()?;
+        let mut instance: PolicyInstance = plugin.instantiate()?;
         let types = instance.event_types()?.into_iter().collect();
         Ok(PolicyHandler {
             name: name.into(),

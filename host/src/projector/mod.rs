@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use crate::consumer::{BatchContext, Effects, Handler, HandlerError, Output};
 use crate::event::Event;
 use crate::log::{EventLog, ReadError};
-use crate::plugin::{CallFailure, PluginInstance, ReadModelSession};
+use crate::plugin::{CallFailure, ProjectorInstance, ReadModelSession};
 
 /// Largest read-model value a projection may write.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
@@ -48,7 +48,7 @@ pub trait Projection: Send {
 
 /// A projector plugin instance.
 pub struct WasmProjection {
-    instance: PluginInstance,
+    instance: ProjectorInstance,
     /// Empty = every type.
     types: HashSet<String>,
     read_model_version: u32,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for WasmProjection {
 }
 
 impl WasmProjection {
-    pub fn new(mut instance: PluginInstance) -> Result<Self, CallFailure> {
+    pub fn new(mut instance: ProjectorInstance) -> Result<Self, CallFailure> {
         let types = instance.event_types()?.into_iter().collect();
         let read_model_version = instance.read_model_version()?;
         Ok(WasmProjection {
@@ -96,7 +96,11 @@ impl Projection for WasmProjection {
     }
 
     fn replicate(&self) -> Option<Result<Box<dyn Projection>, CallFailure>> {
-        let instance = self.instance.plugin().instantiate();
+        let instance = self
+            .instance
+            .plugin()
+            .instantiate()
+            .map_err(CallFailure::from);
         Some(instance.and_then(|i| Ok(Box::new(WasmProjection::new(i)?) as Box<dyn Projection>)))
     }
 }

@@ -36,7 +36,9 @@ use crate::dispatch::{DispatchError, Dispatcher};
 use crate::event::{Event, now_millis};
 use crate::failure::FailureKind;
 use crate::log::{CommitError, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange};
-use crate::plugin::{CallFailure, LoadedPlugin, PluginInstance, SagaDefinition, Verdict};
+use crate::plugin::{CallFailure, LoadedPlugin, SagaDefinition, Verdict};
+// `SagaInstance` here is a running saga (its record); this is the plugin's instance.
+use crate::plugin::SagaInstance as SagaPlugin;
 
 pub use record::{
     CorruptRecord, HistoryEntry, SagaInstance, SagaLogError, SagaStatus, StepRecord, StepStatus,
@@ -113,7 +115,7 @@ impl From<CorruptRecord> for SagaError {
 
 /// One loaded plugin version, instantiated on one lane.
 struct Version {
-    instance: PluginInstance,
+    instance: SagaPlugin,
     definition: SagaDefinition,
 }
 
@@ -149,7 +151,9 @@ fn load_version(plugin: &Arc<LoadedPlugin>) -> Result<Version, SagaError> {
         plugin: plugin.name.clone(),
         failure,
     };
-    let mut instance = plugin.instantiate().map_err(failed)?;
+    let mut instance: SagaPlugin = plugin
+        .instantiate()
+        .map_err(|e| failed(CallFailure::from(e)))?;
     let definition = instance.saga_definition().map_err(failed)?;
     Ok(Version {
         instance,

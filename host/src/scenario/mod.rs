@@ -32,8 +32,9 @@ use uuid::Uuid;
 use crate::event::Event;
 use crate::log::{Durability, EventLog, LogOptions};
 use crate::plugin::{
-    CommandInput, Decision, Limits, LoadError, LoadedPlugin, PluginKind, PluginRuntime,
-    ReadModelSession, RuntimeConfig, Verdict,
+    AggregateInstance, CallFailure, CommandInput, Decision, Limits, LoadError, LoadedPlugin,
+    PluginKind, PluginRuntime, PolicyInstance, ProjectorInstance, ReadModelSession, RuntimeConfig,
+    SagaInstance, Verdict,
 };
 
 /// Why a scenario did not pass.
@@ -129,12 +130,12 @@ impl ScenarioRunner {
     ) -> Result<AggregateOutcome, ScenarioError> {
         let plugin = self.plugin(wasm, PluginKind::Aggregate)?;
         let given = s.given_events().map_err(ScenarioError::Invalid)?;
-        let failed = |f: crate::plugin::CallFailure| AggregateOutcome::Failed {
+        let failed = |f: CallFailure| AggregateOutcome::Failed {
             message: f.to_string(),
         };
-        let mut instance = match plugin.instantiate() {
+        let mut instance: AggregateInstance = match plugin.instantiate() {
             Ok(i) => i,
-            Err(f) => return Ok(failed(f)),
+            Err(e) => return Ok(failed(e.into())),
         };
         let state = match instance.initial_state() {
             Ok(s) => s,
@@ -209,7 +210,7 @@ impl ScenarioRunner {
         let view = log
             .read_models()
             .map_err(|e| ScenarioError::Setup(e.to_string()))?;
-        let mut instance = match plugin.instantiate() {
+        let mut instance: ProjectorInstance = match plugin.instantiate() {
             Ok(i) => i,
             Err(f) => {
                 return Ok(ProjectorOutcome::Failed {
@@ -247,11 +248,12 @@ impl ScenarioRunner {
     fn policy(&self, wasm: &Path, s: &PolicyScenario) -> Result<PolicyOutcome, ScenarioError> {
         let plugin = self.plugin(wasm, PluginKind::Policy)?;
         let given = s.given_events().map_err(ScenarioError::Invalid)?;
-        let failed = |f: crate::plugin::CallFailure| PolicyOutcome::Failed {
+        let failed = |f: CallFailure| PolicyOutcome::Failed {
             message: f.to_string(),
         };
         let lists = match plugin
-            .instantiate()
+            .instantiate::<PolicyInstance>()
+            .map_err(CallFailure::from)
             .and_then(|mut i| i.react(&envelopes(&given)))
         {
             Ok(lists) => lists,
@@ -269,7 +271,7 @@ impl ScenarioRunner {
 impl ScenarioRunner {
     fn saga(&self, wasm: &Path, s: &SagaScenario) -> Result<SagaOutcome, ScenarioError> {
         let plugin = self.plugin(wasm, PluginKind::Saga)?;
-        let instance = match plugin.instantiate() {
+        let instance: SagaInstance = match plugin.instantiate() {
             Ok(i) => i,
             Err(f) => {
                 return Ok(SagaOutcome::Failed {
@@ -282,7 +284,7 @@ impl ScenarioRunner {
 }
 
 /// A saga component's exports as the scenario driver calls them.
-struct WasmSaga(crate::plugin::PluginInstance);
+struct WasmSaga(SagaInstance);
 
 fn envelope(raw: &RawEvent) -> Event {
     envelopes(std::slice::from_ref(raw)).remove(0)

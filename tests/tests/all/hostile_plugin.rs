@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use factline_host::{AggregateHandler, AggregateOptions, CommandError, CommandRequest};
 use factline_host::{
-    Capabilities, CommandInput, Decision, FailureKind, Limits, LoadError, LoadSpec, PluginKind,
-    PluginRuntime, RuntimeConfig,
+    AggregateInstance, Capabilities, CommandInput, Decision, FailureKind, Limits, LoadError,
+    LoadSpec, PluginKind, PluginRuntime, RuntimeConfig,
 };
 
 use crate::support::{load, log, msgpack, runtime};
@@ -231,7 +231,7 @@ fn compiled_artifacts_are_cached_and_a_corrupt_entry_is_recompiled() {
         )
         .unwrap();
     assert_eq!(third.cache_outcome, CacheOutcome::Corrupt);
-    let mut inst = third.instantiate().unwrap();
+    let mut inst: AggregateInstance = third.instantiate().unwrap();
     assert!(
         !inst.initial_state().unwrap().is_empty(),
         "the recompiled plugin works"
@@ -310,7 +310,7 @@ fn stack_overflow_and_oversized_output_fail_cleanly() {
 }
 
 /// Decides `probe` on a bare instance with `command_id` and returns what the plugin saw.
-fn probe_with(instance: &mut factline_host::PluginInstance, command_id: &str) -> serde_json::Value {
+fn probe_with(instance: &mut AggregateInstance, command_id: &str) -> serde_json::Value {
     let input = CommandInput {
         command_id: command_id.into(),
         command_type: "probe".into(),

@@ -3,7 +3,7 @@
 //! checks what the policy asks for.)
 
 use factline_host::ScenarioRunner;
-use factline_host::{Limits, PluginKind};
+use factline_host::{Limits, PluginKind, PolicyInstance};
 use serde_json::json;
 
 use crate::support::{load, log, runtime};
@@ -35,7 +35,11 @@ fn only_approvals_notify_their_authors_with_ids_derived_from_the_event() {
     );
     crate::review::moderate_reviews(&log, &rt);
     let events = log.read_partition("review", 0, 0, 100).unwrap();
-    let lists = policy.instantiate().unwrap().react(&events).unwrap();
+    let lists = policy
+        .instantiate::<PolicyInstance>()
+        .unwrap()
+        .react(&events)
+        .unwrap();
     assert_eq!(lists.len(), events.len(), "one list per event");
     let sent: Vec<_> = events
         .iter()
