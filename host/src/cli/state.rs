@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use factline_host::Config;
 use factline_host::Upcasters;
-use factline_host::{AggregateHandler, AggregateOptions, AsOf};
-use factline_host::{Config, Role};
+use factline_host::{AggregateHandler, AsOf};
 use factline_host::{EventLog, LogOptions, OpenError};
 use factline_host::{PluginRuntime, RuntimeConfig};
 
@@ -51,11 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut upcasters = Upcasters::default();
     let mut handler = None;
     for p in &config.plugins {
-        let Role::Aggregate {
-            topic,
-            snapshot_every,
-        } = &p.role
-        else {
+        let Some(options) = p.role.aggregate_options() else {
             continue;
         };
         let loaded = runtime.load_file(
@@ -65,12 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             p.limits.clone(),
             p.label.clone(),
         )?;
-        upcasters.add(topic, &loaded)?;
+        upcasters.add(&options.topic, &loaded)?;
         if p.name == args.aggregate {
-            let options = AggregateOptions {
-                snapshot_every: *snapshot_every,
-                ..AggregateOptions::new(topic.clone())
-            };
             handler = Some(AggregateHandler::new(log.clone(), loaded, options)?);
         }
     }

@@ -113,6 +113,20 @@ impl Role {
         }
     }
 
+    /// How an aggregate's handler runs (its topic and snapshots), for an aggregate.
+    pub fn aggregate_options(&self) -> Option<crate::aggregate::AggregateOptions> {
+        match self {
+            Role::Aggregate {
+                topic,
+                snapshot_every,
+            } => Some(crate::aggregate::AggregateOptions {
+                snapshot_every: *snapshot_every,
+                ..crate::aggregate::AggregateOptions::new(topic.clone())
+            }),
+            _ => None,
+        }
+    }
+
     /// The consumer group of a projector, policy or saga.
     pub fn group(&self) -> Option<&GroupConfig> {
         match self {

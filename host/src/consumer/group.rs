@@ -29,7 +29,7 @@ use crate::log::{
 use crate::plugin::CallFailure;
 use crate::telemetry::BatchInstruments;
 
-use super::handler::{BatchContext, Effects, Handler, HandlerError, Output, Timers};
+use super::handler::{BatchContext, Handler, HandlerError, Output, Timers};
 use super::retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 
 /// Where a group with no committed offset on a partition starts.
@@ -741,24 +741,13 @@ impl Lane {
                 return Ok(Some(Step::Failed));
             }
         };
-        let Effects {
-            read_model_writes,
-            read_checks,
-            appends,
-            saga_writes,
-            refused: _,
-        } = fired.effects;
-        let commit = HandlerCommit {
+        let (commit, _) = fired.effects.commit(HandlerCommit {
             group: self.config.name.clone(),
             topic: fired.topic,
             partition: fired.partition,
             keep_offset: true,
-            read_model_writes,
-            read_checks,
-            appends,
-            saga_writes,
             ..Default::default()
-        };
+        });
         match self.log.commit_handler(commit) {
             Ok(_) => {}
             Err(e) if rerun(&e) => {}
@@ -931,16 +920,17 @@ impl Lane {
     /// letter for each refused event.
     fn batch_commit(&self, idx: usize, next: u64, output: Output) -> HandlerCommit {
         let p = &self.partitions[idx];
-        let Effects {
-            read_model_writes,
-            read_checks,
-            appends,
-            saga_writes,
-            refused,
-        } = output.effects;
+        let (mut commit, refused) = output.effects.commit(HandlerCommit {
+            group: self.config.name.clone(),
+            topic: p.topic.clone(),
+            partition: p.partition,
+            expected_offset: p.committed,
+            next_offset: next,
+            ..Default::default()
+        });
         let version = self.handler.version();
         let now = now_millis();
-        let park = refused
+        commit.park = refused
             .iter()
             .filter_map(|r| {
                 let event = self.find_relevant(idx, r.offset)?;
@@ -958,19 +948,7 @@ impl Lane {
                 Some(d)
             })
             .collect();
-        HandlerCommit {
-            group: self.config.name.clone(),
-            topic: p.topic.clone(),
-            partition: p.partition,
-            expected_offset: p.committed,
-            next_offset: next,
-            read_model_writes,
-            read_checks,
-            appends,
-            saga_writes,
-            park,
-            ..Default::default()
-        }
+        commit
     }
 
     /// The stored event at `offset` of partition `idx` (refusals name offsets of the batch).
@@ -1060,17 +1038,18 @@ impl Lane {
             .ok_or_else(|| ConsumerError::NotThisGroup(Box::new(key.clone())))
     }
 
-    /// [`ConsumerGroup::retry_dead_letter`] on the lane owning the partition.
-    pub(super) fn retry_dead_letter(
-        &mut self,
+    /// The partition of dead letter `key`, its record, and the commit that removes the record
+    /// (fenced by its existence) without moving the offset.
+    fn parked(
+        &self,
         key: &DeadLetterKey,
-    ) -> Result<RetryOutcome, ConsumerError> {
+    ) -> Result<(usize, DeadLetter, HandlerCommit), ConsumerError> {
         let idx = self.partition_index(key)?;
         let record = self
             .log
             .dead_letter(key)?
             .ok_or_else(|| ConsumerError::NoDeadLetter(Box::new(key.clone())))?;
-        let base = HandlerCommit {
+        let resolve = HandlerCommit {
             group: key.group.clone(),
             topic: key.topic.clone(),
             partition: key.partition,
@@ -1078,6 +1057,15 @@ impl Lane {
             resolve: vec![key.offset],
             ..Default::default()
         };
+        Ok((idx, record, resolve))
+    }
+
+    /// [`ConsumerGroup::retry_dead_letter`] on the lane owning the partition.
+    pub(super) fn retry_dead_letter(
+        &mut self,
+        key: &DeadLetterKey,
+    ) -> Result<RetryOutcome, ConsumerError> {
+        let (idx, record, base) = self.parked(key)?;
         if record.blocking {
             self.log.commit_handler(base)?;
             let p = &mut self.partitions[idx];
@@ -1102,20 +1090,7 @@ impl Lane {
                     if let Some(r) = output.effects.refused.first() {
                         CallFailure::new(r.kind, r.message.clone())
                     } else {
-                        let Effects {
-                            read_model_writes,
-                            read_checks,
-                            appends,
-                            saga_writes,
-                            refused: _,
-                        } = output.effects;
-                        let commit = HandlerCommit {
-                            read_model_writes,
-                            read_checks,
-                            appends,
-                            saga_writes,
-                            ..base.clone()
-                        };
+                        let (commit, _) = output.effects.commit(base.clone());
                         match self.log.commit_handler(commit) {
                             Ok(_) => return Ok(RetryOutcome::Reprocessed),
                             // Other lanes run meanwhile: re-run on fresh state, as a batch would.
@@ -1158,19 +1133,7 @@ impl Lane {
 
     /// [`ConsumerGroup::discard_dead_letter`] on the lane owning the partition.
     pub(super) fn discard_dead_letter(&mut self, key: &DeadLetterKey) -> Result<(), ConsumerError> {
-        let idx = self.partition_index(key)?;
-        let record = self
-            .log
-            .dead_letter(key)?
-            .ok_or_else(|| ConsumerError::NoDeadLetter(Box::new(key.clone())))?;
-        let mut commit = HandlerCommit {
-            group: key.group.clone(),
-            topic: key.topic.clone(),
-            partition: key.partition,
-            keep_offset: true,
-            resolve: vec![key.offset],
-            ..Default::default()
-        };
+        let (idx, record, mut commit) = self.parked(key)?;
         if record.blocking {
             commit.keep_offset = false;
             commit.expected_offset = Some(key.offset);

@@ -5,7 +5,7 @@
 
 use crate::event::{Event, ExpectedVersion, NewEvent};
 use crate::failure::FailureKind;
-use crate::log::{EventLog, ReadCheck, ReadError, ReadModelWrite, SagaWrite};
+use crate::log::{EventLog, HandlerCommit, ReadCheck, ReadError, ReadModelWrite, SagaWrite};
 use crate::plugin::CallFailure;
 
 /// What a batch changes, committed by the engine in one transaction with the offset.
@@ -24,6 +24,19 @@ pub struct Effects {
 }
 
 impl Effects {
+    /// `base` (where and how the offset moves) carrying these effects; refusals are the
+    /// engine's to turn into dead letters, so they are handed back.
+    pub(super) fn commit(self, base: HandlerCommit) -> (HandlerCommit, Vec<Refusal>) {
+        let commit = HandlerCommit {
+            read_model_writes: self.read_model_writes,
+            read_checks: self.read_checks,
+            appends: self.appends,
+            saga_writes: self.saga_writes,
+            ..base
+        };
+        (commit, self.refused)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.read_model_writes.is_empty()
             && self.appends.is_empty()

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::aggregate::{AggregateHandler, AggregateOptions};
+use crate::aggregate::AggregateHandler;
 use crate::config::{Config, Role};
 use crate::consumer::{
     ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, Handler, PartitionLag,
@@ -191,26 +191,18 @@ impl Host {
         let mut aggregates = BTreeMap::new();
         let mut upcasters = Upcasters::default();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
-            let Role::Aggregate {
-                topic,
-                snapshot_every,
-            } = &p.role
-            else {
+            let Some(options) = p.role.aggregate_options() else {
                 continue;
             };
             let instantiate = |source| HostError::Instantiate {
                 name: p.name.clone(),
                 source,
             };
-            let options = AggregateOptions {
-                snapshot_every: *snapshot_every,
-                ..AggregateOptions::new(topic.clone())
-            };
+            // Every read of a topic goes through the upcaster of the aggregate that owns it.
+            upcasters.add(&options.topic, loaded).map_err(instantiate)?;
             let handler =
                 AggregateHandler::new(log.clone(), loaded.clone(), options).map_err(instantiate)?;
             aggregates.insert(p.name.clone(), Arc::new(handler));
-            // Every read of a topic goes through the upcaster of the aggregate that owns it.
-            upcasters.add(topic, loaded).map_err(instantiate)?;
         }
         if !upcasters.is_empty() {
             tracing::info!(?upcasters, "upcasters installed");
@@ -1032,15 +1024,7 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
     let dispatcher = || -> Result<Dispatcher, HostError> {
         let mut aggregates = BTreeMap::new();
         for a in &config.plugins {
-            if let Role::Aggregate {
-                topic,
-                snapshot_every,
-            } = &a.role
-            {
-                let options = AggregateOptions {
-                    snapshot_every: *snapshot_every,
-                    ..AggregateOptions::new(topic.clone())
-                };
+            if let Some(options) = a.role.aggregate_options() {
                 let handler = AggregateHandler::new(log.clone(), load(a)?, options)
                     .map_err(instantiate(&a.name))?;
                 aggregates.insert(a.name.clone(), Arc::new(handler));

@@ -446,7 +446,7 @@ impl SagaHandler {
             });
             let mut inst = inst;
             match verdict {
-                None => self.version_missing(rev, inst, step, now, fx),
+                None => self.version_missing(Some(rev), inst, step, now, fx),
                 Some(Err(failure)) => {
                     return Err(SagaError::Plugin {
                         plugin: self.name.clone(),
@@ -458,10 +458,10 @@ impl SagaHandler {
                     inst.data = data;
                     inst.steps[step].status = StepStatus::Completed;
                     inst.note(now, step, format!("completed by {}", event.event_type));
-                    self.advance(rev, inst, &event.event_id.to_string(), now, fx)?;
+                    self.advance(Some(rev), inst, &event.event_id.to_string(), now, fx)?;
                 }
                 Some(Ok(Verdict::Failed(reason))) => {
-                    self.fail_step(rev, inst, step, reason, now, fx);
+                    self.fail_step(Some(rev), inst, step, reason, now, fx);
                 }
             }
         }
@@ -530,22 +530,11 @@ impl SagaHandler {
             updated_at: now,
         };
         tracing::info!(saga = %self.name, instance = %inst.instance_id, version = %&version[..12.min(version.len())], "saga instance started");
-        self.advance_from(None, inst, &trigger.event_id.to_string(), now, fx)
-    }
-
-    fn advance(
-        &self,
-        rev: u64,
-        inst: SagaInstance,
-        causation: &str,
-        now: u64,
-        fx: &mut Effects,
-    ) -> Result<(), SagaError> {
-        self.advance_from(Some(rev), inst, causation, now, fx)
+        self.advance(None, inst, &trigger.event_id.to_string(), now, fx)
     }
 
     /// Sends the next pending step's command, or completes the instance.
-    fn advance_from(
+    fn advance(
         &self,
         rev: Option<u64>,
         mut inst: SagaInstance,
@@ -566,12 +555,12 @@ impl SagaHandler {
         });
         let command = match command {
             None => {
-                self.version_missing_from(rev, inst, step, now, fx);
+                self.version_missing(rev, inst, step, now, fx);
                 return Ok(());
             }
             Some(Err(failure)) => {
                 let reason = format!("the saga could not build the command: {failure}");
-                self.fail_step_from(rev, inst, step, reason, now, fx);
+                self.fail_step(rev, inst, step, reason, now, fx);
                 return Ok(());
             }
             Some(Ok(c)) => c,
@@ -610,27 +599,15 @@ impl SagaHandler {
                     }
                     other => other.to_string(),
                 };
-                self.fail_step_from(rev, inst, step, reason, now, fx);
+                self.fail_step(rev, inst, step, reason, now, fx);
                 Ok(())
             }
             Err(e) => Err(SagaError::Dispatch(e)),
         }
     }
 
-    fn fail_step(
-        &self,
-        rev: u64,
-        inst: SagaInstance,
-        step: usize,
-        reason: String,
-        now: u64,
-        fx: &mut Effects,
-    ) {
-        self.fail_step_from(Some(rev), inst, step, reason, now, fx);
-    }
-
     /// Marks `step` failed and starts compensating (driven by a timer due at once).
-    fn fail_step_from(
+    fn fail_step(
         &self,
         rev: Option<u64>,
         mut inst: SagaInstance,
@@ -648,19 +625,8 @@ impl SagaHandler {
         self.write(fx, rev, &inst, TimerChange::Set(now));
     }
 
-    fn version_missing(
-        &self,
-        rev: u64,
-        inst: SagaInstance,
-        step: usize,
-        now: u64,
-        fx: &mut Effects,
-    ) {
-        self.version_missing_from(Some(rev), inst, step, now, fx);
-    }
-
     /// The instance's pinned version is not loaded: it cannot go on without an operator.
-    fn version_missing_from(
+    fn version_missing(
         &self,
         rev: Option<u64>,
         mut inst: SagaInstance,
@@ -696,7 +662,7 @@ impl SagaHandler {
                 match s.sent_at {
                     Some(sent) if now >= sent.saturating_add(s.timeout_ms) => {
                         let reason = format!("no answer within {} ms (timed out)", s.timeout_ms);
-                        self.fail_step(rev, inst, step, reason, now, fx);
+                        self.fail_step(Some(rev), inst, step, reason, now, fx);
                     }
                     Some(sent) => {
                         let due = sent.saturating_add(s.timeout_ms);
@@ -704,7 +670,7 @@ impl SagaHandler {
                     }
                     None => {
                         let cause = inst.trigger_event_id.to_string();
-                        return self.advance(rev, inst, &cause, now, fx);
+                        return self.advance(Some(rev), inst, &cause, now, fx);
                     }
                 }
                 Ok(())
@@ -739,7 +705,7 @@ impl SagaHandler {
         });
         let outcome: Result<Option<(String, Option<PlannedAppend>)>, String> = match command {
             None => {
-                self.version_missing(rev, inst.clone(), step, now, fx);
+                self.version_missing(Some(rev), inst.clone(), step, now, fx);
                 return;
             }
             Some(Err(failure)) => Err(format!(
