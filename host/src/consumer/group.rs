@@ -769,14 +769,21 @@ impl Lane {
         let from = self.partitions[idx].next();
         let span = batch_span(&self.config.name, &events);
         let _entered = span.enter();
-        let relevant: Vec<Event> = events
-            .iter()
-            .filter(|e| self.handler.handles(&e.event_type))
-            .cloned()
-            .collect();
+        // Usually every event is relevant: then the batch goes to the handler without a copy.
+        let filtered: Vec<Event>;
+        let relevant: &[Event] = if events.iter().all(|e| self.handler.handles(&e.event_type)) {
+            &events
+        } else {
+            filtered = events
+                .iter()
+                .filter(|e| self.handler.handles(&e.event_type))
+                .cloned()
+                .collect();
+            &filtered
+        };
         let batch_end = events.last().map_or(from, |e| e.offset + 1);
         let failure = loop {
-            let output = match self.handler.handle(ctx(&self.log, &self.config), &relevant) {
+            let output = match self.handler.handle(ctx(&self.log, &self.config), relevant) {
                 Ok(output) => output,
                 Err(HandlerError::Failed(f)) => break f,
                 // Not a failure: no attempt is counted.
@@ -821,7 +828,7 @@ impl Lane {
         let suspect = failure
             .event_index
             .and_then(|i| relevant.get(i as usize))
-            .or(match relevant.as_slice() {
+            .or(match relevant {
                 [only] => Some(only),
                 _ => None,
             })

@@ -280,21 +280,7 @@ fn sigkill_between_steps_repeatedly_changes_nothing_and_duplicates_nothing() {
     assert!(status.success(), "{status}\n{}", host.stderr());
 
     // The saga log through the CLI (a stopped host's directory).
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(&bin)
-            .arg("saga")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| crate::support::factline_offline(&bin, "saga", &config, args);
     let listed = cli(&["list"]);
     assert!(
         listed.contains(&format!(

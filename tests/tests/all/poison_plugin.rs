@@ -222,21 +222,7 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let dlq = |args: &[&str]| {
-        let out = Command::new(&bin)
-            .arg("dlq")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dlq {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let dlq = |args: &[&str]| crate::support::factline_offline(&bin, "dlq", &config, args);
     let listed: serde_json::Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
     let letters = listed.as_array().unwrap();
     assert_eq!(letters.len(), 1, "{listed:#}");

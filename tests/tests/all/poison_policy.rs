@@ -190,21 +190,7 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
     assert!(host.terminate().success(), "{}", host.stderr());
 
     // The stopped host: the CLI lists the same, and retries on the deployed (fixed) version.
-    let dlq = |args: &[&str]| {
-        let out = Command::new(&bin)
-            .arg("dlq")
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "dlq {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let dlq = |args: &[&str]| crate::support::factline_offline(&bin, "dlq", &config, args);
     let listed: Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), KINDS.len());

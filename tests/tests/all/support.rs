@@ -125,6 +125,24 @@ const READY: &str = "factline: ready";
 const LISTENING: &str = "factline: listening on ";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `factline SUBCOMMAND --config CONFIG ARGS...` (an offline command on a stopped host's
+/// directory): its stdout, once it exited successfully.
+pub fn factline_offline(bin: &Path, subcommand: &str, config: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{subcommand} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A running `factline run` child with its output collected.
 pub struct RunningHost {
     child: Child,
