@@ -1,6 +1,6 @@
 //! The review-notification policy: its scenarios natively and as `.wasm`, then fed the real
-//! events of moderated reviews from a log. (The host does not dispatch policy commands yet; this
-//! checks what the policy asks for.)
+//! events of moderated reviews from a log: this checks what the policy asks for. (That the
+//! `notification` aggregate accepts it is issue 18's wiring.)
 
 use factline_host::ScenarioRunner;
 use factline_host::{Limits, PluginKind, PolicyInstance};
