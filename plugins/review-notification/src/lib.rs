@@ -1,6 +1,6 @@
-//! The review-notification policy (DESIGN §6): when a review is approved, record a notification
-//! to its author. It sends a `record` command to the `notification` aggregate, one stream per
-//! review, with an id derived from the approving event so a redelivery records nothing twice.
+//! The review-notification policy (DESIGN §6): when a review is approved, notify its author. It
+//! sends the `notification` aggregate's `send` command, one stream per review, with an id
+//! derived from the approving event so a redelivery sends nothing twice.
 
 use factline_guest::{EventMeta, Failure, OutgoingCommand, Policy};
 use serde::{Deserialize, Serialize};
@@ -18,14 +18,14 @@ pub enum Event {
     },
 }
 
-/// The command it sends to the `notification` aggregate.
+/// The command it sends: the `notification` aggregate's `send`, with the same fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NotificationCommand {
-    Record {
+    Send {
         recipient: String,
-        topic: String,
-        message: String,
+        subject: String,
+        body: String,
     },
 }
 
@@ -41,10 +41,10 @@ impl Policy for ReviewNotification {
             product_id,
             author,
         } = event;
-        let command = NotificationCommand::Record {
+        let command = NotificationCommand::Send {
             recipient: author,
-            topic: "review-approved".into(),
-            message: format!("Your review {review_id} of {product_id} was approved."),
+            subject: format!("Review {review_id} approved"),
+            body: format!("Your review {review_id} of {product_id} was approved."),
         };
         Ok(vec![OutgoingCommand::new(
             "notification",

@@ -19,10 +19,10 @@ fn approved(review_id: &str, author: &str) -> Event {
 }
 
 fn notice(review_id: &str, author: &str) -> NotificationCommand {
-    NotificationCommand::Record {
+    NotificationCommand::Send {
         recipient: author.into(),
-        topic: "review-approved".into(),
-        message: format!("Your review {review_id} of P-1 was approved."),
+        subject: format!("Review {review_id} approved"),
+        body: format!("Your review {review_id} of P-1 was approved."),
     }
 }
 

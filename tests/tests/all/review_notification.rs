@@ -56,7 +56,49 @@ fn only_approvals_notify_their_authors_with_ids_derived_from_the_event() {
         assert_eq!(c.command_id, format!("{}/notify-author", event.event_id));
         let review = event.stream.strip_prefix("review-").unwrap();
         let payload = factline_guest::codec::msgpack_to_json(&c.payload).unwrap();
-        assert_eq!(c.command_type, "record");
+        assert_eq!(c.command_type, "send");
         assert_eq!(payload["recipient"], json!(format!("author-{review}")));
     }
+}
+
+/// Wired through the host: an approval's notification is accepted by the `notification`
+/// aggregate and sent once, and nothing is parked. (It was parked as `rejected
+/// (unknown-command)` while the policy sent a `record` command the aggregate does not know.)
+#[test]
+fn an_approval_reaches_the_notification_aggregate_through_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = {:?}\n\
+         [[topics]]\nname = \"review\"\npartitions = 2\n\
+         [[topics]]\nname = \"notification\"\npartitions = 2\n\n\
+         [[plugins]]\nname = \"review\"\nkind = \"aggregate\"\ncomponent = {:?}\n\n\
+         [[plugins]]\nname = \"notification\"\nkind = \"aggregate\"\ncomponent = {:?}\n\n\
+         [[plugins]]\nname = \"review-notification\"\nkind = \"policy\"\ncomponent = {:?}\n\
+         subscriptions = [\"review\"]\n",
+        dir.path().join("data"),
+        factline_tests::REVIEW,
+        factline_tests::NOTIFICATION,
+        factline_tests::REVIEW_NOTIFICATION,
+    );
+    let config =
+        factline_host::Config::parse(&text, std::path::Path::new("reviews.toml"), dir.path())
+            .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let host = {
+        let _guard = rt.enter();
+        factline_host::Host::start(config).unwrap()
+    };
+    let review = host.aggregate("review").unwrap();
+    let submit = json!({"product_id": "P-1", "author": "aiko", "rating": 5, "comment": "good"});
+    crate::support::send(review, "R-1", "submit", submit).unwrap();
+    crate::support::send(review, "R-1", "approve", json!({"by": "mod-1"})).unwrap();
+    rt.block_on(host.wait_until_idle()).unwrap();
+    let log = host.log();
+    assert_eq!(log.dead_letters(None).unwrap(), [], "nothing parked");
+    let sent = log.read_stream("notification-review-R-1", 1, 10).unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].event_type, "notification.sent");
+    let body = factline_guest::codec::msgpack_to_json(&sent[0].payload).unwrap();
+    assert_eq!(body["recipient"], "aiko");
+    rt.block_on(host.shutdown());
 }
