@@ -184,8 +184,6 @@ fn group_version(rt: &PluginRuntime, path: &str) -> String {
 /// lists and shows it, and retries it against a fixed plugin version.
 #[test]
 fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
-    use std::process::Command;
-
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     {
@@ -211,16 +209,7 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
     };
     let bin = crate::support::factline_binary();
     let config = write_config(factline_tests::POISON_PLUGIN);
-    let out = Command::new(&bin)
-        .args(["run", "--exit-when-idle", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::factline_run_until_idle(&bin, &config);
 
     let dlq = |args: &[&str]| crate::support::factline_offline(&bin, "dlq", &config, args);
     let listed: serde_json::Value = serde_json::from_str(&dlq(&["list", "--json"])).unwrap();

@@ -4,7 +4,6 @@
 //! admin API and `retry` through `factline dlq` on the stopped host re-run or drop them, and
 //! the failure kind reads `trap` on disk, in the API, in the CLI and in the metrics.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use factline_host::FailureKind;
@@ -223,16 +222,7 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
 
     // The saga's instances answer once the host runs again; then every effect is there once,
     // except the discarded event's.
-    let out = Command::new(&bin)
-        .args(["run", "--exit-when-idle", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::factline_run_until_idle(&bin, &config);
     let log = crate::support::log(
         &dir.path().join("data"),
         &[("item", 2), ("notification", 2)],

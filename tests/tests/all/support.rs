@@ -143,6 +143,21 @@ pub fn factline_offline(bin: &Path, subcommand: &str, config: &Path, args: &[&st
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `factline run --exit-when-idle --config CONFIG`: runs the host until every group caught up,
+/// and asserts it exited successfully.
+pub fn factline_run_until_idle(bin: &Path, config: &Path) {
+    let out = Command::new(bin)
+        .args(["run", "--exit-when-idle", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A running `factline run` child with its output collected.
 pub struct RunningHost {
     child: Child,
