@@ -38,14 +38,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
     // Registered before the ready line, so a signal right after it is a clean stop, not the
     // default action (termination mid-batch).
-    let mut stop = StopSignals::install()?;
-    let data_dir = config.data_dir.clone();
+    let stop = StopSignals::install()?;
     // Bind first: a taken address must refuse the start before any group runs.
-    let listener = tokio::net::TcpListener::bind(config.http.address)
-        .await
-        .with_context(|| format!("binding the HTTP API to {}", config.http.address))?;
-    let address = listener.local_addr()?;
+    let listener = bind(config.http.address).await?;
     let host = std::sync::Arc::new(Host::start(config)?);
+    serve_host(host, listener, stop, exit_when_idle, |_| {}).await
+}
+
+pub(crate) async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the HTTP API to {address}"))
+}
+
+/// Serves a started host's HTTP API (and its plugin watcher) until a stop signal, or until
+/// every group is idle with `exit_when_idle`, then shuts it down. `on_ready` runs with the
+/// bound URL just before the ready line.
+pub(crate) async fn serve_host(
+    host: std::sync::Arc<Host>,
+    listener: tokio::net::TcpListener,
+    mut stop: StopSignals,
+    exit_when_idle: bool,
+    on_ready: impl FnOnce(&str),
+) -> anyhow::Result<()> {
+    let data_dir = host.config().data_dir.clone();
+    let address = listener.local_addr()?;
     let watcher = if host.config().watch_plugins {
         Some(factline_host::PluginWatcher::start(host.clone())?)
     } else {
@@ -84,6 +101,7 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
         data_dir.display(),
         host.groups().len()
     );
+    on_ready(&format!("http://{address}"));
     {
         let mut out = std::io::stdout().lock();
         // The bound address first: with port 0 in the config, scripts learn it here.
@@ -128,7 +146,7 @@ async fn serve(config: Config, exit_when_idle: bool) -> anyhow::Result<()> {
 }
 
 /// SIGTERM and Ctrl-C (SIGINT).
-struct StopSignals {
+pub(crate) struct StopSignals {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -136,7 +154,7 @@ struct StopSignals {
 }
 
 impl StopSignals {
-    fn install() -> anyhow::Result<Self> {
+    pub(crate) fn install() -> anyhow::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};

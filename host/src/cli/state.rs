@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         other => other.context("opening the data directory")?,
     };
     let runtime = PluginRuntime::new(RuntimeConfig {
-        cache_dir: Some(config.data_dir.join("cache")),
+        cache_dir: Some(config.cache_dir.clone()),
         ..RuntimeConfig::default()
     })?;
     // Every aggregate upcasts its own topic, as in the running host.

@@ -28,6 +28,9 @@ pub const DEFAULT_HTTP_ADDRESS: &str = "127.0.0.1:7070";
 pub struct Config {
     /// Where the log, read models and compiled-plugin cache live.
     pub data_dir: PathBuf,
+    /// Compiled components, by content hash (default `<data_dir>/cache`). Hosts may share one:
+    /// a Python or JavaScript component compiles in seconds and loads from it in milliseconds.
+    pub cache_dir: PathBuf,
     pub http: HttpConfig,
     /// Bearer token the admin API will require; `None` leaves it open.
     pub admin_token: Option<AdminToken>,

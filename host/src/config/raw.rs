@@ -20,6 +20,7 @@ use crate::plugin::{Capabilities, Limits, PluginKind};
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     data_dir: Spanned<PathBuf>,
+    cache_dir: Option<PathBuf>,
     #[serde(default)]
     http: RawHttp,
     admin_token: Option<Spanned<String>>,
@@ -339,8 +340,12 @@ pub(super) fn parse(
         }
         t => t.map(|t| AdminToken(t.into_inner())),
     };
+    let data_dir = base.join(raw.data_dir.get_ref());
     Ok(Config {
-        data_dir: base.join(raw.data_dir.get_ref()),
+        cache_dir: raw
+            .cache_dir
+            .map_or_else(|| data_dir.join("cache"), |d| base.join(d)),
+        data_dir,
         http: HttpConfig {
             address: raw.http.address,
         },

@@ -49,6 +49,7 @@ fn the_example_parses() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.data_dir, Path::new("/repo/.factline-data"));
+    assert_eq!(c.cache_dir, Path::new("/repo/.factline-data/cache"));
     assert_eq!(c.http.address.to_string(), "127.0.0.1:7070");
     assert!(c.admin_token.is_none());
     assert_eq!(c.topics, vec![TopicConfig::new("order", 4)]);
@@ -73,6 +74,33 @@ fn the_example_parses() {
     assert_eq!(g.start, StartFrom::Earliest);
     assert_eq!(g.on_dead_letter, DeadLetterPolicy::Skip);
     assert_eq!(g.retry, crate::consumer::RetryPolicy::default());
+}
+
+#[test]
+fn the_worked_example_parses_with_every_example_plugin() {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../factline.worked-example.toml"
+    ));
+    let c = Config::parse(text, Path::new("w.toml"), Path::new("/repo"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<(&str, PluginKind)> = c
+        .plugins
+        .iter()
+        .map(|p| (p.name.as_str(), p.kind()))
+        .collect();
+    assert_eq!(kinds.len(), 18, "{kinds:?}");
+    let summary = c
+        .plugin("order-summary")
+        .and_then(|p| p.role.group())
+        .unwrap();
+    assert_eq!(summary.topics, ["order", "payment"]);
+}
+
+#[test]
+fn a_cache_dir_is_relative_to_the_file() {
+    let c = parse(&format!("cache_dir = \"../shared-cache\"\n{MINIMAL}")).unwrap();
+    assert_eq!(c.cache_dir, Path::new("/srv/app/../shared-cache"));
 }
 
 #[test]

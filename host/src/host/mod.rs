@@ -1,11 +1,11 @@
 //! The long-running host: everything a [`Config`] names, assembled and running.
 //!
 //! [`Host::start`] opens the log, builds one plugin runtime (compiled artifacts cached in
-//! `<data_dir>/cache`), loads and validates every plugin, creates an [`AggregateHandler`] per
-//! aggregate and starts one consumer group per projector on a shared [`ConsumerPool`].
-//! [`Host::shutdown`] stops every group after its in-flight batch and closes the log. A crash
-//! instead of a shutdown loses nothing: each batch commits its effects with its offset
-//! (ARCHITECTURE.md, "Effects and offset commit in one transaction").
+//! `cache_dir`, by default `<data_dir>/cache`), loads and validates every plugin, creates an
+//! [`AggregateHandler`] per aggregate and starts one consumer group per projector, policy and
+//! saga on a shared [`ConsumerPool`]. [`Host::shutdown`] stops every group after its in-flight
+//! batch and closes the log. A crash instead of a shutdown loses nothing: each batch commits its
+//! effects with its offset (ARCHITECTURE.md, "Effects and offset commit in one transaction").
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -157,7 +157,7 @@ impl Host {
         })?;
         let runtime = Arc::new(
             PluginRuntime::new(RuntimeConfig {
-                cache_dir: Some(config.data_dir.join("cache")),
+                cache_dir: Some(config.cache_dir.clone()),
                 fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
                 ..RuntimeConfig::default()
             })
@@ -1002,7 +1002,7 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
         .plugin(name)
         .ok_or_else(|| HostError::NotAConsumer(name.to_owned()))?;
     let runtime = PluginRuntime::new(RuntimeConfig {
-        cache_dir: Some(config.data_dir.join("cache")),
+        cache_dir: Some(config.cache_dir.clone()),
         fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),
         ..RuntimeConfig::default()
     })

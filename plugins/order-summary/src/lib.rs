@@ -1,5 +1,13 @@
 //! The order-summary projector (DESIGN §6): one read-model row per order, keyed by order id
-//! (`ORD-1` for stream `order-ORD-1`).
+//! (`ORD-1` for stream `order-ORD-1`), from the `order` and `payment` topics: status created →
+//! confirmed → paid (→ refunded) → shipped, or cancelled with its reason.
+//!
+//! The two topics' partitions are read independently, so a payment can be projected before its
+//! order's `order.created` (a catch-up or a rebuild reads one partition ahead of another). The
+//! row is therefore built to be order-independent across topics: the status only moves up
+//! [`Status`]'s ranking, `updated_at` is the latest `occurred_at`, and a payment for an order
+//! without a row waits under `pending/<order_id>` until `order.created` takes it in. (Payments
+//! of other flows, a trip's for instance, stay there: they are not orders.)
 
 use factline_guest::{EventMeta, Failure, Projector, ReadModel};
 use serde::{Deserialize, Serialize};
@@ -14,22 +22,40 @@ pub struct Summary {
     /// Sum of the quantities of all items.
     pub item_count: u64,
     pub total: u64,
+    /// Why the order was cancelled; `null` unless it was.
+    pub cancel_reason: Option<String>,
     /// `occurred_at` (ms) of `order.created`.
     pub created_at: u64,
     /// `occurred_at` (ms) of the latest event.
     pub updated_at: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// In the order of the ranking the status only climbs: a later event never lowers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Created,
     Confirmed,
+    Paid,
+    /// Paid, then refunded (the order-placement saga compensating a later step).
+    Refunded,
     Shipped,
     Cancelled,
 }
 
-/// The order's events as this projector reads them: only the fields it needs.
+/// A payment seen before its order's row, kept under [`pending_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub status: Status,
+    pub updated_at: u64,
+}
+
+/// Where a payment waits for its order's row.
+pub fn pending_key(order_id: &str) -> String {
+    format!("pending/{order_id}")
+}
+
+/// The events as this projector reads them: only the fields it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     #[serde(rename = "order.created")]
@@ -41,7 +67,11 @@ pub enum Event {
     #[serde(rename = "order.shipped")]
     Shipped,
     #[serde(rename = "order.cancelled")]
-    Cancelled,
+    Cancelled { reason: String },
+    #[serde(rename = "payment.charged")]
+    Charged { order_id: String },
+    #[serde(rename = "payment.refunded")]
+    Refunded { order_id: String },
 }
 
 #[derive(Debug, Default)]
@@ -56,46 +86,104 @@ impl Projector for OrderSummary {
         meta: &EventMeta,
         model: &mut ReadModel<'_>,
     ) -> Result<(), Failure> {
+        let at = meta.occurred_at;
         let order_id = meta.stream.strip_prefix("order-").unwrap_or(&meta.stream);
-        if let Event::Created { customer_id } = event {
-            let row = Summary {
-                order_id: order_id.to_owned(),
-                customer_id,
-                status: Status::Created,
-                item_count: 0,
-                total: 0,
-                created_at: meta.occurred_at,
-                updated_at: meta.occurred_at,
-            };
-            return model.put(order_id, &row);
-        }
-        // A stream's events arrive in order, so a missing row means a lost `order.created`.
-        let mut row: Summary = model.get(order_id)?.ok_or_else(|| {
-            Failure::new(format!(
-                "no summary for `{order_id}`: order.created was not seen"
-            ))
-        })?;
         match event {
-            Event::Created { .. } => unreachable!("handled above"),
+            Event::Charged { order_id } => payment(model, &order_id, Status::Paid, at),
+            Event::Refunded { order_id } => payment(model, &order_id, Status::Refunded, at),
+            Event::Created { customer_id } => created(model, order_id, customer_id, at),
             Event::ItemAdded {
                 quantity,
                 unit_price,
-            } => {
+            } => update(model, order_id, at, |row| {
                 row.item_count += u64::from(quantity);
                 row.total = row
                     .total
                     .saturating_add(u64::from(quantity).saturating_mul(unit_price));
-            }
-            Event::Placed { total } => {
-                row.status = Status::Confirmed;
+            }),
+            Event::Placed { total } => update(model, order_id, at, |row| {
+                row.status = row.status.max(Status::Confirmed);
                 row.total = total;
-            }
-            Event::Shipped => row.status = Status::Shipped,
-            Event::Cancelled => row.status = Status::Cancelled,
+            }),
+            Event::Shipped => update(model, order_id, at, |row| {
+                row.status = row.status.max(Status::Shipped);
+            }),
+            Event::Cancelled { reason } => update(model, order_id, at, |row| {
+                row.status = Status::Cancelled;
+                row.cancel_reason = Some(reason);
+            }),
         }
-        row.updated_at = meta.occurred_at;
-        model.put(order_id, &row)
     }
+}
+
+/// `order.created`: a new row, taking in a payment that arrived before it.
+fn created(
+    model: &mut ReadModel<'_>,
+    order_id: &str,
+    customer_id: String,
+    at: u64,
+) -> Result<(), Failure> {
+    let mut row = Summary {
+        order_id: order_id.to_owned(),
+        customer_id,
+        status: Status::Created,
+        item_count: 0,
+        total: 0,
+        cancel_reason: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let key = pending_key(order_id);
+    if let Some(pending) = model.get::<Pending>(&key)? {
+        row.status = pending.status;
+        row.updated_at = row.updated_at.max(pending.updated_at);
+        model.delete(&key);
+    }
+    model.put(order_id, &row)
+}
+
+/// An event of the order's own stream after `order.created`.
+fn update(
+    model: &mut ReadModel<'_>,
+    order_id: &str,
+    at: u64,
+    change: impl FnOnce(&mut Summary),
+) -> Result<(), Failure> {
+    // A stream's events arrive in order, so a missing row means a lost `order.created`.
+    let mut row: Summary = model.get(order_id)?.ok_or_else(|| {
+        Failure::new(format!(
+            "no summary for `{order_id}`: order.created was not seen"
+        ))
+    })?;
+    change(&mut row);
+    row.updated_at = row.updated_at.max(at);
+    model.put(order_id, &row)
+}
+
+/// A payment event: on the order's row, or pending until the row exists.
+fn payment(
+    model: &mut ReadModel<'_>,
+    order_id: &str,
+    status: Status,
+    at: u64,
+) -> Result<(), Failure> {
+    if let Some(mut row) = model.get::<Summary>(order_id)? {
+        row.status = row.status.max(status);
+        row.updated_at = row.updated_at.max(at);
+        return model.put(order_id, &row);
+    }
+    let key = pending_key(order_id);
+    let pending = match model.get::<Pending>(&key)? {
+        Some(p) => Pending {
+            status: p.status.max(status),
+            updated_at: p.updated_at.max(at),
+        },
+        None => Pending {
+            status,
+            updated_at: at,
+        },
+    };
+    model.put(&key, &pending)
 }
 
 factline_guest::projector!(OrderSummary);
@@ -132,7 +220,7 @@ mod tests {
                 key: "ORD-1".into(),
                 value: Some(json!({
                     "order_id": "ORD-1", "customer_id": "C-1", "status": "created", "item_count": 0,
-                    "total": 0, "created_at": 1_700_000_000_000_u64, "updated_at": 1_700_000_000_000_u64,
+                    "total": 0, "cancel_reason": null, "created_at": 1_700_000_000_000_u64, "updated_at": 1_700_000_000_000_u64,
                 })),
             }],
         };

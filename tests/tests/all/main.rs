@@ -42,7 +42,9 @@ mod shipping;
 mod shop;
 mod support;
 mod travel_booking;
+mod trip;
 mod versioned_plugin;
+mod worked_example;
 
 macro_rules! assert_test_exists {
     ($name:ident) => {

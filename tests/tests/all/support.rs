@@ -167,6 +167,8 @@ pub struct RunningHost {
     stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// The HTTP API's base URL, from the line before the ready line.
     url: Option<String>,
+    /// What it printed on stdout before the ready line.
+    printed: Vec<String>,
 }
 
 impl RunningHost {
@@ -180,12 +182,20 @@ impl RunningHost {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> RunningHost {
+        let mut args = vec!["run".as_ref(), "--config".as_ref(), config.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Self::spawn_command(bin, &args, env)
+    }
+
+    /// `bin ARGS...`: any subcommand that prints the ready line (`run`, `demo`).
+    pub fn spawn_command(
+        bin: &Path,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+    ) -> RunningHost {
         let mut child = Command::new(bin)
             .envs(env.iter().copied())
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -213,6 +223,7 @@ impl RunningHost {
             stderr,
             stderr_reader: Some(stderr_reader),
             url: None,
+            printed: Vec::new(),
         }
     }
 
@@ -237,6 +248,11 @@ impl RunningHost {
         self.child.id()
     }
 
+    /// Its stdout up to the ready line.
+    pub fn printed(&self) -> &[String] {
+        &self.printed
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -253,6 +269,7 @@ impl RunningHost {
                     if let Some(url) = line.strip_prefix(LISTENING) {
                         self.url = Some(url.to_owned());
                     }
+                    self.printed.push(line);
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();
@@ -282,11 +299,20 @@ impl RunningHost {
     }
 
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("-TERM")
+    }
+
+    /// Ctrl-C.
+    pub fn interrupt(&mut self) -> ExitStatus {
+        self.stop_with("-INT")
+    }
+
+    fn stop_with(&mut self, signal: &str) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
-        assert!(status.success(), "kill -TERM failed");
+        assert!(status.success(), "kill {signal} failed");
         self.wait(Duration::from_secs(30))
     }
 
