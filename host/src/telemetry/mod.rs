@@ -65,6 +65,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
             match metrics::set_global_recorder(recorder) {
                 Ok(()) => {
                     describe();
+                    // Exported from the start, so a dashboard or alert sees 0, not "no data".
+                    metrics::counter!(STORAGE_FAILURES).absolute(0);
+                    metrics::counter!(STORAGE_REOPENS).absolute(0);
+                    metrics::gauge!(STORAGE_AVAILABLE).set(1.0);
                     Some(handle)
                 }
                 Err(_) => {
@@ -327,7 +331,21 @@ mod tests {
         let mut calls = PluginCalls::new("tele-plugin", "v1".into());
         calls.record("decide", Duration::from_micros(80));
         calls.failed(FailureKind::Deadline);
-        let text = render(handle, || set_lag("tele-group", "tele-topic", 2, 7));
+        log_lines_dropped("tele-plugin");
+        let text = render(handle, || {
+            set_lag("tele-group", "tele-topic", 2, 7);
+            set_parked("tele-group", 1);
+        });
+        for name in dashboard_metrics() {
+            let exported = text.lines().any(|l| {
+                l.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            });
+            assert!(
+                exported,
+                "docs/grafana/factline.json queries {name}, which is not exported:\n{text}"
+            );
+        }
         for line in [
             r#"events_published_total{topic="tele-topic"} 5"#,
             r#"events_consumed_total{group="tele-group",topic="tele-topic",plugin_version="1.0.0@abc"} 4"#,
@@ -345,5 +363,52 @@ mod tests {
             text.contains("# TYPE event_processing_duration_seconds histogram"),
             "{text}"
         );
+    }
+
+    /// The metric names the dashboard's queries use: every identifier of its PromQL that is
+    /// not a function, an aggregation keyword, a label (`by (...)`, `{...}`) or a range.
+    fn dashboard_metrics() -> std::collections::BTreeSet<String> {
+        const DASHBOARD: &str = include_str!("../../../docs/grafana/factline.json");
+        const PROMQL: &[&str] = &[
+            "sum",
+            "min",
+            "max",
+            "avg",
+            "rate",
+            "irate",
+            "increase",
+            "histogram_quantile",
+            "by",
+            "without",
+        ];
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).unwrap();
+        let mut names = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let mut expr = target["expr"].as_str().unwrap().to_owned();
+                // Drop label matchers, ranges and grouping labels.
+                for (open, close) in [('{', '}'), ('[', ']')] {
+                    while let Some(start) = expr.find(open) {
+                        let end = start + expr[start..].find(close).unwrap();
+                        expr.replace_range(start..=end, " ");
+                    }
+                }
+                for keyword in ["by (", "without ("] {
+                    while let Some(start) = expr.find(keyword) {
+                        let end = start + expr[start..].find(')').unwrap();
+                        expr.replace_range(start..=end, " ");
+                    }
+                }
+                let words = expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+                names.extend(
+                    words
+                        .filter(|w| w.starts_with(|c: char| c.is_ascii_alphabetic()))
+                        .filter(|w| !PROMQL.contains(w))
+                        .map(str::to_owned),
+                );
+            }
+        }
+        assert!(names.len() >= 10, "{names:?}");
+        names
     }
 }

@@ -535,6 +535,23 @@ fn the_whole_worked_example_over_http_through_factline_run() {
         let reason = i["failure_reason"].as_str().unwrap_or_default();
         assert!(!reason.contains("unknown"), "{i}");
     }
+    // What docs/grafana/factline.json charts, from this flow.
+    let (status, metrics) = crate::http_api::request_text(c.port, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    for series in [
+        r#"commands_total{aggregate="order""#,
+        r#"events_published_total{topic="payment"}"#,
+        r#"events_consumed_total{group="order-summary""#,
+        r#"consumer_lag{group="order-placement""#,
+        r#"plugin_call_duration_seconds_bucket{plugin="order-summary""#,
+        r#"command_duration_seconds_bucket{aggregate="bank-account""#,
+        "storage_available 1",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} not in /metrics:\n{metrics}"
+        );
+    }
     drop(host);
 }
 
