@@ -36,8 +36,8 @@ pub use config::{Config, ConfigError, PluginConfig, Role};
 pub use consumer::{
     BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
     Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,
-    Output, PartitionLag, Paused, Refusal, RetryOutcome, RetryPolicy, StartFrom, Step, Timers,
-    lag as group_lag,
+    Output, PartitionLag, Paused, Refusal, Replay, RetryOutcome, RetryPolicy, StartFrom, Step,
+    Timers, lag as group_lag,
 };
 pub use dispatch::{DispatchError, Dispatcher};
 pub use event::{Event, ExpectedVersion, NewEvent, now_millis};

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use factline_host::Config;
 use factline_host::ConsumerGroup;
-use factline_host::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError};
+use factline_host::{DeadLetter, DeadLetterKey, EventLog, LogOptions, OpenError, Replay};
 use serde_json::Value;
 
 use super::client::{Client, Remote, segment};
@@ -43,6 +43,19 @@ enum Action {
     Retry(Key),
     /// Drop the event (a `block`ed partition moves past it).
     Discard(Key),
+    /// Run the parked event through a candidate build of the group's plugin and show its
+    /// effects or its failure, writing nothing (offline: needs --config). `--deploy` installs
+    /// the candidate as the plugin's component and retries, in offset order, every dead letter
+    /// of the group that it fixes.
+    Replay {
+        #[command(flatten)]
+        key: Key,
+        /// The candidate component.
+        #[arg(long = "with", value_name = "FILE")]
+        candidate: PathBuf,
+        #[arg(long)]
+        deploy: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -76,9 +89,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (Some(config), log)
         }
         (None, Some(dir)) => {
-            if matches!(args.action, Action::Retry(_) | Action::Discard(_)) {
+            if matches!(
+                args.action,
+                Action::Retry(_) | Action::Discard(_) | Action::Replay { .. }
+            ) {
                 anyhow::bail!(
-                    "retry and discard run the group's plugin: give the host's --config instead of --data-dir"
+                    "retry, discard and replay run the group's plugin: give the host's --config instead of --data-dir"
                 );
             }
             (None, open(dir, LogOptions::default())?)
@@ -116,8 +132,169 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             group.discard_dead_letter(&k.key())?;
             println!("{}: discarded", describe(&k.key()));
         }
+        Action::Replay {
+            key,
+            candidate,
+            deploy,
+        } => {
+            let config = config.expect("replay is refused without a config above");
+            replay(&config, &log, &key.key(), &candidate, deploy, json)?;
+        }
     }
     Ok(())
+}
+
+/// `dlq replay`: the group as the host would run it, but with the candidate's component.
+fn replay(
+    config: &Config,
+    log: &EventLog,
+    key: &DeadLetterKey,
+    candidate: &std::path::Path,
+    deploy: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut with_candidate = config.clone();
+    let plugin = with_candidate
+        .plugins
+        .iter_mut()
+        .find(|p| p.name == key.group)
+        .with_context(|| format!("no plugin {} in the configuration", key.group))?;
+    let installed = std::mem::replace(&mut plugin.component, candidate.to_path_buf());
+    let mut group = open_group(&with_candidate, log, &key.group)?;
+    let replayed = group.replay_dead_letter(key)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&replay_json(key, &replayed))?
+        );
+    } else {
+        print_replay(key, candidate, &replayed);
+    }
+    if !deploy {
+        return Ok(());
+    }
+    // The candidate becomes the plugin's component first (a restart runs it), then every dead
+    // letter of the group it fixes is retried with it, oldest position first.
+    let tmp = installed.with_extension("wasm.deploying");
+    std::fs::copy(candidate, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, &installed))
+        .with_context(|| {
+            format!(
+                "installing {} as {}",
+                candidate.display(),
+                installed.display()
+            )
+        })?;
+    println!(
+        "deployed {} as {}",
+        candidate.display(),
+        installed.display()
+    );
+    let mut letters = group.dead_letters()?;
+    letters
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    let (mut fixed, mut left) = (0, 0);
+    for letter in letters {
+        let key = letter.key();
+        match group.replay_dead_letter(&key)? {
+            Replay::Effects(e) if e.refused.is_empty() => {
+                let outcome = group.retry_dead_letter(&key)?;
+                println!("{}: {outcome:?}", describe(&key));
+                fixed += 1;
+            }
+            Replay::Effects(e) => {
+                let r = &e.refused[0];
+                println!(
+                    "{}: still refused ({}: {})",
+                    describe(&key),
+                    r.kind,
+                    r.message
+                );
+                left += 1;
+            }
+            Replay::Failed(f) => {
+                println!(
+                    "{}: still fails ({}: {})",
+                    describe(&key),
+                    f.kind,
+                    f.message
+                );
+                left += 1;
+            }
+        }
+    }
+    println!("{fixed} dead letter(s) retried, {left} left parked");
+    Ok(())
+}
+
+fn print_replay(key: &DeadLetterKey, candidate: &std::path::Path, replayed: &Replay) {
+    println!(
+        "{} with {} (nothing written):",
+        describe(key),
+        candidate.display()
+    );
+    match replayed {
+        Replay::Failed(f) => {
+            println!("  fails: {}: {}", f.kind, f.message);
+            if let Some(bt) = &f.backtrace {
+                println!("  guest backtrace:\n{bt}");
+            }
+        }
+        Replay::Effects(e) if e.is_empty() => println!("  succeeds, with no effects"),
+        Replay::Effects(e) => {
+            println!("  succeeds, with these effects:");
+            for line in effect_lines(e) {
+                println!("    {line}");
+            }
+        }
+    }
+}
+
+/// One line per effect: read-model writes, appended events, saga moves, refusals.
+fn effect_lines(e: &factline_host::Effects) -> Vec<String> {
+    let mut lines = Vec::new();
+    for w in &e.read_model_writes {
+        lines.push(match &w.value {
+            Some(v) => format!("read model {} {} = {}", w.scope, w.key, value_json(v)),
+            None => format!("read model {} {} deleted", w.scope, w.key),
+        });
+    }
+    for (stream, _, events) in &e.appends {
+        for event in events {
+            lines.push(format!(
+                "append {stream} {} {}",
+                event.event_type,
+                value_json(&event.payload)
+            ));
+        }
+    }
+    for w in &e.saga_writes {
+        let status = rmp_serde::from_slice::<factline_host::SagaInstance>(&w.record)
+            .map_or_else(|_| "?".to_owned(), |i| i.status.to_string());
+        lines.push(format!("saga {} {} -> {status}", w.saga, w.instance_id));
+    }
+    for r in &e.refused {
+        lines.push(format!("refused {}: {}", r.kind, r.message));
+    }
+    lines
+}
+
+fn value_json(bytes: &[u8]) -> Value {
+    factline_guest::codec::msgpack_to_json(bytes)
+        .unwrap_or_else(|_| Value::String(format!("<{} bytes>", bytes.len())))
+}
+
+fn replay_json(key: &DeadLetterKey, replayed: &Replay) -> Value {
+    match replayed {
+        Replay::Failed(f) => serde_json::json!({
+            "dead_letter": key, "outcome": "failed", "kind": f.kind, "message": f.message,
+            "backtrace": f.backtrace,
+        }),
+        Replay::Effects(e) => serde_json::json!({
+            "dead_letter": key, "outcome": if e.refused.is_empty() { "succeeded" } else { "refused" },
+            "effects": effect_lines(e),
+        }),
+    }
 }
 
 /// Opens a stopped host's data directory; refuses a missing one (instead of creating it) and
@@ -178,6 +355,9 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
             let answer = client.post(&action_path(&k, "discard"), None)?;
             report(remote, &k, &answer, "discarded")?;
         }
+        Action::Replay { .. } => anyhow::bail!(
+            "replay runs the candidate against a stopped host's directory: give its --config"
+        ),
     }
     Ok(())
 }

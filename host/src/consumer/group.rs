@@ -29,7 +29,7 @@ use crate::log::{
 use crate::plugin::CallFailure;
 use crate::telemetry::BatchInstruments;
 
-use super::handler::{BatchContext, Handler, HandlerError, Output, Timers};
+use super::handler::{BatchContext, Effects, Handler, HandlerError, Output, Timers};
 use super::retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 
 /// Where a group with no committed offset on a partition starts.
@@ -167,6 +167,15 @@ pub enum Step {
     Failed,
     /// Nothing to do now. With `next_retry`, a partition is waiting for a retry at that instant.
     Idle { next_retry: Option<Instant> },
+}
+
+/// What a parked event would do under a group's handler ([`ConsumerGroup::replay_dead_letter`]).
+#[derive(Debug)]
+pub enum Replay {
+    /// The effects a retry would commit; a refusal among them is a business outcome.
+    Effects(Effects),
+    /// The call failed (with the guest's backtrace when it trapped).
+    Failed(CallFailure),
 }
 
 /// The outcome of [`ConsumerGroup::retry_dead_letter`].
@@ -481,6 +490,13 @@ impl ConsumerGroup {
     /// transaction.
     pub fn discard_dead_letter(&mut self, key: &DeadLetterKey) -> Result<(), ConsumerError> {
         self.lane_of(key)?.discard_dead_letter(key)
+    }
+
+    /// Runs a parked event through the group's current handler as a retry would, and returns
+    /// what it would do, writing nothing: the event stays parked. Built with a candidate
+    /// plugin, this is a fix's dry run.
+    pub fn replay_dead_letter(&mut self, key: &DeadLetterKey) -> Result<Replay, ConsumerError> {
+        self.lane_of(key)?.replay_dead_letter(key)
     }
 
     /// Splits the group for a runner: the lanes go to their tasks, the rest (shareable across
@@ -1068,6 +1084,31 @@ impl Lane {
     }
 
     /// [`ConsumerGroup::retry_dead_letter`] on the lane owning the partition.
+    pub(super) fn replay_dead_letter(
+        &mut self,
+        key: &DeadLetterKey,
+    ) -> Result<Replay, ConsumerError> {
+        let (idx, _, _) = self.parked(key)?;
+        let event = self
+            .find_relevant(idx, key.offset)
+            .ok_or_else(|| ConsumerError::MissingEvent(Box::new(key.clone())))?;
+        if !self.handler.handles(&event.event_type) {
+            return Ok(Replay::Effects(Effects::default()));
+        }
+        loop {
+            match self
+                .handler
+                .handle(ctx(&self.log, &self.config), std::slice::from_ref(&event))
+            {
+                Ok(output) => return Ok(Replay::Effects(output.effects)),
+                Err(HandlerError::Failed(f)) => return Ok(Replay::Failed(f)),
+                // Nothing commits here, but a running host's other lanes may move what it read.
+                Err(HandlerError::Conflict) => continue,
+                Err(HandlerError::Read(e)) => return Err(e.into()),
+            }
+        }
+    }
+
     pub(super) fn retry_dead_letter(
         &mut self,
         key: &DeadLetterKey,

@@ -14,8 +14,8 @@ mod retry;
 mod runner;
 
 pub use group::{
-    ConsumerError, ConsumerGroup, GroupConfig, GroupMetrics, PartitionLag, RetryOutcome, StartFrom,
-    Step, lag,
+    ConsumerError, ConsumerGroup, GroupConfig, GroupMetrics, PartitionLag, Replay, RetryOutcome,
+    StartFrom, Step, lag,
 };
 pub use handler::{BatchContext, Effects, Fired, Handler, HandlerError, Output, Refusal, Timers};
 pub use retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};

@@ -253,3 +253,101 @@ fn dlq_cli_lists_shows_and_retries_with_a_fixed_version() {
         .unwrap();
     assert_eq!(rmp_serde::from_slice::<u64>(&count).unwrap(), 10);
 }
+
+/// `factline dlq replay --with FILE`: a parked event run through a candidate build, offline.
+/// The trapping build shows its failure and backtrace; the fixed build shows its effects and
+/// writes nothing; `--deploy` installs the fixed build and retries every dead letter it fixes.
+#[test]
+fn dlq_replay_shows_a_candidates_effects_writes_nothing_and_deploy_retries_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let log = crate::support::log(&data, &[("item", 2)]);
+        for i in 0..10 {
+            let payload =
+                crate::support::msgpack(serde_json::json!({ "poison": i == 2 || i == 6 }));
+            log.append(
+                &format!("item-{i}"),
+                factline_host::ExpectedVersion::NoStream,
+                vec![factline_host::NewEvent::new("item.a", payload)],
+            )
+            .unwrap();
+        }
+    }
+    let component = dir.path().join("counts.wasm");
+    std::fs::copy(factline_tests::POISON_PLUGIN, &component).unwrap();
+    let config = dir.path().join("factline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {data:?}\n[http]\naddress = \"127.0.0.1:0\"\n[[topics]]\nname = \"item\"\npartitions = 2\n\n[[plugins]]\nname = \"counts\"\nkind = \"projector\"\ncomponent = {component:?}\nsubscriptions = [\"item\"]\nretry = {{ base_ms = 1, cap_ms = 2, max_attempts = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    let bin = crate::support::factline_binary();
+    crate::support::factline_run_until_idle(&bin, &config);
+    let dlq = |args: &[&str]| crate::support::factline_offline(&bin, "dlq", &config, args);
+    let state = || {
+        let log = crate::support::log(&data, &[("item", 2)]);
+        let count = factline_host::query_read_model(&log, "counts", "count/item.a").unwrap();
+        let count = count.map(|c| rmp_serde::from_slice::<u64>(&c).unwrap());
+        (log.dead_letters(Some("counts")).unwrap(), count)
+    };
+    let (letters, count) = state();
+    assert_eq!((letters.len(), count), (2, Some(8)), "{letters:?}");
+    let first = &letters[0];
+    let key = [
+        "counts".to_owned(),
+        first.topic.clone(),
+        first.partition.to_string(),
+        first.offset.to_string(),
+    ];
+    let key: Vec<&str> = key.iter().map(String::as_str).collect();
+    let replay = |with: &str, extra: &[&str]| {
+        dlq(&[&["replay"][..], &key, &["--with", with], extra].concat())
+    };
+
+    let trapping = replay(factline_tests::POISON_PLUGIN, &[]);
+    assert!(
+        trapping.contains("fails: trap") && trapping.contains("guest backtrace"),
+        "{trapping}"
+    );
+    let fixed = replay(factline_tests::POISON_FIXED_PLUGIN, &[]);
+    assert!(fixed.contains("(nothing written)"), "{fixed}");
+    assert!(
+        fixed.contains("read model counts count/item.a = 9"),
+        "{fixed}"
+    );
+    assert_eq!(
+        state(),
+        (letters.clone(), Some(8)),
+        "a replay wrote something"
+    );
+
+    let deployed = replay(factline_tests::POISON_FIXED_PLUGIN, &["--deploy"]);
+    assert!(
+        deployed.contains("2 dead letter(s) retried, 0 left parked"),
+        "{deployed}"
+    );
+    let retried: Vec<&str> = deployed
+        .lines()
+        .filter(|l| l.ends_with(": Reprocessed"))
+        .collect();
+    let order: Vec<String> = letters
+        .iter()
+        .map(|l| format!("{}/{}@{}", l.topic, l.partition, l.offset))
+        .collect();
+    assert_eq!(retried.len(), 2, "{deployed}");
+    for (line, position) in retried.iter().zip(&order) {
+        assert!(
+            line.contains(position.as_str()),
+            "{line} should be {position}: {deployed}"
+        );
+    }
+    assert_eq!(state(), (Vec::new(), Some(10)));
+    assert_eq!(
+        std::fs::read(&component).unwrap(),
+        std::fs::read(factline_tests::POISON_FIXED_PLUGIN).unwrap(),
+        "the candidate is the plugin's component now"
+    );
+}
