@@ -413,7 +413,7 @@ async fn read_stream(
     State(host): State<Arc<Host>>,
     Path(stream): Path<String>,
     Query(q): Query<StreamQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let log = host.log();
     let events = log
         .read_stream(
@@ -423,11 +423,12 @@ async fn read_stream(
         )
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e))?;
     let version = log.stream_version(&stream).map_err(internal)?;
-    Ok(Json(json!({
+    let body = json!({
         "stream": stream,
         "version": version,
         "events": events.iter().map(event_json).collect::<Vec<_>>(),
-    })))
+    });
+    Ok((etag(version), Json(body)).into_response())
 }
 
 async fn query_key(

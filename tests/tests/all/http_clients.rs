@@ -27,6 +27,30 @@ fn start(dir: &Path, topics: &[&str], plugins: &str) -> RunningHost {
     host
 }
 
+/// A host running the bank-account aggregate (topic `account`).
+fn account_host(dir: &Path) -> RunningHost {
+    let plugin = aggregate("bank-account", factline_tests::BANK_ACCOUNT) + "topic = \"account\"\n";
+    start(dir, &["account"], &plugin)
+}
+
+/// A host running the order aggregate and the order-summary projector.
+fn order_host(dir: &Path) -> RunningHost {
+    let plugins = aggregate("order", factline_tests::ORDER)
+        + &projector("order-summary", factline_tests::ORDER_SUMMARY, "order");
+    start(dir, &["order"], &plugins)
+}
+
+/// Creates order `id` of `customer`.
+fn create_order(port: u16, id: &str, customer: &str) {
+    let (s, r, _) = command(
+        port,
+        &format!("/v1/aggregates/order/{id}"),
+        &[],
+        json!({"type": "create", "payload": {"customer_id": customer}}),
+    );
+    assert_eq!(s, 200, "{r}");
+}
+
 fn aggregate(name: &str, component: &str) -> String {
     format!("[[plugins]]\nname = {name:?}\nkind = \"aggregate\"\ncomponent = {component:?}\n")
 }
@@ -91,11 +115,7 @@ fn wait_for(port: u16, path: &str, done: impl Fn(&Value) -> bool) -> Value {
 #[test]
 fn expected_versions_conflict_with_both_versions_and_concurrent_commands_queue() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = start(
-        dir.path(),
-        &["account"],
-        &(aggregate("bank-account", factline_tests::BANK_ACCOUNT) + "topic = \"account\"\n"),
-    );
+    let mut host = account_host(dir.path());
     let port = host.port();
     let acc = "/v1/aggregates/bank-account/ACC-1";
     let deposit = |extra: Value| {
@@ -141,6 +161,9 @@ fn expected_versions_conflict_with_both_versions_and_concurrent_commands_queue()
         "{r}"
     );
     assert_eq!(r["stream"], "account-ACC-1");
+    // A stream read gives the same ETag.
+    let (a, _) = call(port, "GET", "/v1/streams/account-ACC-1", &[], &[]);
+    assert_eq!(a.header("etag"), Some("\"3\""));
     let (s, r, _) = command(port, acc, &[], deposit(json!({"expected_version": 7})));
     assert_eq!(
         (s, &r["expected"], &r["actual"]),
@@ -253,11 +276,7 @@ fn expected_versions_conflict_with_both_versions_and_concurrent_commands_queue()
 #[test]
 fn a_command_body_is_json_whatever_its_content_type() {
     let dir = tempfile::tempdir().unwrap();
-    let mut host = start(
-        dir.path(),
-        &["account"],
-        &(aggregate("bank-account", factline_tests::BANK_ACCOUNT) + "topic = \"account\"\n"),
-    );
+    let mut host = account_host(dir.path());
     let port = host.port();
     let variants: [&[&str]; 5] = [
         &[],
@@ -291,20 +310,12 @@ fn a_command_body_is_json_whatever_its_content_type() {
 #[test]
 fn read_model_pages_follow_the_cursor_and_count_the_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = aggregate("order", factline_tests::ORDER)
-        + &projector("order-summary", factline_tests::ORDER_SUMMARY, "order");
-    let mut host = start(dir.path(), &["order"], &plugins);
+    let mut host = order_host(dir.path());
     let port = host.port();
     // 23 orders of customer C-1 (keys ORD-00..ORD-22) and 2 others that share no prefix.
     let ids: Vec<String> = (0..23).map(|i| format!("ORD-{i:02}")).collect();
     for id in ids.iter().map(String::as_str).chain(["X-1", "X-2"]) {
-        let (s, r, _) = command(
-            port,
-            &format!("/v1/aggregates/order/{id}"),
-            &[],
-            json!({"type": "create", "payload": {"customer_id": "C-1"}}),
-        );
-        assert_eq!(s, 200, "{r}");
+        create_order(port, id, "C-1");
     }
     wait_for(port, "/v1/read-models/order-summary?prefix=X-", |p| {
         p["count"] == 2
@@ -403,18 +414,10 @@ fn read_model_pages_follow_the_cursor_and_count_the_prefix() {
 #[test]
 fn a_rebuild_reports_its_target_from_its_start() {
     let dir = tempfile::tempdir().unwrap();
-    let plugins = aggregate("order", factline_tests::ORDER)
-        + &projector("order-summary", factline_tests::ORDER_SUMMARY, "order");
-    let mut host = start(dir.path(), &["order"], &plugins);
+    let mut host = order_host(dir.path());
     let port = host.port();
     for i in 0..30 {
-        let (s, r, _) = command(
-            port,
-            &format!("/v1/aggregates/order/ORD-{i}"),
-            &[],
-            json!({"type": "create", "payload": {"customer_id": "C"}}),
-        );
-        assert_eq!(s, 200, "{r}");
+        create_order(port, &format!("ORD-{i}"), "C");
     }
     let (a, started) = call(
         port,
