@@ -436,6 +436,25 @@ fn a_rebuild_reports_its_target_from_its_start() {
         s["rebuild"]["phase"] == "done"
     });
     assert_eq!(done["rebuild"]["target"], 30, "{done}");
+    // `factline projector rebuild` starts its progress at 0 of the 30.
+    let out = crate::service::cli(
+        &factline_binary(),
+        &[
+            "projector",
+            "rebuild",
+            "order-summary",
+            "--host",
+            host.url(),
+        ],
+        &[],
+    );
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{progress}");
+    assert_eq!(
+        progress.lines().next(),
+        Some("order-summary: replaying 0/30 events"),
+        "{progress}"
+    );
     assert!(host.terminate().success(), "{}", host.stderr());
 }
 
