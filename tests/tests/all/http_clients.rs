@@ -194,9 +194,38 @@ fn expected_versions_conflict_with_both_versions_and_concurrent_commands_queue()
         assert_eq!((s, r["error"].as_str()), (400, Some("malformed")), "{r}");
         assert!(r["message"].as_str().unwrap().contains(what), "{r}");
     }
+    // `factline send --expected-version` sends the same.
+    let send = |expected: &str| {
+        crate::service::cli(
+            &factline_binary(),
+            &[
+                "send",
+                "bank-account",
+                "ACC-1",
+                "deposit",
+                r#"{"amount": 1}"#,
+                "--expected-version",
+                expected,
+                "--host",
+                host.url(),
+            ],
+            &[],
+        )
+    };
+    let refused = send("3");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("409 Conflict: conflict"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("at version 4, the command expected version 3"),
+        "{stderr}"
+    );
+    assert!(send("4").status.success());
     assert_eq!(
         stream_version(port, "account-ACC-1"),
-        4,
+        5,
         "refused commands wrote nothing"
     );
 
