@@ -43,8 +43,10 @@ pub use dispatch::{DispatchError, Dispatcher};
 pub use event::{Event, ExpectedVersion, NewEvent, now_millis};
 pub use evolution::Upcasters;
 pub use failure::FailureKind;
-pub use host::{GroupReport, Host, HostError, ProjectorStatus, RebuildRequestError, open_group};
-pub use http::{router as http_router, serve as serve_http};
+pub use host::{
+    Busy, GroupReport, Host, HostError, ProjectorStatus, RebuildRequestError, SendError, open_group,
+};
+pub use http::{route_list as http_routes, router as http_router, serve as serve_http};
 pub use log::{
     AppendError, AppendResult, CommitError, DB_FILE, DeadLetter, DeadLetterCount, DeadLetterKey,
     Durability, EventLog, FORMAT_VERSION, GroupPosition, InspectError, Inspection, LogOptions,

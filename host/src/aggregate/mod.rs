@@ -38,6 +38,10 @@ pub struct CommandRequest {
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
     pub metadata: Vec<(String, String)>,
+    /// What the caller believes the stream's version is before the command (`None` or
+    /// `Any`: no check, and a concurrent change is decided again). A mismatch is
+    /// [`CommandError::WrongVersion`], never retried.
+    pub expected_version: Option<ExpectedVersion>,
 }
 
 /// What a handled command did.
@@ -70,6 +74,14 @@ pub enum CommandError {
     /// Still conflicting after the configured number of attempts: contention on one stream.
     #[error("stream {stream} kept changing; gave up after {attempts} attempts")]
     Conflict { stream: String, attempts: u32 },
+    /// The stream is not at the version the command expected. Not retried: the caller decided
+    /// on a state that is no longer current; read the stream and decide again.
+    #[error("stream {stream} is at version {actual}, the command expected {expected}")]
+    WrongVersion {
+        stream: String,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error(transparent)]
@@ -227,7 +239,9 @@ impl AggregateHandler {
             Ok(o) if o.deduplicated => telemetry::CommandOutcome::Deduplicated,
             Ok(_) => telemetry::CommandOutcome::Accepted,
             Err(CommandError::Rejected(_)) => telemetry::CommandOutcome::Rejected,
-            Err(CommandError::Conflict { .. }) => telemetry::CommandOutcome::Conflict,
+            Err(CommandError::Conflict { .. } | CommandError::WrongVersion { .. }) => {
+                telemetry::CommandOutcome::Conflict
+            }
             Err(CommandError::Failed { .. }) => telemetry::CommandOutcome::Failed,
             Err(CommandError::Append(_) | CommandError::Read(_)) => {
                 telemetry::CommandOutcome::Refused
@@ -317,6 +331,7 @@ impl AggregateHandler {
         let (current, decision) = {
             let mut instance = self.lock();
             let current = self.load(&mut instance, &stream)?;
+            check_expected(&stream, request.expected_version, current.version)?;
             let decision = instance
                 .decide(&current.state, &input)
                 .map_err(|f| self.failed(f))?;
@@ -568,6 +583,28 @@ impl AggregateHandler {
             deduplicated: true,
             attempts: 0,
         }))
+    }
+}
+
+/// A command's expected version against the stream's current one (0 = no stream).
+fn check_expected(
+    stream: &str,
+    expected: Option<ExpectedVersion>,
+    actual: u64,
+) -> Result<(), CommandError> {
+    let matches = match expected {
+        None | Some(ExpectedVersion::Any) => true,
+        Some(ExpectedVersion::NoStream) => actual == 0,
+        Some(ExpectedVersion::Exact(v)) => actual == v,
+    };
+    if matches {
+        Ok(())
+    } else {
+        Err(CommandError::WrongVersion {
+            stream: stream.to_owned(),
+            expected: expected.expect("only an expectation can mismatch"),
+            actual,
+        })
     }
 }
 

@@ -103,9 +103,10 @@ fn watch(client: &Client, name: &str, started: &Value, show: bool) -> anyhow::Re
         .progress_chars("=> "),
     );
     let mut last_line: Option<(String, std::time::Instant)> = None;
+    // The rebuild's first status (its answer to the start) is the first line: it already
+    // knows the target.
+    let mut rebuild = started.clone();
     loop {
-        let status = client.get(&path)?;
-        let rebuild = &status["rebuild"];
         if rebuild["started_at_ms"] != started["started_at_ms"] {
             anyhow::bail!("{name}: another rebuild replaced this one");
         }
@@ -126,9 +127,10 @@ fn watch(client: &Client, name: &str, started: &Value, show: bool) -> anyhow::Re
         }
         if !matches!(phase.as_str(), "replaying" | "switching") {
             bar.finish();
-            return Ok(rebuild.clone());
+            return Ok(rebuild);
         }
         std::thread::sleep(POLL);
+        rebuild = client.get(&path)?["rebuild"].take();
     }
 }
 

@@ -1,4 +1,5 @@
-//! `factline query <projector> [<key> | --prefix P]`: a read model of a running host.
+//! `factline query <projector> [<key> | --prefix P [--after KEY]]`: a read model of a running
+//! host, a page at a time.
 
 use serde_json::Value;
 
@@ -14,7 +15,10 @@ pub struct Args {
     /// Rows whose key starts with this (all rows when neither a key nor a prefix is given).
     #[arg(long)]
     prefix: Option<String>,
-    /// Most rows.
+    /// Rows after this key (the `next` a page before printed).
+    #[arg(long, conflicts_with = "key")]
+    after: Option<String>,
+    /// Most rows (1 to 10000).
     #[arg(long, default_value_t = 100)]
     limit: usize,
     #[command(flatten)]
@@ -24,6 +28,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let client = Client::new(&args.remote);
     let projector = segment(&args.projector);
+    let mut footer = None;
     let rows: Vec<(String, Value)> = match &args.key {
         Some(key) => {
             let row = client.get(&format!("/v1/read-models/{projector}/{}", segment(key)))?;
@@ -34,14 +39,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             let prefix = args.prefix.as_deref().unwrap_or_default();
+            let after = args
+                .after
+                .as_deref()
+                .map(|a| format!("&after={}", segment(a)))
+                .unwrap_or_default();
             let answer = client.get(&format!(
-                "/v1/read-models/{projector}?prefix={}&limit={}",
+                "/v1/read-models/{projector}?prefix={}&limit={}{after}",
                 segment(prefix),
                 args.limit
             ))?;
             if args.remote.json {
                 return print_json(&answer);
             }
+            let more = if answer["count_exact"] == true {
+                ""
+            } else {
+                "+"
+            };
+            footer = Some(match answer["next"].as_str() {
+                Some(next) => format!(
+                    "{}{more} rows match; next page: --after {next}",
+                    cell(&answer["count"])
+                ),
+                None => format!("{}{more} rows match; last page", cell(&answer["count"])),
+            });
             answer["rows"]
                 .as_array()
                 .into_iter()
@@ -59,5 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         t.add_row([key, cell(&value)]);
     }
     println!("{t}");
+    if let Some(footer) = footer {
+        println!("{footer}");
+    }
     Ok(())
 }

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use factline_host::Config;
 use factline_host::SagaInstance;
 use factline_host::{EventLog, LogOptions, OpenError};
+use serde_json::Value;
 
 use super::client::{Client, Remote, segment};
 
@@ -66,6 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Action::List { saga } => {
             let all = factline_host::saga_instances(&log, saga.as_deref())?;
             if json {
+                let all: Vec<Value> = all.iter().map(SagaInstance::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print_list(&all);
@@ -74,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Action::Show { id, saga } => {
             let i = find(&log, saga.as_deref(), &id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
+                println!("{}", serde_json::to_string_pretty(&i.to_json())?);
             } else {
                 print_one(&i);
             }
@@ -99,14 +101,16 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
             Some(s) => format!("/v1/admin/sagas?saga={}", segment(s)),
             None => "/v1/admin/sagas".to_owned(),
         };
-        Ok(serde_json::from_value(
-            client.get(&path)?["instances"].take(),
-        )?)
+        let Value::Array(all) = client.get(&path)?["instances"].take() else {
+            anyhow::bail!("the host answered no list of saga instances");
+        };
+        all.into_iter().map(from_api).collect()
     };
     match action {
         Action::List { saga } => {
             let all = instances(saga.as_deref())?;
             if remote.json {
+                let all: Vec<Value> = all.iter().map(SagaInstance::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 print_list(&all);
@@ -118,7 +122,7 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
                 .find(|i| i.instance_id == id)
                 .with_context(|| format!("no saga instance {id:?}"))?;
             if remote.json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
+                println!("{}", serde_json::to_string_pretty(&i.to_json())?);
             } else {
                 print_one(&i);
             }
@@ -128,6 +132,17 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// An instance as the API shows it (`data` decoded to JSON), back as a record: the data is
+/// encoded as MessagePack again.
+fn from_api(mut v: Value) -> anyhow::Result<SagaInstance> {
+    let data = match v["data"].take() {
+        Value::Null => Vec::new(),
+        d => factline_guest::codec::json_to_msgpack(&d),
+    };
+    v["data"] = Value::from(data);
+    Ok(serde_json::from_value(v)?)
 }
 
 fn find(log: &EventLog, saga: Option<&str>, id: &str) -> anyhow::Result<SagaInstance> {

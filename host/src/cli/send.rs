@@ -1,4 +1,5 @@
-//! `factline send <aggregate> <id> <command-type> [<json>]`: one command through a running host.
+//! `factline send <aggregate> <id> <command-type> [<json>] [--expected-version N]`: one command
+//! through a running host.
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -22,6 +23,10 @@ pub struct Args {
     correlation_id: Option<String>,
     #[arg(long)]
     causation_id: Option<String>,
+    /// Handle the command only if the stream is at this version (0: it must not exist yet);
+    /// otherwise the host refuses it with both versions.
+    #[arg(long)]
+    expected_version: Option<u64>,
     #[command(flatten)]
     remote: Remote,
 }
@@ -40,6 +45,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(v) = value {
             body[field] = Value::String(v);
         }
+    }
+    if let Some(v) = args.expected_version {
+        body["expected_version"] = json!(v);
     }
     let path = format!(
         "/v1/aggregates/{}/{}",

@@ -44,7 +44,10 @@ impl DispatchError {
     pub fn is_outcome(&self) -> bool {
         match self {
             DispatchError::Command(
-                CommandError::Append(_) | CommandError::Read(_) | CommandError::Conflict { .. },
+                CommandError::Append(_)
+                | CommandError::Read(_)
+                | CommandError::Conflict { .. }
+                | CommandError::WrongVersion { .. },
             ) => false,
             DispatchError::Command(CommandError::Rejected(_) | CommandError::Failed { .. })
             | DispatchError::UnknownAggregate(_)
@@ -100,6 +103,7 @@ impl Dispatcher {
             correlation_id: Some(correlation_id.to_owned()),
             causation_id: Some(causation_id.to_owned()),
             metadata: Vec::new(),
+            expected_version: None,
         })?)
     }
 }

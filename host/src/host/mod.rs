@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::aggregate::AggregateHandler;
+use crate::aggregate::{AggregateHandler, CommandError, CommandOutcome, CommandRequest};
 use crate::config::{Config, Role};
 use crate::consumer::{
     ConsumerError, ConsumerGroup, ConsumerPool, GroupHandle, Handler, PartitionLag,
@@ -33,6 +33,8 @@ use crate::rebuild::{
 };
 use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
 use crate::saga::{SagaError, SagaHandler, SagaOptions, SagaVersions};
+pub use queue::Busy;
+use queue::StreamQueue;
 
 /// How often [`Host::wait_until_idle`] re-checks when no commit wakes it (retry backoffs end
 /// without a commit).
@@ -81,6 +83,18 @@ pub enum RebuildRequestError {
     AlreadyRunning(String),
 }
 
+/// Why [`Host::command`] produced no events.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("no aggregate named {0:?}")]
+    UnknownAggregate(String),
+    /// Refused before deciding: too many commands wait for the stream (or for all of them).
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+}
+
 /// A projector's read models, as the API reports them.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ProjectorStatus {
@@ -125,6 +139,8 @@ pub struct Host {
     dispatcher: Dispatcher,
     /// The plugin versions of each saga, shared with its group's lanes.
     sagas: BTreeMap<String, Arc<SagaVersions>>,
+    /// Commands sent to [`Host::command`] take turns per stream.
+    commands: StreamQueue,
 }
 
 impl std::fmt::Debug for Host {
@@ -284,6 +300,7 @@ impl Host {
             rebuilds: Mutex::default(),
             rebuild_tasks: Mutex::default(),
             dispatcher,
+            commands: StreamQueue::new(),
             sagas,
         };
         for (name, plugin, _) in pending_rebuilds {
@@ -343,7 +360,7 @@ impl Host {
             .find(|g| g.name() == name)
             .expect("every projector has a group handle")
             .clone();
-        let progress = RebuildProgress::new(name, reason, &plugin);
+        let progress = RebuildProgress::new(name, reason, &plugin, &self.log, &config.topics);
         let job = RebuildJob {
             log: self.log.clone(),
             live,
@@ -476,7 +493,8 @@ impl Host {
     /// Deploys what plugin `name`'s component file holds now (the file watcher). The file is
     /// read under the deploy lock, so it is never content a deploy acknowledged since has
     /// replaced (a deploy rewrites the file under the same lock): the watcher cannot bring a
-    /// superseded version back. Content a version in the history had keeps its label.
+    /// superseded version back. Content a version in the history had keeps its label; new
+    /// content gets the plugin's configured `version` label.
     pub async fn deploy_component_file(
         &self,
         name: &str,
@@ -490,7 +508,11 @@ impl Host {
             // Gone or unreadable mid-rename: the next change event tries again.
             return Ok(None);
         };
-        let label = self.registry.label_of(name, &bytes);
+        // As a restart would label the file's content.
+        let label = self
+            .registry
+            .label_of(name, &bytes)
+            .or_else(|| self.plugin_config(name).ok()?.label.clone());
         self.deploy_locked(name, bytes, label, DeployOrigin::File)
             .await
             .map(Some)
@@ -764,6 +786,31 @@ impl Host {
     }
 
     /// The command handler of aggregate plugin `name`.
+    /// Handles a command for aggregate `aggregate`, after the commands on its stream sent
+    /// before it (one at a time per stream, so concurrent commands on one stream decide in turn
+    /// instead of conflicting). The turn is held until the command's append returned, even when
+    /// the caller stops waiting.
+    pub async fn command(
+        &self,
+        aggregate: &str,
+        request: CommandRequest,
+    ) -> Result<CommandOutcome, SendError> {
+        let handler = self
+            .aggregates
+            .get(aggregate)
+            .ok_or_else(|| SendError::UnknownAggregate(aggregate.to_owned()))?
+            .clone();
+        let turn = self.commands.turn(&handler.stream_of(&request.id)).await?;
+        // Deciding runs a plugin and appending waits for an fsync: both block.
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            handler.handle(request)
+        })
+        .await
+        .expect("handling a command panicked");
+        Ok(outcome?)
+    }
+
     pub fn aggregate(&self, name: &str) -> Option<&AggregateHandler> {
         self.aggregates.get(name).map(|a| &**a)
     }
@@ -905,6 +952,7 @@ impl Host {
     }
 }
 
+mod queue;
 #[cfg(test)]
 mod tests;
 

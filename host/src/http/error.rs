@@ -49,6 +49,20 @@ impl ApiError {
         }
     }
 
+    /// Too many commands wait for the stream (429, `Retry-After`): nothing was decided.
+    pub(super) fn busy(e: crate::host::Busy) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: json!({
+                "error": "busy",
+                "message": e.to_string(),
+                "stream": e.stream,
+                "limit": e.limit,
+            }),
+            retry_after: Some(1),
+        }
+    }
+
     #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status

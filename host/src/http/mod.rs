@@ -2,26 +2,30 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | POST | `/v1/aggregates/{aggregate}/{id}` | send a command `{type, payload, command_id?, correlation_id?}` |
+//! | POST | `/v1/aggregates/{aggregate}/{id}` | send a command `{type, payload, command_id?, correlation_id?, expected_version?}` (or `If-Match`) |
 //! | GET | `/v1/streams/{stream}?from=1&limit=100` | read a stream |
 //! | GET | `/v1/read-models/{projector}/{key}` | one row |
-//! | GET | `/v1/read-models/{projector}?prefix=&limit=` | rows by key prefix |
+//! | GET | `/v1/read-models/{projector}?prefix=&after=&limit=` | a page of rows by key prefix, `next` cursor and `count` |
 //! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag, dead letters |
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
-//! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances and one's log |
+//! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances (data as JSON) and one's log |
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
+//! | GET, POST | `/v1/admin/projectors/{name}`, `.../rebuild` | a projector's read models; rebuild one |
 //! | GET | `/metrics` | Prometheus text format (admin: needs the token when one is set) |
 //! | GET | `/healthz`, `/readyz` | liveness (200, with the storage state); readiness (503 while storage cannot write) |
 //!
+//! `docs/openapi.json` describes every route; a test checks it against [`route_list`].
+//!
 //! Every error is `application/json` `{"error": <kind>, "message": ...}` with its own status
 //! (the table is in README.md): 400 malformed body, query or path, 401 missing or wrong admin
-//! token, 404 unknown route/aggregate/row, 405 wrong method, 409 version conflict, 413 body too
-//! large, 422 business rejection (with `code`) or bad deploy, 431 headers too large, 500 plugin
-//! failure, 503 storage unavailable (with `Retry-After`). The framework's own refusals get the
-//! same shape from [`error::json_errors`]. Admin routes check the token in a route layer, before
-//! any extractor reads the body.
+//! token, 404 unknown route/aggregate/row, 405 wrong method, 409 expected version not met (with
+//! `expected` and `actual`) or other conflicts, 413 body too large, 422 business rejection (with
+//! `code`) or bad deploy, 429 too many commands queued for a stream, 431 headers too large, 500
+//! plugin failure, 503 storage unavailable (with `Retry-After`). The framework's own refusals
+//! get the same shape from [`error::json_errors`]. Admin routes check the token in a route
+//! layer, before any extractor reads the body.
 
 mod error;
 #[cfg(test)]
@@ -34,20 +38,23 @@ use axum::Json;
 use axum::Router;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{self, MethodRouter};
 use bytes::Bytes;
 use factline_guest::codec::{json_to_msgpack, msgpack_to_json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::aggregate::{CommandError, CommandRequest};
-use crate::event::Event;
-use crate::host::{Host, RebuildRequestError};
+use crate::event::{Event, ExpectedVersion};
+use crate::host::{Host, RebuildRequestError, SendError};
 use crate::log::{AppendError, DeadLetterKey, ReadError};
 use crate::reload::{DeployError, DeployOrigin};
+use crate::saga::SagaInstance;
 
 pub use error::ApiError;
 use error::internal;
@@ -62,40 +69,14 @@ pub const MAX_COMPONENT_BYTES: usize = 256 << 20;
 
 /// The API's router over a running host.
 pub fn router(host: Arc<Host>) -> Router {
+    let (public, admin) = routes();
     // Behind the token: checked by a route layer, so before any extractor reads a body (an
     // unauthenticated deploy is refused without its 256 MiB being read).
-    let admin = Router::new()
-        .route("/v1/admin/plugins", get(plugins))
-        .route("/v1/admin/plugins/{name}", get(plugin_versions))
-        .route(
-            "/v1/admin/plugins/{name}/deploy",
-            post(deploy)
-                .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
-                .layer(middleware::from_fn(declared_component_size)),
-        )
-        .route("/v1/admin/plugins/{name}/rollback", post(rollback))
-        .route("/v1/admin/projectors/{name}", get(projector_status))
-        .route(
-            "/v1/admin/projectors/{name}/rebuild",
-            post(rebuild_projector),
-        )
-        .route("/v1/admin/groups", get(groups))
-        .route("/v1/admin/sagas", get(sagas))
-        .route("/v1/admin/sagas/{saga}/{id}", get(saga_instance))
-        .route("/v1/admin/dlq", get(dead_letters))
-        .route(
-            "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
-            post(dead_letter_action),
-        )
-        .route("/metrics", get(metrics))
+    let admin = admin
+        .router
         .route_layer(middleware::from_fn_with_state(host.clone(), require_admin));
-    Router::new()
-        .route("/v1/aggregates/{aggregate}/{id}", post(send_command))
-        .route("/v1/streams/{stream}", get(read_stream))
-        .route("/v1/read-models/{projector}", get(query_prefix))
-        .route("/v1/read-models/{projector}/{key}", get(query_key))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    public
+        .router
         .merge(admin)
         .method_not_allowed_fallback(error::method_not_allowed)
         .fallback(error::unknown_route)
@@ -103,6 +84,77 @@ pub fn router(host: Arc<Host>) -> Router {
         .layer(middleware::from_fn(serve::header_budget))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(host)
+}
+
+/// Every (method, path) the router serves, as it was built (`docs/openapi.json` is checked
+/// against it).
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    let (public, admin) = routes();
+    public.list.into_iter().chain(admin.list).collect()
+}
+
+/// The public routes and the admin ones.
+fn routes() -> (Routes, Routes) {
+    let public = Routes::default()
+        .post("/v1/aggregates/{aggregate}/{id}", send_command)
+        .get("/v1/streams/{stream}", read_stream)
+        .get("/v1/read-models/{projector}", query_prefix)
+        .get("/v1/read-models/{projector}/{key}", query_key)
+        .get("/healthz", healthz)
+        .get("/readyz", readyz);
+    let admin = Routes::default()
+        .get("/v1/admin/plugins", plugins)
+        .get("/v1/admin/plugins/{name}", plugin_versions)
+        .post_with("/v1/admin/plugins/{name}/deploy", deploy, |r| {
+            r.layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+                .layer(middleware::from_fn(declared_component_size))
+        })
+        .post("/v1/admin/plugins/{name}/rollback", rollback)
+        .get("/v1/admin/projectors/{name}", projector_status)
+        .post("/v1/admin/projectors/{name}/rebuild", rebuild_projector)
+        .get("/v1/admin/groups", groups)
+        .get("/v1/admin/sagas", sagas)
+        .get("/v1/admin/sagas/{saga}/{id}", saga_instance)
+        .get("/v1/admin/dlq", dead_letters)
+        .post(
+            "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
+            dead_letter_action,
+        )
+        .get("/metrics", metrics);
+    (public, admin)
+}
+
+/// A router and the (method, path) list it is built from, so the list cannot drift from it.
+#[derive(Default)]
+struct Routes {
+    router: Router<Arc<Host>>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn get<H: Handler<T, Arc<Host>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.add(Method::GET, path, routing::get(h))
+    }
+
+    fn post<H: Handler<T, Arc<Host>>, T: 'static>(self, path: &'static str, h: H) -> Self {
+        self.post_with(path, h, |r| r)
+    }
+
+    /// A POST route with layers of its own.
+    fn post_with<H: Handler<T, Arc<Host>>, T: 'static>(
+        self,
+        path: &'static str,
+        h: H,
+        wrap: impl FnOnce(MethodRouter<Arc<Host>>) -> MethodRouter<Arc<Host>>,
+    ) -> Self {
+        self.add(Method::POST, path, wrap(routing::post(h)))
+    }
+
+    fn add(mut self, method: Method, path: &'static str, route: MethodRouter<Arc<Host>>) -> Self {
+        self.router = self.router.route(path, route);
+        self.list.push((method, path));
+        self
+    }
 }
 
 /// A deploy whose declared `Content-Length` is over [`MAX_COMPONENT_BYTES`] is refused before
@@ -190,33 +242,91 @@ pub(crate) struct CommandBody {
     pub command_id: Option<uuid::Uuid>,
     pub correlation_id: Option<String>,
     pub causation_id: Option<String>,
+    /// The stream's version the client decided on: a number (0: the stream must not exist) or
+    /// `"any"`; parsed by [`expected_version`].
+    #[serde(default)]
+    pub expected_version: Option<Value>,
 }
 
-/// Parses a command body. Whatever its `Content-Type` (`curl -d` sends a form type): the body
-/// is JSON or it is malformed (400), syntax and shape alike.
+/// Parses a command body. Whatever its `Content-Type` (none, `text/plain`, or the form type
+/// `curl -d` sends): the body is JSON or it is malformed (400), syntax and shape alike.
 pub(crate) fn parse_command_body(body: &[u8]) -> Result<CommandBody, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed",
-            format!("the command body is not a command: {e}"),
+            format!(
+                "the command body is not a command: {e}; send a JSON object \
+                 {{\"type\": ..., \"payload\": {{...}}}}"
+            ),
         )
     })
+}
+
+/// The expected version of a command, from its body's `expected_version` and its `If-Match`
+/// header (both may be given, and must then agree). A version `N` means "the stream is at
+/// version N before this command" (0: it does not exist yet); `"any"` (or neither) means no
+/// check. `If-Match` takes the `ETag` a command or stream read answered (`"N"`, quoted or not).
+fn expected_version(
+    body: Option<&Value>,
+    headers: &HeaderMap,
+) -> Result<Option<ExpectedVersion>, ApiError> {
+    let malformed = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "malformed", m);
+    let from_body = match body {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "any" => Some(ExpectedVersion::Any),
+        Some(v) => Some(ExpectedVersion::from_current(v.as_u64().ok_or_else(
+            || {
+                malformed(format!(
+                    "expected_version must be a stream version (0 or more) or \"any\", not {v}"
+                ))
+            },
+        )?)),
+    };
+    let from_header =
+        match headers.get(axum::http::header::IF_MATCH) {
+            None => None,
+            Some(h) => {
+                let text = h.to_str().unwrap_or("").trim();
+                let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+                Some(ExpectedVersion::from_current(tag.parse().map_err(|_| {
+                malformed(format!(
+                    "If-Match must be a stream version as its ETag gives it (\"3\"), not {:?}",
+                    text.chars().take(64).collect::<String>()
+                ))
+            })?))
+            }
+        };
+    match (from_body, from_header) {
+        (Some(b), Some(h)) if b != h => Err(malformed(format!(
+            "expected_version ({b}) and If-Match ({h}) disagree"
+        ))),
+        (b, h) => Ok(b.or(h).filter(|e| *e != ExpectedVersion::Any)),
+    }
+}
+
+/// A version as the expected/actual numbers of a 409 (0: no stream).
+fn version_number(e: ExpectedVersion) -> Value {
+    match e {
+        ExpectedVersion::Any => json!("any"),
+        ExpectedVersion::NoStream => json!(0),
+        ExpectedVersion::Exact(v) => json!(v),
+    }
+}
+
+/// `ETag` of a stream at `version`, for a later `If-Match`.
+fn etag(version: u64) -> [(axum::http::HeaderName, String); 1] {
+    [(axum::http::header::ETAG, format!("\"{version}\""))]
 }
 
 async fn send_command(
     State(host): State<Arc<Host>>,
     Path((aggregate, id)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let body = parse_command_body(&body.map_err(body_error)?)?;
-    if host.aggregate(&aggregate).is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-aggregate",
-            format!("no aggregate named {aggregate:?}"),
-        ));
-    }
+    let expected = expected_version(body.expected_version.as_ref(), &headers)?;
     let request = CommandRequest {
         id,
         command_type: body.command_type,
@@ -225,30 +335,50 @@ async fn send_command(
         correlation_id: body.correlation_id,
         causation_id: body.causation_id,
         metadata: Vec::new(),
+        expected_version: expected,
     };
-    // Deciding runs a plugin and appending waits for an fsync: both block.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let handler = host.aggregate(&aggregate).expect("checked above");
-        handler.handle(request)
-    })
-    .await
-    .map_err(internal)?;
-    match outcome {
-        Ok(o) => Ok(Json(json!({
-            "stream": o.stream,
-            "version": o.version,
-            "command_id": o.command_id,
-            "deduplicated": o.deduplicated,
-            "events": o.events.iter().map(event_json).collect::<Vec<_>>(),
-        }))),
-        Err(CommandError::Rejected(r)) => Err(ApiError::with_body(
+    let e = match host.command(&aggregate, request).await {
+        Ok(o) => {
+            let body = json!({
+                "stream": o.stream,
+                "version": o.version,
+                "command_id": o.command_id,
+                "deduplicated": o.deduplicated,
+                "events": o.events.iter().map(event_json).collect::<Vec<_>>(),
+            });
+            return Ok((etag(o.version), Json(body)).into_response());
+        }
+        Err(SendError::UnknownAggregate(a)) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-aggregate",
+                format!("no aggregate named {a:?}"),
+            ));
+        }
+        Err(SendError::Busy(b)) => return Err(ApiError::busy(b)),
+        Err(SendError::Command(e)) => e,
+    };
+    Err(match e {
+        CommandError::Rejected(r) => ApiError::with_body(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "error": "rejected", "code": r.code, "message": r.message }),
-        )),
-        Err(e @ CommandError::Conflict { .. }) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "conflict", e))
-        }
-        Err(CommandError::Failed { plugin, failure }) => Err(ApiError::with_body(
+        ),
+        CommandError::WrongVersion {
+            ref stream,
+            expected,
+            actual,
+        } => ApiError::with_body(
+            StatusCode::CONFLICT,
+            json!({
+                "error": "conflict",
+                "message": e.to_string(),
+                "stream": stream,
+                "expected": version_number(expected),
+                "actual": actual,
+            }),
+        ),
+        e @ CommandError::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "contended", e),
+        CommandError::Failed { plugin, failure } => ApiError::with_body(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({
                 "error": "plugin-failed",
@@ -256,25 +386,21 @@ async fn send_command(
                 "kind": failure.kind,
                 "message": failure.message,
             }),
-        )),
-        Err(CommandError::Append(e @ AppendError::InvalidStream(_))) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e))
-        }
-        Err(CommandError::Append(e @ AppendError::IdempotencyConflict { .. })) => Err(
-            ApiError::new(StatusCode::CONFLICT, "idempotency-conflict", e),
         ),
-        Err(CommandError::Append(e @ (AppendError::Storage(_) | AppendError::Closed))) => {
-            Err(ApiError::storage_unavailable(e))
+        CommandError::Append(e @ AppendError::InvalidStream(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e)
         }
-        Err(CommandError::Read(e @ ReadError::Storage(_))) => Err(ApiError::storage_unavailable(e)),
+        CommandError::Append(e @ AppendError::IdempotencyConflict { .. }) => {
+            ApiError::new(StatusCode::CONFLICT, "idempotency-conflict", e)
+        }
+        CommandError::Append(e @ (AppendError::Storage(_) | AppendError::Closed)) => {
+            ApiError::storage_unavailable(e)
+        }
+        CommandError::Read(e @ ReadError::Storage(_)) => ApiError::storage_unavailable(e),
         // What the plugin decided and the log refuses (event type, size): the plugin's fault.
-        Err(CommandError::Append(e)) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "refused",
-            e,
-        )),
-        Err(e) => Err(internal(e)),
-    }
+        CommandError::Append(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "refused", e),
+        e => internal(e),
+    })
 }
 
 #[derive(Deserialize)]
@@ -287,7 +413,7 @@ async fn read_stream(
     State(host): State<Arc<Host>>,
     Path(stream): Path<String>,
     Query(q): Query<StreamQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let log = host.log();
     let events = log
         .read_stream(
@@ -297,11 +423,12 @@ async fn read_stream(
         )
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid-stream", e))?;
     let version = log.stream_version(&stream).map_err(internal)?;
-    Ok(Json(json!({
+    let body = json!({
         "stream": stream,
         "version": version,
         "events": events.iter().map(event_json).collect::<Vec<_>>(),
-    })))
+    });
+    Ok((etag(version), Json(body)).into_response())
 }
 
 async fn query_key(
@@ -322,26 +449,49 @@ async fn query_key(
 #[derive(Deserialize)]
 struct PrefixQuery {
     prefix: Option<String>,
+    /// The `next` of the page before: rows strictly after this key.
+    after: Option<String>,
     limit: Option<usize>,
 }
 
+/// Rows asked per page at most.
+const MAX_PAGE_ROWS: usize = 10_000;
+
+/// `GET /v1/read-models/{projector}?prefix=&after=&limit=`: a page of rows in key order,
+/// `next` (the `after` of the next page, null on the last) and `count` (keys matching the
+/// prefix, up to [`crate::projector::MAX_COUNT`]; `count_exact` false beyond).
 async fn query_prefix(
     State(host): State<Arc<Host>>,
     Path(projector): Path<String>,
     Query(q): Query<PrefixQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = crate::projector::query_prefix(
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE_ROWS).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("limit must be 1 to {MAX_PAGE_ROWS}, not {limit}"),
+        ));
+    }
+    let page = crate::projector::query_page(
         host.log(),
         &projector,
         q.prefix.as_deref().unwrap_or(""),
-        q.limit.unwrap_or(100).min(10_000),
+        q.after.as_deref(),
+        limit,
     )
     .map_err(internal)?;
-    let rows: Vec<Value> = rows
+    let rows: Vec<Value> = page
+        .rows
         .iter()
         .map(|(k, v)| json!({ "key": k, "value": msgpack_to_json(v).unwrap_or(Value::Null) }))
         .collect();
-    Ok(Json(json!({ "rows": rows })))
+    Ok(Json(json!({
+        "rows": rows,
+        "next": page.next,
+        "count": page.count,
+        "count_exact": page.count_exact,
+    })))
 }
 
 /// Admin endpoints require `Authorization: Bearer <admin_token>` when a token is configured.
@@ -530,6 +680,7 @@ async fn sagas(
     Query(q): Query<SagaQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let all = crate::saga::list(host.log(), q.saga.as_deref()).map_err(internal)?;
+    let all: Vec<Value> = all.iter().map(SagaInstance::to_json).collect();
     Ok(Json(json!({ "instances": all })))
 }
 
@@ -545,7 +696,7 @@ async fn saga_instance(
             format!("no instance {id:?} of saga {saga:?}"),
         )
     })?;
-    Ok(Json(json!(instance)))
+    Ok(Json(instance.to_json()))
 }
 
 async fn groups(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {

@@ -472,4 +472,16 @@ impl ReadModelView {
         .map_err(|e| ReadError::Storage(storage(e)))?;
         Ok(out)
     }
+
+    /// How many keys of `scope` start with `prefix`, counting at most `cap` (keys only: the
+    /// values are not copied).
+    pub fn count_prefix(&self, scope: &str, prefix: &str, cap: usize) -> Result<usize, ReadError> {
+        let mut n = 0;
+        scan(&self.table, scope, prefix, None, cap, |_, _| {
+            n += 1;
+            true
+        })
+        .map_err(|e| ReadError::Storage(storage(e)))?;
+        Ok(n)
+    }
 }

@@ -169,3 +169,49 @@ pub fn query_prefix(
     let view = log.read_models()?;
     view.scan_prefix(&view.live_scope(projector)?, prefix, None, limit)
 }
+
+/// Keys counted at most for [`ReadModelPage::count`]: counting reads every matching key, so a
+/// larger prefix reports this many and `count_exact: false`.
+pub const MAX_COUNT: usize = 10_000;
+
+/// One page of a projector's rows by key prefix, with the cursor of the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadModelPage {
+    /// In key order, after the cursor.
+    pub rows: Vec<(String, Vec<u8>)>,
+    /// The key to pass as `after` for the next page; `None` on the last page.
+    pub next: Option<String>,
+    /// Keys matching the prefix (the whole prefix, not only after the cursor), counted up to
+    /// [`MAX_COUNT`] in the same snapshot as the rows.
+    pub count: usize,
+    /// False when counting stopped at [`MAX_COUNT`] (then there are more).
+    pub count_exact: bool,
+}
+
+/// Up to `limit` of a projector's rows whose key starts with `prefix` and comes after `after`
+/// (exclusive), from one snapshot of its live read model.
+pub fn query_page(
+    log: &EventLog,
+    projector: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<ReadModelPage, ReadError> {
+    let view = log.read_models()?;
+    let scope = view.live_scope(projector)?;
+    // One row more than asked tells whether a next page exists.
+    let mut rows = view.scan_prefix(&scope, prefix, after, limit.saturating_add(1))?;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(k, _)| k.clone())
+    } else {
+        None
+    };
+    let counted = view.count_prefix(&scope, prefix, MAX_COUNT + 1)?;
+    Ok(ReadModelPage {
+        rows,
+        next,
+        count: counted.min(MAX_COUNT),
+        count_exact: counted <= MAX_COUNT,
+    })
+}

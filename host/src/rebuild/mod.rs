@@ -98,7 +98,19 @@ pub struct RebuildProgress {
 }
 
 impl RebuildProgress {
-    pub(crate) fn new(projector: &str, reason: RebuildReason, plugin: &LoadedPlugin) -> Arc<Self> {
+    /// A rebuild about to start over `topics`: its target is their events already (the
+    /// high-water marks), not 0 until the replay's first check.
+    pub(crate) fn new(
+        projector: &str,
+        reason: RebuildReason,
+        plugin: &LoadedPlugin,
+        log: &EventLog,
+        topics: &[String],
+    ) -> Arc<Self> {
+        let target = high_water_marks(log, topics).unwrap_or_else(|e| {
+            tracing::warn!(%projector, error = %e, "rebuild target unknown until the replay starts");
+            0
+        });
         Arc::new(RebuildProgress {
             status: Mutex::new(RebuildStatus {
                 projector: projector.to_owned(),
@@ -108,7 +120,7 @@ impl RebuildProgress {
                 read_model_version: 0,
                 plugin_version: plugin.version.to_string(),
                 processed: 0,
-                target: 0,
+                target,
                 started_at_ms: now_millis(),
                 finished_at_ms: None,
                 switch_pause_ms: None,
@@ -364,6 +376,20 @@ impl RebuildJob {
         .expect("a rebuild replay panicked");
         result.map(|()| group)
     }
+}
+
+/// Events in `topics`: their partitions' high-water marks, summed.
+fn high_water_marks(log: &EventLog, topics: &[String]) -> Result<u64, ReadError> {
+    let mut sum = 0;
+    for topic in topics {
+        let info = log
+            .topic(topic)
+            .ok_or_else(|| ReadError::UnknownTopic(topic.clone()))?;
+        for partition in 0..info.partitions {
+            sum += log.high_water_mark(topic, partition)?;
+        }
+    }
+    Ok(sum)
 }
 
 fn replay_blocking(

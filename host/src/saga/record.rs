@@ -127,6 +127,23 @@ impl SagaInstance {
         });
     }
 
+    /// The instance as JSON with its `data` decoded from MessagePack (the API and
+    /// `factline saga --json` show it so): no data is `null`; data that is not MessagePack is
+    /// `null` with `data_error` saying why.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a saga record always serializes");
+        let (data, error) = match factline_guest::codec::msgpack_to_json(&self.data) {
+            _ if self.data.is_empty() => (serde_json::Value::Null, None),
+            Ok(d) => (d, None),
+            Err(e) => (serde_json::Value::Null, Some(e.to_string())),
+        };
+        v["data"] = data;
+        if let Some(e) = error {
+            v["data_error"] = e.into();
+        }
+        v
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         rmp_serde::to_vec_named(self).expect("a saga record always serializes")
     }

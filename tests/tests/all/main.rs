@@ -12,6 +12,7 @@ mod full_disk;
 mod garbage_plugin;
 mod hostile_plugin;
 mod http_api;
+mod http_clients;
 mod http_errors;
 mod inventory;
 mod inventory_release;
