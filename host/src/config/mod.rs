@@ -46,6 +46,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpConfig {
     pub address: SocketAddr,
+    /// `GET /metrics` needs the admin token too (default: open, as Prometheus scrapers expect).
+    pub protect_metrics: bool,
 }
 
 /// The admin token; its `Debug` never shows it (configs end up in logs).

@@ -37,12 +37,15 @@ struct RawConfig {
 struct RawHttp {
     #[serde(default = "default_address")]
     address: SocketAddr,
+    #[serde(default)]
+    protect_metrics: bool,
 }
 
 impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             address: default_address(),
+            protect_metrics: false,
         }
     }
 }
@@ -348,6 +351,7 @@ pub(super) fn parse(
         data_dir,
         http: HttpConfig {
             address: raw.http.address,
+            protect_metrics: raw.http.protect_metrics,
         },
         admin_token,
         workers,

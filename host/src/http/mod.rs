@@ -13,7 +13,7 @@
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
 //! | GET, POST | `/v1/admin/projectors/{name}`, `.../rebuild` | a projector's read models; rebuild one |
-//! | GET | `/metrics` | Prometheus text format (admin: needs the token when one is set) |
+//! | GET | `/metrics` | Prometheus text format (open; the admin token with `[http] protect_metrics`) |
 //! | GET | `/healthz`, `/readyz` | liveness (200, with the storage state); readiness (503 while storage cannot write) |
 //!
 //! `docs/openapi.json` describes every route; a test checks it against [`route_list`].
@@ -101,7 +101,9 @@ fn routes() -> (Routes, Routes) {
         .get("/v1/read-models/{projector}", query_prefix)
         .get("/v1/read-models/{projector}/{key}", query_key)
         .get("/healthz", healthz)
-        .get("/readyz", readyz);
+        .get("/readyz", readyz)
+        // Open to scrapers unless `[http] protect_metrics`; the handler checks the token then.
+        .get("/metrics", metrics);
     let admin = Routes::default()
         .get("/v1/admin/plugins", plugins)
         .get("/v1/admin/plugins/{name}", plugin_versions)
@@ -119,8 +121,7 @@ fn routes() -> (Routes, Routes) {
         .post(
             "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
             dead_letter_action,
-        )
-        .get("/metrics", metrics);
+        );
     (public, admin)
 }
 
@@ -534,7 +535,10 @@ fn authorize(host: &Host, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// `GET /metrics`: the recorded metrics plus the gauges read now (lag, parked events).
-async fn metrics(State(host): State<Arc<Host>>) -> Result<Response, ApiError> {
+async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if host.config().http.protect_metrics {
+        authorize(&host, &headers)?;
+    }
     let Some(handle) = crate::telemetry::handle() else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

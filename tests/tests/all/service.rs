@@ -296,8 +296,11 @@ fn order_flow_metrics_logs_cli_bad_input_and_restart() {
         (404, Some("unknown-aggregate")),
         "{r}"
     );
+    // Prometheus scrapers send no token: /metrics is open unless `protect_metrics`.
+    let (s, text) = request_text(port, "GET", "/metrics", None, None);
+    assert!(s == 200 && text.contains("commands_total"), "{s} {text}");
     for token in [None, Some("wrong")] {
-        for path in ["/metrics", "/v1/admin/groups", "/v1/admin/dlq"] {
+        for path in ["/v1/admin/groups", "/v1/admin/dlq"] {
             let (s, r) = request(port, "GET", path, token, None);
             assert_eq!(
                 (s, r["error"].as_str()),
@@ -490,4 +493,22 @@ fn a_config_typo_is_refused_naming_the_key_and_nothing_is_created() {
     );
     assert!(!dir.path().join("data").exists(), "nothing was created");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+}
+
+/// `[http] protect_metrics = true`: /metrics wants the admin token like the admin API.
+#[test]
+fn protected_metrics_need_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace("[http]\n", "[http]\nprotect_metrics = true\n");
+    std::fs::write(&config, text).unwrap();
+    let mut host = RunningHost::spawn(&factline_binary(), &config, &[]);
+    host.wait_ready();
+    for token in [None, Some("wrong")] {
+        let (s, r) = request(host.port(), "GET", "/metrics", token, None);
+        assert_eq!((s, r["error"].as_str()), (401, Some("unauthorized")), "{r}");
+    }
+    let (s, text) = request_text(host.port(), "GET", "/metrics", Some(TOKEN), None);
+    assert!(s == 200 && text.contains("# TYPE"), "{s} {text}");
 }
