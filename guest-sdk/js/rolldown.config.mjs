@@ -16,5 +16,6 @@ export default {
       "factline-guest/projector": sdk("./projector.js"),
     },
   },
-  output: { file: process.env.FACTLINE_BUNDLE, format: "esm" },
+  // The source map becomes the line table failures are reported with (line-table.mjs).
+  output: { file: process.env.FACTLINE_BUNDLE, format: "esm", sourcemap: true },
 };

@@ -182,7 +182,10 @@ fn diff_dead_letters(want: &[ExpectedDeadLetter], got: &[DeadLetter], diffs: &mu
             ),
         }
     }
-    for g in got.iter().filter(|g| !want.iter().any(|w| w.event == g.event)) {
+    for g in got
+        .iter()
+        .filter(|g| !want.iter().any(|w| w.event == g.event))
+    {
         diffs.push(format!(
             "dead_letters: given event #{} would be parked ({}): {}",
             g.event, g.kind, g.message
@@ -353,8 +356,12 @@ pub trait SagaCalls {
         step: &str,
         data: &[u8],
     ) -> Result<Option<crate::OutgoingCommand>, CallFailed>;
-    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent)
-    -> Result<Judgement, CallFailed>;
+    fn judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &RawEvent,
+    ) -> Result<Judgement, CallFailed>;
 }
 
 fn expected_command(c: crate::OutgoingCommand) -> Result<ExpectedCommand, String> {
@@ -916,10 +923,7 @@ impl AggregateScenario {
                     kind,
                     message_contains,
                 },
-                O::Failed {
-                    kind: got,
-                    message,
-                },
+                O::Failed { kind: got, message },
             ) => check_failure(
                 "failure",
                 *kind,
@@ -1467,7 +1471,10 @@ mod tests {
                 message: "unreachable".into(),
             })
             .unwrap_err();
-        assert_eq!(failed.differences, ["the plugin failed (trap): unreachable"]);
+        assert_eq!(
+            failed.differences,
+            ["the plugin failed (trap): unreachable"]
+        );
     }
 
     #[test]
@@ -1481,11 +1488,14 @@ mod tests {
             ],
         }))
         .unwrap();
-        let outcome = ProjectorOutcome::from_msgpack([
-            ("A".to_owned(), codec::json_to_msgpack(&json!({"n": 1}))),
-            ("B".to_owned(), codec::json_to_msgpack(&json!({"n": 2}))),
-            ("D".to_owned(), codec::json_to_msgpack(&json!({"n": 4}))),
-        ], Vec::new());
+        let outcome = ProjectorOutcome::from_msgpack(
+            [
+                ("A".to_owned(), codec::json_to_msgpack(&json!({"n": 1}))),
+                ("B".to_owned(), codec::json_to_msgpack(&json!({"n": 2}))),
+                ("D".to_owned(), codec::json_to_msgpack(&json!({"n": 4}))),
+            ],
+            Vec::new(),
+        );
         let mismatch = s.verify(&outcome).unwrap_err();
         assert_eq!(
             mismatch.differences,

@@ -47,9 +47,9 @@ pub use serde_json::{Value, json};
 use crate::codec;
 use crate::projector::MemoryStore;
 use crate::scenario::{
-    AggregateExpectation, CallFailed, AggregateOutcome, AggregateScenario, ExpectedCommand, ExpectedEvent,
-    ExpectedRow, GivenEvent, Mismatch, PolicyOutcome, PolicyScenario, ProjectorOutcome,
-    ProjectorScenario, Scenario, WhenCommand,
+    AggregateExpectation, AggregateOutcome, AggregateScenario, CallFailed, ExpectedCommand,
+    ExpectedEvent, ExpectedRow, GivenEvent, Mismatch, PolicyOutcome, PolicyScenario,
+    ProjectorOutcome, ProjectorScenario, Scenario, WhenCommand,
 };
 use crate::types::{DecideError, Failure};
 use crate::{Aggregate, Policy, Projector, aggregate, policy, projector};

@@ -67,12 +67,22 @@ mod templates {
 
 fn source(kind: Kind, lang: Lang) -> Option<(&'static str, &'static str)> {
     Some(match (lang, kind) {
-        (Lang::Rust, Kind::Aggregate) => ("src/lib.rs", include_str!("new/templates/rust/aggregate.rs")),
-        (Lang::Rust, Kind::Projector) => ("src/lib.rs", include_str!("new/templates/rust/projector.rs")),
+        (Lang::Rust, Kind::Aggregate) => (
+            "src/lib.rs",
+            include_str!("new/templates/rust/aggregate.rs"),
+        ),
+        (Lang::Rust, Kind::Projector) => (
+            "src/lib.rs",
+            include_str!("new/templates/rust/projector.rs"),
+        ),
         (Lang::Rust, Kind::Policy) => ("src/lib.rs", include_str!("new/templates/rust/policy.rs")),
         (Lang::Rust, Kind::Saga) => ("src/lib.rs", include_str!("new/templates/rust/saga.rs")),
-        (Lang::Python, Kind::Aggregate) => ("app.py", include_str!("new/templates/python/aggregate.py")),
-        (Lang::Python, Kind::Projector) => ("app.py", include_str!("new/templates/python/projector.py")),
+        (Lang::Python, Kind::Aggregate) => {
+            ("app.py", include_str!("new/templates/python/aggregate.py"))
+        }
+        (Lang::Python, Kind::Projector) => {
+            ("app.py", include_str!("new/templates/python/projector.py"))
+        }
         (Lang::Js, Kind::Aggregate) => ("index.js", include_str!("new/templates/js/aggregate.js")),
         (Lang::Js, Kind::Projector) => ("index.js", include_str!("new/templates/js/projector.js")),
         (Lang::Python | Lang::Js, Kind::Policy | Kind::Saga) => return None,
@@ -104,7 +114,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     refuse_inside_plugins(&repo, &dir)?;
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} exists and is not empty; pick another --dir", dir.display());
+        bail!(
+            "{} exists and is not empty; pick another --dir",
+            dir.display()
+        );
     }
     let lib = args.name.replace('-', "_");
     let topic = lib.clone();
@@ -154,7 +167,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut files: Vec<(String, String, bool)> = vec![
         (source_path.into(), fill(source_text), false),
         ("scenarios.toml".into(), fill(scenarios(args.kind)), false),
-        ("factline.toml".into(), fill(templates::FACTLINE_TOML), false),
+        (
+            "factline.toml".into(),
+            fill(templates::FACTLINE_TOML),
+            false,
+        ),
         ("README.md".into(), fill(templates::README), false),
         (
             ".gitignore".into(),
@@ -237,7 +254,9 @@ fn repo(given: Option<&Path>) -> anyhow::Result<PathBuf> {
 /// clone's build.
 fn refuse_inside_plugins(repo: &Path, dir: &Path) -> anyhow::Result<()> {
     let absolute = std::path::absolute(dir)?;
-    let parent = absolute.parent().map(|p| std::fs::canonicalize(p).unwrap_or(p.to_path_buf()));
+    let parent = absolute
+        .parent()
+        .map(|p| std::fs::canonicalize(p).unwrap_or(p.to_path_buf()));
     let inside = ["plugins", "tests/plugins"]
         .iter()
         .any(|p| parent.as_deref() == Some(repo.join(p).as_path()));
@@ -283,16 +302,22 @@ fn try_it(kind: Kind, name: &str, topic: &str) -> String {
              -H 'Content-Type: application/json' \\\n  -d '{{\"type\":\"increment\",\"payload\":{{\"by\":2}}}}'\n\
              curl -s localhost:7070/v1/streams/{topic}-1\n```\n"
         ),
-        Kind::Projector => "\nIt reads the `counter` topic: add a `counter` aggregate to `factline.toml` \
+        Kind::Projector => {
+            "\nIt reads the `counter` topic: add a `counter` aggregate to `factline.toml` \
              (`factline new aggregate counter` writes one), then\n`curl -s \
              localhost:7070/v1/read-models/NAME/counter-1`.\n"
-            .replace("NAME", name),
-        Kind::Policy => "\nIt reads the `counter` topic and sends commands to an `audit` aggregate: \
+                .replace("NAME", name)
+        }
+        Kind::Policy => {
+            "\nIt reads the `counter` topic and sends commands to an `audit` aggregate: \
              add both to `factline.toml` to run it end to end.\n"
-            .into(),
-        Kind::Saga => "\nIt starts on `transfer.requested` events and sends commands to an `account` \
+                .into()
+        }
+        Kind::Saga => {
+            "\nIt starts on `transfer.requested` events and sends commands to an `account` \
              aggregate: add the aggregates that write those topics to `factline.toml`.\n"
-            .into(),
+                .into()
+        }
     }
 }
 

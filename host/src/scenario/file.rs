@@ -97,7 +97,10 @@ fn json_scenario_error(text: &str) -> Option<String> {
     let scenarios = value.get_mut("scenarios")?.as_array_mut()?;
     for (i, scenario) in scenarios.iter_mut().enumerate() {
         let object = scenario.as_object_mut()?;
-        let name = object.get("name").and_then(|n| n.as_str()).map(str::to_owned);
+        let name = object
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
         let at = match &name {
             Some(name) => format!("scenarios[{i}] (`{name}`)"),
             None => format!("scenarios[{i}]"),
@@ -116,7 +119,8 @@ fn json_scenario_error(text: &str) -> Option<String> {
         if let Err(e) = result {
             let path = track.path().to_string();
             let inner = e.to_string();
-            let key = unknown_key(&inner);
+            // The path may end at the parent of an unknown key, or at the key itself.
+            let key = unknown_key(&inner).filter(|key| path.rsplit('.').next() != Some(*key));
             let place = match (path.as_str(), key) {
                 (".", Some(key)) => format!("{at}.{key}"),
                 (".", None) => at,
@@ -144,9 +148,8 @@ fn parse_toml(text: &str) -> Result<ScenarioFile, ParseFailure> {
         let (line, column) = line_column(text, span.start);
         (line, column, message)
     };
-    let doc = DeTable::parse(text).map_err(|e| {
-        at(e.span().unwrap_or(0..0), e.message().trim().to_owned())
-    })?;
+    let doc = DeTable::parse(text)
+        .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim().to_owned()))?;
     let mut file = ScenarioFile {
         description: String::new(),
         scenarios: Vec::new(),
@@ -178,23 +181,36 @@ fn parse_toml(text: &str) -> Result<ScenarioFile, ParseFailure> {
                     };
                     let kind_span = kind.span();
                     let DeValue::String(kind) = kind.into_inner() else {
-                        return Err(at(kind_span, format!("`kind` is one of {}", KINDS.join(", "))));
+                        return Err(at(
+                            kind_span,
+                            format!("`kind` is one of {}", KINDS.join(", ")),
+                        ));
                     };
                     if !KINDS.contains(&kind.as_ref()) {
                         return Err(at(
                             kind_span,
-                            format!("unknown kind `{kind}`, expected one of {}", KINDS.join(", ")),
+                            format!(
+                                "unknown kind `{kind}`, expected one of {}",
+                                KINDS.join(", ")
+                            ),
                         ));
                     }
                     let table = toml::Spanned::new(span.clone(), DeValue::Table(rest));
-                    let scenario = scenario_of_kind(&kind, table.into_deserializer()).map_err(
-                        |e| at(e.span().unwrap_or(span.clone()), e.message().trim().to_owned()),
-                    )?;
+                    let scenario =
+                        scenario_of_kind(&kind, table.into_deserializer()).map_err(|e| {
+                            at(
+                                e.span().unwrap_or(span.clone()),
+                                e.message().trim().to_owned(),
+                            )
+                        })?;
                     file.scenarios.push(scenario);
                 }
             }
             ("scenarios", _) => {
-                return Err(at(value_span, "`scenarios` is an array of tables ([[scenarios]])".into()));
+                return Err(at(
+                    value_span,
+                    "`scenarios` is an array of tables ([[scenarios]])".into(),
+                ));
             }
             (other, _) => {
                 return Err(at(
@@ -267,11 +283,17 @@ then = [{ key = "counter-1", value = { total = 2 } }, { key = "counter-2" }]
         let typo = TOML.replace("command_type", "command_typ");
         let (_d, path) = write("s.toml", &typo);
         let e = load(&path).unwrap_err().to_string();
-        // The span is the scenario holding the typo (its `[[scenarios]]` line).
+        // The span is the key itself, not the scenario holding it.
         assert!(
-            e.contains("s.toml:4:1: ") && e.contains("command_typ"),
+            e.contains("s.toml:9:10: ") && e.contains("command_typ"),
             "{e}"
         );
+        let (_d, path) = write(
+            "s.toml",
+            &TOML.replace("kind = \"projector\"", "kind = \"workflow\""),
+        );
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("s.toml:13:8: unknown kind `workflow`"), "{e}");
 
         let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"workflow\"}]}");
         let e = load(&path).unwrap_err().to_string();

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use factline_guest::scenario::{
-    AggregateOutcome, AggregateScenario, BASE_TIME_MS, CallFailed, Judgement, Mismatch, Outcome, PolicyOutcome,
-    PolicyScenario, ProjectorOutcome, ProjectorScenario, SagaCalls, SagaOutcome, SagaScenario,
-    Scenario, run_consumer,
+    AggregateOutcome, AggregateScenario, BASE_TIME_MS, CallFailed, Judgement, Mismatch, Outcome,
+    PolicyOutcome, PolicyScenario, ProjectorOutcome, ProjectorScenario, SagaCalls, SagaOutcome,
+    SagaScenario, Scenario, run_consumer,
 };
 use factline_guest::{RawEvent, RawNewEvent};
 use uuid::Uuid;
@@ -309,10 +309,7 @@ impl SagaCalls for WasmSaga {
     }
 
     fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, CallFailed> {
-        let started = self
-            .0
-            .saga_start(&envelope(trigger))
-            .map_err(call_failed)?;
+        let started = self.0.saga_start(&envelope(trigger)).map_err(call_failed)?;
         Ok(started.map(|(_, data)| data))
     }
 
@@ -340,7 +337,12 @@ impl SagaCalls for WasmSaga {
         Ok(c.map(Into::into))
     }
 
-    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent) -> Result<Judgement, CallFailed> {
+    fn judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &RawEvent,
+    ) -> Result<Judgement, CallFailed> {
         let v = self
             .0
             .saga_judge(step, data, &envelope(answer))
