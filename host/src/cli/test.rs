@@ -36,7 +36,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let files = args
         .scenarios
         .iter()
-        .map(|path| factline_host::load_scenario_file(path))
+        // Its message already names the cause: not again as a source in the error chain.
+        .map(|path| factline_host::load_scenario_file(path).map_err(|e| anyhow::anyhow!("{e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let runner = ScenarioRunner::with_cache(cache_dir).context("starting the engine")?;
     let chosen: Vec<&Scenario> = files

@@ -296,6 +296,10 @@ fn scenario_file_errors_point_at_the_offending_key() {
         "{out}"
     );
     assert_eq!(out.matches("payloads").count(), 2, "said once: {out}");
+
+    let (ok, out) = factline_test(&[factline_tests::ORDER, "/nonexistent/order.toml"]);
+    assert!(!ok, "{out}");
+    assert_eq!(out.matches("No such file").count(), 1, "said once: {out}");
 }
 
 /// A file mixing kinds runs the scenarios of the component's kind, says once why the others
