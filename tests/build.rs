@@ -35,6 +35,7 @@ fn main() {
 
     require_target();
     let plugins = find_plugins(&root);
+    require_end_to_end_tests(&root, &plugins);
     // Never the outer target dir: the outer cargo holds its lock while this script runs. One
     // per checkout: cargo's fingerprints do not include a workspace's absolute path, so two
     // worktrees sharing CARGO_TARGET_DIR would otherwise take each other's plugins as fresh.
@@ -96,6 +97,27 @@ fn main() {
     .unwrap();
     writeln!(code, "#[macro_export]\nmacro_rules! foreach_plugin {{\n    ($mac:ident) => {{\n{foreach}    }};\n}}").unwrap();
     std::fs::write(out_dir.join("plugins.rs"), code).expect("write plugins.rs");
+}
+
+/// Every plugin needs its module in the integration binary (`foreach_plugin!` demands it);
+/// say so here, with what to do, rather than as an unresolved import in `main.rs`.
+fn require_end_to_end_tests(root: &Path, plugins: &[Plugin]) {
+    let tests = root.join("tests/tests/all");
+    let missing: Vec<String> = plugins
+        .iter()
+        .map(|p| p.package.replace('-', "_"))
+        .filter(|snake| !tests.join(format!("{snake}.rs")).is_file())
+        .collect();
+    if !missing.is_empty() {
+        panic!(
+            "plugin crate(s) {missing:?} under plugins/ or tests/plugins/ have no end-to-end test: \
+             add tests/tests/all/<name>.rs (a test that runs the built component, e.g. its \
+             scenarios through ScenarioRunner) and `mod <name>;` in tests/tests/all/main.rs. A \
+             plugin that does not belong to this repository's examples lives anywhere else \
+             (`factline new` writes a stand-alone project); see README.md, \"A new plugin in this \
+             repository\""
+        );
+    }
 }
 
 fn require_target() {

@@ -62,8 +62,30 @@ export function command(raw) {
   };
 }
 
+/**
+ * Where `error` was thrown, as `file:line in function`: the innermost frame of the plugin's own
+ * files, then the innermost of all when that lies elsewhere (the SDK, a library). The bundle's
+ * lines are mapped back through the table the build appends (`line-table.mjs`); none: "".
+ */
+function where(error) {
+  const table = globalThis.__factlineLines;
+  if (!table || typeof error?.stack !== "string") return "";
+  const frames = [];
+  for (const m of error.stack.matchAll(/at (\S+) \([^)]*?:(\d+):\d+\)/g)) {
+    const mapped = table.lines[Number(m[2]) - 1];
+    if (mapped) frames.push({ fn: m[1], source: mapped[0], line: mapped[1] });
+  }
+  if (!frames.length) return "";
+  const shown = [frames[0]];
+  const own = frames.find((f) => table.own[f.source]);
+  if (own && own !== frames[0]) shown.push(own);
+  return shown.map((f) => `${table.sources[f.source]}:${f.line} in ${f.fn}`).join(", called from ");
+}
+
 /** The WIT `failure` for an exception thrown while handling event `index` (or none). */
 export function failure(error, index) {
-  const message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  let message = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  const at = where(error);
+  if (at) message += ` (at ${at})`;
   return { message, eventIndex: index ?? null };
 }

@@ -82,8 +82,26 @@ class Command:
         self.payload = decode(raw.payload)
 
 
+def _where(error):
+    """Where ``error`` was raised: the innermost frame of the plugin's code (not this SDK's),
+    then the innermost frame of all when that lies elsewhere (a library), as ``file:line in
+    function``."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if f.filename != __file__]
+    shown = [f for f in frames[-1:]]
+    own = [f for f in frames if "site-packages" not in f.filename
+           and "guest-packages" not in f.filename]
+    if own and own[-1] is not frames[-1]:
+        shown.insert(0, own[-1])
+    return ", called from ".join(
+        f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in reversed(shown))
+
+
 def _failure(index, error):
     detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+    where = _where(error)
+    if where:
+        detail = f"{detail} (at {where})"
     return Err(_types.Failure(message=detail, event_index=index))
 
 

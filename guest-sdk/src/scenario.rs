@@ -90,6 +90,183 @@ impl Scenario {
     }
 }
 
+/// A plugin call that failed, as a runner saw it: the host's failure kind (`trap`, `guest`,
+/// `deadline`, ...), its message, and the event of the batch it names, when it names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallFailed {
+    pub kind: String,
+    pub message: String,
+    pub event_index: Option<usize>,
+}
+
+impl CallFailed {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            event_index: None,
+        }
+    }
+
+    fn dead_letter(self, event: usize) -> DeadLetter {
+        DeadLetter {
+            event,
+            kind: self.kind,
+            message: self.message,
+        }
+    }
+}
+
+impl fmt::Display for CallFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+/// The kinds of failed call a scenario can expect (the host's; a business rejection is an
+/// outcome of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    Trap,
+    MemoryLimit,
+    Deadline,
+    Fuel,
+    Guest,
+    BadOutput,
+    Host,
+}
+
+impl FailureKind {
+    fn name(self) -> String {
+        to_json(&self).as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// An event the host would park: its index among the given events, the failure's kind and
+/// message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event: usize,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A dead letter a scenario expects: the event (index among the given events, from 0), and
+/// optionally the failure's kind and a part of its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedDeadLetter {
+    pub event: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FailureKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_contains: Option<String>,
+}
+
+/// Differences between the dead letters expected and those the run produced.
+fn diff_dead_letters(want: &[ExpectedDeadLetter], got: &[DeadLetter], diffs: &mut Vec<String>) {
+    for w in want {
+        match got.iter().find(|g| g.event == w.event) {
+            None => diffs.push(format!(
+                "dead_letters: expected given event #{} to be parked, but it was handled",
+                w.event
+            )),
+            Some(g) => check_failure(
+                &format!("dead letter of event #{}", w.event),
+                w.kind,
+                w.message_contains.as_deref(),
+                &g.kind,
+                &g.message,
+                diffs,
+            ),
+        }
+    }
+    for g in got
+        .iter()
+        .filter(|g| !want.iter().any(|w| w.event == g.event))
+    {
+        diffs.push(format!(
+            "dead_letters: given event #{} would be parked ({}): {}",
+            g.event, g.kind, g.message
+        ));
+    }
+}
+
+/// A report's `expected` or `actual` side, with the dead letters beside it when there are any.
+fn with_dead_letters<T: Serialize>(value: Value, dead_letters: &[T]) -> Value {
+    if dead_letters.is_empty() {
+        return value;
+    }
+    json!({ "then": value, "dead_letters": to_json(&dead_letters) })
+}
+
+fn check_failure(
+    what: &str,
+    kind: Option<FailureKind>,
+    message_contains: Option<&str>,
+    got_kind: &str,
+    got_message: &str,
+    diffs: &mut Vec<String>,
+) {
+    if let Some(kind) = kind
+        && kind.name() != got_kind
+    {
+        diffs.push(format!(
+            "{what}: expected kind `{}`, got `{got_kind}` ({got_message})",
+            kind.name()
+        ));
+    }
+    if let Some(part) = message_contains
+        && !got_message.contains(part)
+    {
+        diffs.push(format!(
+            "{what}: expected the message to contain {part:?}, got {got_message:?}"
+        ));
+    }
+}
+
+/// Runs a consumer's batch as the host's engine does with `dead_letter = "skip"`: a failed call
+/// names the failing event (or it is found by running ever longer prefixes, as the engine
+/// isolates it), that event is parked, and the batch runs again without it. `call` gets the
+/// events still delivered; its result is theirs.
+pub fn run_consumer<T: Default>(
+    given: &[RawEvent],
+    mut call: impl FnMut(&[RawEvent]) -> Result<T, CallFailed>,
+) -> Result<(T, Vec<DeadLetter>), String> {
+    let mut parked: Vec<DeadLetter> = Vec::new();
+    loop {
+        let live: Vec<usize> = (0..given.len())
+            .filter(|i| !parked.iter().any(|d| d.event == *i))
+            .collect();
+        if live.is_empty() {
+            return Ok((T::default(), parked));
+        }
+        let batch: Vec<RawEvent> = live.iter().map(|&i| given[i].clone()).collect();
+        let failure = match call(&batch) {
+            Ok(result) => {
+                parked.sort_by_key(|d| d.event);
+                return Ok((result, parked));
+            }
+            Err(f) => f,
+        };
+        let at = match failure.event_index.filter(|&i| i < batch.len()) {
+            Some(i) => Some((i, failure.clone())),
+            None => (1..=batch.len()).find_map(|n| match call(&batch[..n]) {
+                Ok(_) => None,
+                Err(f) => Some((n - 1, f)),
+            }),
+        };
+        let Some((index, failure)) = at else {
+            return Err(format!(
+                "the batch failed ({failure}), but no prefix of it fails: the plugin is not \
+                 deterministic"
+            ));
+        };
+        parked.push(failure.dead_letter(live[index]));
+    }
+}
+
 /// Given a trigger event and answers in order, then the commands and compensations the saga
 /// sends and where it ends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +278,10 @@ pub struct SagaScenario {
     #[serde(default)]
     pub answers: Vec<SagaAnswer>,
     pub then: SagaExpectation,
+    /// The events whose call fails and that the host parks: `event` 0 is the trigger, 1.. the
+    /// answers in order. None expected: none may fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<ExpectedDeadLetter>,
 }
 
 /// An answer to the current step: an event (naming its stream), or the step's command rejected
@@ -115,7 +296,8 @@ pub enum SagaAnswer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SagaExpectation {
-    /// `ignored` (the trigger started nothing), `running`, `completed` or `failed`.
+    /// `ignored` (the trigger started nothing), `running`, `completed`, `failed` or
+    /// `needs-attention` (a compensation failed).
     pub status: String,
     /// Step commands, in the order they were sent.
     #[serde(default)]
@@ -125,13 +307,31 @@ pub struct SagaExpectation {
     pub compensations: Vec<ExpectedCommand>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<String>,
+    /// Text the failure reason must contain (the host's saga log keeps the reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_contains: Option<String>,
+}
+
+/// What a saga scenario's run did.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SagaRun {
+    pub status: String,
+    pub commands: Vec<ExpectedCommand>,
+    pub compensations: Vec<ExpectedCommand>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_step: Option<String>,
+    /// Why the step failed, worded as the host's saga log words it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 /// What running a saga scenario produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum SagaOutcome {
-    Ran(SagaExpectation),
+    Ran(SagaRun),
     Failed { message: String },
 }
 
@@ -144,19 +344,24 @@ pub enum Judgement {
 }
 
 /// A saga plugin's exports at the byte level (instance data is the plugin's own bytes); errors
-/// are the plugin's failure messages.
+/// are the plugin's failed calls.
 pub trait SagaCalls {
     /// `(step name, compensable)` in order.
-    fn steps(&mut self) -> Result<Vec<(String, bool)>, String>;
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, CallFailed>;
     /// The new instance's data, or `None` when the trigger starts nothing.
-    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, String>;
-    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, String>;
+    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, CallFailed>;
+    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, CallFailed>;
     fn compensate(
         &mut self,
         step: &str,
         data: &[u8],
-    ) -> Result<Option<crate::OutgoingCommand>, String>;
-    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent) -> Result<Judgement, String>;
+    ) -> Result<Option<crate::OutgoingCommand>, CallFailed>;
+    fn judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &RawEvent,
+    ) -> Result<Judgement, CallFailed>;
 }
 
 fn expected_command(c: crate::OutgoingCommand) -> Result<ExpectedCommand, String> {
@@ -180,7 +385,10 @@ impl SagaScenario {
         }
     }
 
-    fn drive(&self, calls: &mut impl SagaCalls) -> Result<SagaExpectation, String> {
+    /// As the host: a failed `start` or `judge` parks its event (the instance is left as it
+    /// was), a failed `execute` fails the step, a failed `compensate` leaves the instance
+    /// `needs-attention`.
+    fn drive(&self, calls: &mut impl SagaCalls) -> Result<SagaRun, String> {
         let mut given = vec![self.trigger.clone()];
         given.extend(self.answers.iter().filter_map(|a| match a {
             SagaAnswer::Event(e) => Some(e.clone()),
@@ -188,32 +396,47 @@ impl SagaScenario {
         }));
         let mut events = raw_events(&given, None)?.into_iter();
         let trigger = events.next().expect("the trigger is first");
-        let mut ran = SagaExpectation {
+        let mut ran = SagaRun {
             status: "ignored".into(),
-            commands: Vec::new(),
-            compensations: Vec::new(),
-            failed_step: None,
+            ..SagaRun::default()
         };
-        let steps = calls.steps()?;
-        let Some(mut data) = calls.start(&trigger)? else {
-            return Ok(ran);
+        let steps = calls.steps().map_err(|f| f.to_string())?;
+        let mut data = match calls.start(&trigger) {
+            Ok(Some(data)) => data,
+            Ok(None) => return Ok(ran),
+            Err(f) => {
+                ran.dead_letters.push(f.dead_letter(0));
+                return Ok(ran);
+            }
         };
         ran.status = "running".into();
         let mut current = 0;
-        if let Some((step, _)) = steps.first() {
-            ran.commands
-                .push(expected_command(calls.execute(step, &data)?)?);
-        } else {
+        if steps.is_empty() {
             ran.status = "completed".into();
             return Ok(ran);
         }
-        for answer in &self.answers {
+        if !send_step(calls, &steps, current, &data, &mut ran)? {
+            return Ok(ran);
+        }
+        for (index, answer) in self.answers.iter().enumerate() {
             let step = steps[current].0.clone();
             let verdict = match answer {
-                SagaAnswer::Rejected { rejected } => Judgement::Failed(rejected.clone()),
+                SagaAnswer::Rejected { rejected } => {
+                    let last = ran.commands.last().expect("a step's command was sent");
+                    Judgement::Failed(format!(
+                        "{} rejected {}: {rejected}",
+                        last.aggregate, last.command_type
+                    ))
+                }
                 SagaAnswer::Event(_) => {
                     let event = events.next().expect("one raw event per event answer");
-                    calls.judge(&step, &data, &event)?
+                    match calls.judge(&step, &data, &event) {
+                        Ok(verdict) => verdict,
+                        Err(f) => {
+                            ran.dead_letters.push(f.dead_letter(index + 1));
+                            continue;
+                        }
+                    }
                 }
             };
             match verdict {
@@ -221,24 +444,16 @@ impl SagaScenario {
                 Judgement::Succeeded(next) => {
                     data = next;
                     current += 1;
-                    match steps.get(current) {
-                        Some((next_step, _)) => ran
-                            .commands
-                            .push(expected_command(calls.execute(next_step, &data)?)?),
-                        None => {
-                            ran.status = "completed".into();
-                            return Ok(ran);
-                        }
+                    if current == steps.len() {
+                        ran.status = "completed".into();
+                        return Ok(ran);
+                    }
+                    if !send_step(calls, &steps, current, &data, &mut ran)? {
+                        return Ok(ran);
                     }
                 }
-                Judgement::Failed(_) => {
-                    ran.status = "failed".into();
-                    ran.failed_step = Some(step);
-                    for (done, compensable) in steps[..current].iter().rev() {
-                        if *compensable && let Some(c) = calls.compensate(done, &data)? {
-                            ran.compensations.push(expected_command(c)?);
-                        }
-                    }
+                Judgement::Failed(reason) => {
+                    fail_step(calls, &steps, current, &data, reason, &mut ran)?;
                     return Ok(ran);
                 }
             }
@@ -264,16 +479,80 @@ impl SagaScenario {
                     &json!(got.failed_step),
                     &mut diffs,
                 );
+                if let Some(part) = &want.reason_contains {
+                    match &got.failure_reason {
+                        Some(reason) if reason.contains(part.as_str()) => {}
+                        Some(reason) => diffs.push(format!(
+                            "failure reason: expected it to contain {part:?}, got {reason:?}"
+                        )),
+                        None => diffs.push(format!(
+                            "failure reason: expected it to contain {part:?}, but no step failed"
+                        )),
+                    }
+                }
                 for (what, want, got) in [
                     ("commands", &want.commands, &got.commands),
                     ("compensations", &want.compensations, &got.compensations),
                 ] {
                     diff_commands(what, want, got, &mut diffs);
                 }
+                diff_dead_letters(&self.dead_letters, &got.dead_letters, &mut diffs);
             }
         }
-        Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
+        let expected = with_dead_letters(to_json(&self.then), &self.dead_letters);
+        Mismatch::check(&self.name, diffs, expected, to_json(outcome))
     }
+}
+
+/// Sends step `current`'s command; a failed `execute` fails the step (as the host does).
+/// Whether the saga goes on.
+fn send_step(
+    calls: &mut impl SagaCalls,
+    steps: &[(String, bool)],
+    current: usize,
+    data: &[u8],
+    ran: &mut SagaRun,
+) -> Result<bool, String> {
+    match calls.execute(&steps[current].0, data) {
+        Ok(c) => {
+            ran.commands.push(expected_command(c)?);
+            Ok(true)
+        }
+        Err(f) => {
+            let reason = format!("the saga could not build the command: {}", f.message);
+            fail_step(calls, steps, current, data, reason, ran)?;
+            Ok(false)
+        }
+    }
+}
+
+/// Fails step `current` and compensates the completed compensable steps, newest first.
+fn fail_step(
+    calls: &mut impl SagaCalls,
+    steps: &[(String, bool)],
+    current: usize,
+    data: &[u8],
+    reason: String,
+    ran: &mut SagaRun,
+) -> Result<(), String> {
+    ran.status = "failed".into();
+    ran.failed_step = Some(steps[current].0.clone());
+    ran.failure_reason = Some(reason);
+    for (done, compensable) in steps[..current].iter().rev() {
+        if !*compensable {
+            continue;
+        }
+        match calls.compensate(done, data) {
+            Ok(Some(c)) => ran.compensations.push(expected_command(c)?),
+            Ok(None) => {}
+            Err(_) => {
+                // The host retries it with backoff, then waits for an operator.
+                ran.status = "needs-attention".into();
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Differences between expected and sent commands, in order; a `command_id` is compared only
@@ -307,6 +586,9 @@ pub struct PolicyScenario {
     pub given: Vec<GivenEvent>,
     #[serde(default)]
     pub then: Vec<ExpectedCommand>,
+    /// The given events the host would park (their call fails). None expected: none may fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<ExpectedDeadLetter>,
 }
 
 /// A command a policy should send. `command_id` is checked only when given.
@@ -334,11 +616,16 @@ impl PolicyScenario {
             PolicyOutcome::Failed { message } => {
                 diffs.push(format!("the policy failed: {message}"))
             }
-            PolicyOutcome::Commands { commands } => {
-                diff_commands("commands", &self.then, commands, &mut diffs)
+            PolicyOutcome::Commands {
+                commands,
+                dead_letters,
+            } => {
+                diff_commands("commands", &self.then, commands, &mut diffs);
+                diff_dead_letters(&self.dead_letters, dead_letters, &mut diffs);
             }
         }
-        Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
+        let expected = with_dead_letters(to_json(&self.then), &self.dead_letters);
+        Mismatch::check(&self.name, diffs, expected, to_json(outcome))
     }
 }
 
@@ -346,13 +633,23 @@ impl PolicyScenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum PolicyOutcome {
-    Commands { commands: Vec<ExpectedCommand> },
-    Failed { message: String },
+    Commands {
+        commands: Vec<ExpectedCommand>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dead_letters: Vec<DeadLetter>,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 impl PolicyOutcome {
-    /// From the command lists `react` returned (payloads are named MessagePack).
-    pub fn from_lists(lists: Vec<Vec<crate::OutgoingCommand>>) -> Self {
+    /// From the command lists `react` returned (payloads are named MessagePack) for the events
+    /// delivered, and the events parked.
+    pub fn from_lists(
+        lists: Vec<Vec<crate::OutgoingCommand>>,
+        dead_letters: Vec<DeadLetter>,
+    ) -> Self {
         let commands = lists
             .into_iter()
             .flatten()
@@ -369,7 +666,10 @@ impl PolicyOutcome {
             })
             .collect();
         match commands {
-            Ok(commands) => Self::Commands { commands },
+            Ok(commands) => Self::Commands {
+                commands,
+                dead_letters,
+            },
             Err(message) => Self::Failed { message },
         }
     }
@@ -435,6 +735,14 @@ pub enum AggregateExpectation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message_contains: Option<String>,
     },
+    /// A failed call (the command would answer `plugin-failed`), optionally of this kind and
+    /// with a message containing this text.
+    Failed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<FailureKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message_contains: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,7 +763,11 @@ pub struct ProjectorScenario {
     #[serde(default)]
     pub given: Vec<GivenEvent>,
     /// Only the listed keys are checked.
+    #[serde(default)]
     pub then: Vec<ExpectedRow>,
+    /// The given events the host would park (their call fails). None expected: none may fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dead_letters: Vec<ExpectedDeadLetter>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -606,7 +918,32 @@ impl AggregateScenario {
                     "expected a rejection, but the command was accepted with events {types:?}"
                 ));
             }
-            (_, O::Failed { message }) => diffs.push(format!("the plugin failed: {message}")),
+            (
+                E::Failed {
+                    kind,
+                    message_contains,
+                },
+                O::Failed { kind: got, message },
+            ) => check_failure(
+                "failure",
+                *kind,
+                message_contains.as_deref(),
+                got,
+                message,
+                &mut diffs,
+            ),
+            (E::Failed { .. }, O::Events { events, .. }) => {
+                let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+                diffs.push(format!(
+                    "expected a failure, but the command was accepted with events {types:?}"
+                ));
+            }
+            (E::Failed { .. }, O::Rejected { code, message }) => diffs.push(format!(
+                "expected a failure, but the command was rejected ({code}): {message}"
+            )),
+            (_, O::Failed { kind, message }) => {
+                diffs.push(format!("the plugin failed ({kind}): {message}"))
+            }
         }
         Mismatch::check(&self.name, diffs, to_json(&self.then), to_json(outcome))
     }
@@ -630,7 +967,8 @@ impl ProjectorScenario {
                 diffs.push(format!("the projector failed: {message}"));
                 to_json(outcome)
             }
-            ProjectorOutcome::Rows { rows } => {
+            ProjectorOutcome::Rows { rows, dead_letters } => {
+                diff_dead_letters(&self.dead_letters, dead_letters, &mut diffs);
                 for row in &self.then {
                     let path = format!("rows[{:?}]", row.key);
                     match (&row.value, rows.get(&row.key)) {
@@ -652,10 +990,11 @@ impl ProjectorScenario {
                         rows.get(&row.key).cloned().unwrap_or(Value::Null),
                     )
                 });
-                Value::Object(shown.collect())
+                with_dead_letters(Value::Object(shown.collect()), dead_letters)
             }
         };
-        Mismatch::check(&self.name, diffs, Value::Object(expected), actual)
+        let expected = with_dead_letters(Value::Object(expected), &self.dead_letters);
+        Mismatch::check(&self.name, diffs, expected, actual)
     }
 }
 
@@ -755,6 +1094,8 @@ pub enum AggregateOutcome {
     },
     /// A failure or trap anywhere in the run (including bytes that are not MessagePack).
     Failed {
+        #[serde(default)]
+        kind: String,
         message: String,
     },
 }
@@ -775,6 +1116,7 @@ impl AggregateOutcome {
                 state,
             },
             (Err(e), _) | (_, Err(e)) => Self::Failed {
+                kind: "bad-output".into(),
                 message: e.to_string(),
             },
         }
@@ -785,13 +1127,22 @@ impl AggregateOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum ProjectorOutcome {
-    Rows { rows: BTreeMap<String, Value> },
-    Failed { message: String },
+    Rows {
+        rows: BTreeMap<String, Value>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        dead_letters: Vec<DeadLetter>,
+    },
+    Failed {
+        message: String,
+    },
 }
 
 impl ProjectorOutcome {
-    /// From the read model's rows (named MessagePack values).
-    pub fn from_msgpack(rows: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
+    /// From the read model's rows (named MessagePack values) and the events parked.
+    pub fn from_msgpack(
+        rows: impl IntoIterator<Item = (String, Vec<u8>)>,
+        dead_letters: Vec<DeadLetter>,
+    ) -> Self {
         let rows = rows
             .into_iter()
             .map(|(key, bytes)| match codec::msgpack_to_json(&bytes) {
@@ -800,7 +1151,7 @@ impl ProjectorOutcome {
             })
             .collect();
         match rows {
-            Ok(rows) => Self::Rows { rows },
+            Ok(rows) => Self::Rows { rows, dead_letters },
             Err(message) => Self::Failed { message },
         }
     }
@@ -1116,10 +1467,14 @@ mod tests {
         );
         let failed = s
             .verify(&AggregateOutcome::Failed {
-                message: "trap".into(),
+                kind: "trap".into(),
+                message: "unreachable".into(),
             })
             .unwrap_err();
-        assert_eq!(failed.differences, ["the plugin failed: trap"]);
+        assert_eq!(
+            failed.differences,
+            ["the plugin failed (trap): unreachable"]
+        );
     }
 
     #[test]
@@ -1133,11 +1488,14 @@ mod tests {
             ],
         }))
         .unwrap();
-        let outcome = ProjectorOutcome::from_msgpack([
-            ("A".to_owned(), codec::json_to_msgpack(&json!({"n": 1}))),
-            ("B".to_owned(), codec::json_to_msgpack(&json!({"n": 2}))),
-            ("D".to_owned(), codec::json_to_msgpack(&json!({"n": 4}))),
-        ]);
+        let outcome = ProjectorOutcome::from_msgpack(
+            [
+                ("A".to_owned(), codec::json_to_msgpack(&json!({"n": 1}))),
+                ("B".to_owned(), codec::json_to_msgpack(&json!({"n": 2}))),
+                ("D".to_owned(), codec::json_to_msgpack(&json!({"n": 4}))),
+            ],
+            Vec::new(),
+        );
         let mismatch = s.verify(&outcome).unwrap_err();
         assert_eq!(
             mismatch.differences,
@@ -1151,7 +1509,7 @@ mod tests {
             json!({"A": {"n": 1}, "B": {"n": 2}, "C": null})
         );
         assert!(matches!(
-            ProjectorOutcome::from_msgpack([("x".to_owned(), vec![0x92])]),
+            ProjectorOutcome::from_msgpack([("x".to_owned(), vec![0x92])], Vec::new()),
             ProjectorOutcome::Failed { .. }
         ));
     }
@@ -1161,6 +1519,7 @@ mod tests {
         let s = Scenario::Aggregate(scenario(json!({"outcome": "rejected"})));
         let outcome = Outcome::Projector(ProjectorOutcome::Rows {
             rows: BTreeMap::new(),
+            dead_letters: Vec::new(),
         });
         assert!(verify(&s, &outcome).is_err());
     }

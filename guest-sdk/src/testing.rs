@@ -47,9 +47,9 @@ pub use serde_json::{Value, json};
 use crate::codec;
 use crate::projector::MemoryStore;
 use crate::scenario::{
-    AggregateExpectation, AggregateOutcome, AggregateScenario, ExpectedCommand, ExpectedEvent,
-    ExpectedRow, GivenEvent, Mismatch, PolicyOutcome, PolicyScenario, ProjectorOutcome,
-    ProjectorScenario, Scenario, WhenCommand,
+    AggregateExpectation, AggregateOutcome, AggregateScenario, CallFailed, ExpectedCommand,
+    ExpectedEvent, ExpectedRow, GivenEvent, Mismatch, PolicyOutcome, PolicyScenario,
+    ProjectorOutcome, ProjectorScenario, Scenario, WhenCommand,
 };
 use crate::types::{DecideError, Failure};
 use crate::{Aggregate, Policy, Projector, aggregate, policy, projector};
@@ -117,11 +117,17 @@ pub fn check_scenario_file(path: &std::path::Path, description: &str, scenarios:
 /// Runs an aggregate scenario natively against `A` (steps as in [`crate::scenario`]).
 pub fn run_aggregate<A: Aggregate>(scenario: &AggregateScenario) -> AggregateOutcome {
     let failed = |f: Failure| AggregateOutcome::Failed {
+        kind: "guest".into(),
         message: f.to_string(),
     };
     let given = match scenario.given_events() {
         Ok(given) => given,
-        Err(message) => return AggregateOutcome::Failed { message },
+        Err(message) => {
+            return AggregateOutcome::Failed {
+                kind: "invalid-scenario".into(),
+                message,
+            };
+        }
     };
     // As the host does: every reader sees stored events in their current schema.
     let given = match aggregate::runtime::upcast::<A>(given) {
@@ -165,8 +171,17 @@ pub fn run_saga<S: crate::Saga>(
 
 struct NativeSaga<S>(std::marker::PhantomData<S>);
 
+/// A native call's failure as the host reports a guest's own `failure`.
+fn guest(f: Failure) -> CallFailed {
+    CallFailed {
+        kind: "guest".into(),
+        message: f.message,
+        event_index: f.event_index.map(|i| i as usize),
+    }
+}
+
 impl<S: crate::Saga> crate::scenario::SagaCalls for NativeSaga<S> {
-    fn steps(&mut self) -> Result<Vec<(String, bool)>, String> {
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, CallFailed> {
         Ok(crate::saga::runtime::definition::<S>()
             .steps
             .into_iter()
@@ -174,22 +189,22 @@ impl<S: crate::Saga> crate::scenario::SagaCalls for NativeSaga<S> {
             .collect())
     }
 
-    fn start(&mut self, trigger: &crate::RawEvent) -> Result<Option<Vec<u8>>, String> {
+    fn start(&mut self, trigger: &crate::RawEvent) -> Result<Option<Vec<u8>>, CallFailed> {
         crate::saga::runtime::start::<S>(trigger.clone())
             .map(|s| s.map(|(_, data)| data))
-            .map_err(|f| f.to_string())
+            .map_err(guest)
     }
 
-    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, String> {
-        crate::saga::runtime::execute::<S>(step, data).map_err(|f| f.to_string())
+    fn execute(&mut self, step: &str, data: &[u8]) -> Result<crate::OutgoingCommand, CallFailed> {
+        crate::saga::runtime::execute::<S>(step, data).map_err(guest)
     }
 
     fn compensate(
         &mut self,
         step: &str,
         data: &[u8],
-    ) -> Result<Option<crate::OutgoingCommand>, String> {
-        crate::saga::runtime::compensate::<S>(step, data).map_err(|f| f.to_string())
+    ) -> Result<Option<crate::OutgoingCommand>, CallFailed> {
+        crate::saga::runtime::compensate::<S>(step, data).map_err(guest)
     }
 
     fn judge(
@@ -197,13 +212,11 @@ impl<S: crate::Saga> crate::scenario::SagaCalls for NativeSaga<S> {
         step: &str,
         data: &[u8],
         answer: &crate::RawEvent,
-    ) -> Result<crate::scenario::Judgement, String> {
+    ) -> Result<crate::scenario::Judgement, CallFailed> {
         use crate::saga::runtime::RawVerdict;
         use crate::scenario::Judgement;
         Ok(
-            match crate::saga::runtime::judge::<S>(step, data, answer.clone())
-                .map_err(|f| f.to_string())?
-            {
+            match crate::saga::runtime::judge::<S>(step, data, answer.clone()).map_err(guest)? {
                 RawVerdict::Succeeded(d) => Judgement::Succeeded(d),
                 RawVerdict::Failed(r) => Judgement::Failed(r),
                 RawVerdict::NotMine => Judgement::NotMine,
@@ -212,17 +225,21 @@ impl<S: crate::Saga> crate::scenario::SagaCalls for NativeSaga<S> {
     }
 }
 
+/// Runs a projector scenario natively against `P` with an in-memory read model, parking
+/// failing events as the host does ([`crate::scenario::run_consumer`]).
 pub fn run_projector<P: Projector>(scenario: &ProjectorScenario) -> ProjectorOutcome {
     let given = match scenario.given_events() {
         Ok(given) => given,
         Err(message) => return ProjectorOutcome::Failed { message },
     };
-    let mut store = MemoryStore::default();
-    match projector::runtime::project::<P>(given, &mut store) {
-        Ok(()) => ProjectorOutcome::from_msgpack(store.rows),
-        Err(f) => ProjectorOutcome::Failed {
-            message: f.to_string(),
-        },
+    let ran = crate::scenario::run_consumer(&given, |events| {
+        let mut store = MemoryStore::default();
+        projector::runtime::project::<P>(events.to_vec(), &mut store).map_err(guest)?;
+        Ok(store.rows)
+    });
+    match ran {
+        Ok((rows, dead_letters)) => ProjectorOutcome::from_msgpack(rows, dead_letters),
+        Err(message) => ProjectorOutcome::Failed { message },
     }
 }
 
@@ -398,7 +415,9 @@ impl<A: Aggregate> AggregateCase<A> {
     pub fn then_version(mut self, expected: u64) -> Self {
         match &mut self.scenario.then {
             AggregateExpectation::Events { version, .. } => *version = Some(expected),
-            AggregateExpectation::Rejected { .. } => panic!("then_version needs then_events"),
+            AggregateExpectation::Rejected { .. } | AggregateExpectation::Failed { .. } => {
+                panic!("then_version needs then_events")
+            }
         }
         self
     }
@@ -408,7 +427,9 @@ impl<A: Aggregate> AggregateCase<A> {
     pub fn then_state(mut self, expected: impl Serialize) -> Self {
         match &mut self.scenario.then {
             AggregateExpectation::Events { state, .. } => *state = Some(to_json(&expected)),
-            AggregateExpectation::Rejected { .. } => panic!("then_state needs then_events"),
+            AggregateExpectation::Rejected { .. } | AggregateExpectation::Failed { .. } => {
+                panic!("then_state needs then_events")
+            }
         }
         self
     }
@@ -418,6 +439,9 @@ impl<A: Aggregate> AggregateCase<A> {
     pub fn then_message_contains(mut self, text: impl Into<String>) -> Self {
         match &mut self.scenario.then {
             AggregateExpectation::Rejected {
+                message_contains, ..
+            }
+            | AggregateExpectation::Failed {
                 message_contains, ..
             } => *message_contains = Some(text.into()),
             AggregateExpectation::Events { .. } => {
@@ -467,6 +491,7 @@ impl<P: Projector> ProjectorTest<P> {
                 name,
                 given,
                 then: Vec::new(),
+                dead_letters: Vec::new(),
             },
             named: false,
             projector: PhantomData,
@@ -537,11 +562,11 @@ pub fn run_policy<P: Policy>(scenario: &PolicyScenario) -> PolicyOutcome {
         Ok(given) => given,
         Err(message) => return PolicyOutcome::Failed { message },
     };
-    match policy::runtime::react::<P>(given) {
-        Ok(lists) => PolicyOutcome::from_lists(lists),
-        Err(f) => PolicyOutcome::Failed {
-            message: f.to_string(),
-        },
+    match crate::scenario::run_consumer(&given, |events| {
+        policy::runtime::react::<P>(events.to_vec()).map_err(guest)
+    }) {
+        Ok((lists, dead_letters)) => PolicyOutcome::from_lists(lists, dead_letters),
+        Err(message) => PolicyOutcome::Failed { message },
     }
 }
 
@@ -561,6 +586,7 @@ impl<P: Policy> PolicyTest<P> {
                 name,
                 given,
                 then: Vec::new(),
+                dead_letters: Vec::new(),
             },
             policy: PhantomData,
         }

@@ -5,6 +5,7 @@ mod demo;
 mod dlq;
 mod groups;
 mod inspect;
+mod new;
 mod plugins;
 mod projector;
 mod query;
@@ -61,6 +62,8 @@ enum Command {
     Groups(groups::Args),
     /// Topics, high-water marks, group offsets and dead letters of a stopped host's directory.
     Inspect(inspect::Args),
+    /// Write a new plugin project (handler, scenarios, build script, host config) anywhere.
+    New(new::Args),
     /// Run the host as configured until SIGTERM or Ctrl-C.
     Run(run::Args),
     /// Run scenario files (given/when/then) against a component in any language.
@@ -87,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
+        Command::New(args) => new::run(args),
         Command::Dlq(args) => dlq::run(args),
         Command::Send(args) => send::run(args),
         Command::Read(args) => read::run(args),

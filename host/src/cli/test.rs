@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use factline_host::{ScenarioError, ScenarioRunner};
+use factline_guest::scenario::Scenario;
+use factline_host::{PluginKind, ScenarioError, ScenarioRunner};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,24 +36,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let files = args
         .scenarios
         .iter()
-        .map(|path| factline_host::load_scenario_file(path))
+        // Its message already names the cause: not again as a source in the error chain.
+        .map(|path| factline_host::load_scenario_file(path).map_err(|e| anyhow::anyhow!("{e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let runner = ScenarioRunner::with_cache(cache_dir).context("starting the engine")?;
-    let (mut passed, mut failed) = (0usize, 0usize);
-    let mut reported = HashSet::new();
-    for file in &files {
-        for s in &file.scenarios {
-            if args
-                .filter
+    let chosen: Vec<&Scenario> = files
+        .iter()
+        .flat_map(|f| &f.scenarios)
+        .filter(|s| {
+            args.filter
                 .as_ref()
-                .is_some_and(|f| !s.name().contains(f.as_str()))
-            {
-                continue;
-            }
-            let kind = factline_host::scenario_kind_of(s);
-            // A component that does not load fails every scenario alike: say it once.
-            let plugin = runner.plugin(&args.plugin, kind)?;
-            if reported.insert(kind) {
+                .is_none_or(|f| s.name().contains(f.as_str()))
+        })
+        .collect();
+    // A component is one kind: load it once per kind the scenarios need. A kind it is not
+    // (a file mixing kinds, or the wrong component) is said once, and its scenarios are
+    // counted as not run rather than aborting the others.
+    let mut refused: Vec<(PluginKind, String)> = Vec::new();
+    let mut loaded = HashSet::new();
+    for s in &chosen {
+        let kind = factline_host::scenario_kind_of(s);
+        if loaded.contains(&kind) || refused.iter().any(|(k, _)| *k == kind) {
+            continue;
+        }
+        match runner.plugin(&args.plugin, kind) {
+            Ok(plugin) => {
+                loaded.insert(kind);
                 println!(
                     "loaded {} as {kind} in {:.2?} (artifact cache: {:?})",
                     args.plugin.display(),
@@ -60,27 +69,55 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     plugin.cache_outcome
                 );
             }
-            match runner.run(&args.plugin, s) {
-                Ok(()) => {
-                    passed += 1;
-                    println!("ok      {}", s.name());
-                }
-                Err(e) => {
-                    failed += 1;
-                    println!("FAILED  {}", s.name());
-                    println!("{}", indent(&report(&e)));
-                }
+            Err(e) => {
+                let count = chosen
+                    .iter()
+                    .filter(|s| factline_host::scenario_kind_of(s) == kind)
+                    .count();
+                println!("NOT RUN {count} {kind} scenario(s): {e}");
+                refused.push((kind, e.to_string()));
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
-    if passed + failed == 0 {
+    let (mut passed, mut failed, mut not_run) = (0usize, 0usize, 0usize);
+    for s in &chosen {
+        if !loaded.contains(&factline_host::scenario_kind_of(s)) {
+            not_run += 1;
+            continue;
+        }
+        match runner.run(&args.plugin, s) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok      {}", s.name());
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAILED  {}", s.name());
+                println!("{}", indent(&report(&e)));
+            }
+        }
+    }
+    if not_run > 0 {
+        println!("{passed} passed, {failed} failed, {not_run} not run");
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
+    if chosen.is_empty() {
         anyhow::bail!("no scenario matched");
     }
-    if failed > 0 {
+    if failed + not_run > 0 {
+        let kinds: Vec<String> = refused.iter().map(|(k, _)| k.to_string()).collect();
+        let not_run = match not_run {
+            0 => String::new(),
+            n => format!(
+                "; {n} not run: {} is not a {}",
+                args.plugin.display(),
+                kinds.join(" or a ")
+            ),
+        };
         anyhow::bail!(
-            "{failed} of {} scenarios failed against {}",
-            passed + failed,
+            "{failed} of {} scenarios failed against {}{not_run}",
+            chosen.len(),
             args.plugin.display()
         );
     }

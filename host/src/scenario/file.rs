@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use factline_guest::scenario::ScenarioFile;
+use factline_guest::scenario::{
+    AggregateScenario, PolicyScenario, ProjectorScenario, SagaScenario, Scenario, ScenarioFile,
+};
 
 /// Why a scenario file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -62,17 +64,166 @@ pub fn load(path: &Path) -> Result<ScenarioFile, ScenarioFileError> {
 
 type ParseFailure = (usize, usize, String);
 
-fn parse_json(text: &str) -> Result<ScenarioFile, ParseFailure> {
-    serde_json::from_str(text).map_err(|e| (e.line(), e.column(), e.to_string()))
+const KINDS: &[&str] = &["aggregate", "projector", "policy", "saga"];
+
+/// One scenario of kind `kind` (its `kind` key removed) from `d`. The kind is dispatched here
+/// rather than by serde's internally tagged enum, which buffers the scenario and so loses
+/// where in it an error is (the format's deserializer then points at the whole scenario).
+fn scenario_of_kind<'de, D: serde::Deserializer<'de>>(
+    kind: &str,
+    d: D,
+) -> Result<Scenario, D::Error> {
+    use serde::Deserialize;
+    Ok(match kind {
+        "aggregate" => Scenario::Aggregate(AggregateScenario::deserialize(d)?),
+        "projector" => Scenario::Projector(ProjectorScenario::deserialize(d)?),
+        "policy" => Scenario::Policy(PolicyScenario::deserialize(d)?),
+        "saga" => Scenario::Saga(SagaScenario::deserialize(d)?),
+        other => return Err(serde::de::Error::unknown_variant(other, KINDS)),
+    })
 }
 
-fn parse_toml(text: &str) -> Result<ScenarioFile, ParseFailure> {
-    toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map_or((1, 1), |span| line_column(text, span.start));
-        (line, column, e.message().trim().to_owned())
+/// JSON: serde_json's own position; on an error inside a scenario, the scenario is read again
+/// on its own so the message names the key path (`scenarios[0].when: unknown field ...`).
+fn parse_json(text: &str) -> Result<ScenarioFile, ParseFailure> {
+    serde_json::from_str(text).map_err(|e| {
+        let detail = json_scenario_error(text).unwrap_or_else(|| e.to_string());
+        (e.line(), e.column(), detail)
     })
+}
+
+fn json_scenario_error(text: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let scenarios = value.get_mut("scenarios")?.as_array_mut()?;
+    for (i, scenario) in scenarios.iter_mut().enumerate() {
+        let object = scenario.as_object_mut()?;
+        let name = object
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        let at = match &name {
+            Some(name) => format!("scenarios[{i}] (`{name}`)"),
+            None => format!("scenarios[{i}]"),
+        };
+        let Some(kind) = object.remove("kind") else {
+            return Some(format!("{at}: missing `kind` ({})", KINDS.join(", ")));
+        };
+        let Some(kind) = kind.as_str() else {
+            return Some(format!("{at}.kind: expected one of {}", KINDS.join(", ")));
+        };
+        let mut track = serde_path_to_error::Track::new();
+        let result = scenario_of_kind(
+            kind,
+            serde_path_to_error::Deserializer::new(scenario.take(), &mut track),
+        );
+        if let Err(e) = result {
+            let path = track.path().to_string();
+            let inner = e.to_string();
+            // The path may end at the parent of an unknown key, or at the key itself.
+            let key = unknown_key(&inner).filter(|key| path.rsplit('.').next() != Some(*key));
+            let place = match (path.as_str(), key) {
+                (".", Some(key)) => format!("{at}.{key}"),
+                (".", None) => at,
+                (path, Some(key)) => format!("{at}.{path}.{key}"),
+                (path, None) => format!("{at}.{path}"),
+            };
+            return Some(format!("{place}: {inner}"));
+        }
+    }
+    None
+}
+
+/// The key of serde's "unknown field `x`" message.
+fn unknown_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split_once('`').map(|(key, _)| key)
+}
+
+/// TOML: the document is parsed with spans, and each scenario is deserialized from its own
+/// spanned table, so an error points at the offending key or value.
+fn parse_toml(text: &str) -> Result<ScenarioFile, ParseFailure> {
+    use serde::de::IntoDeserializer;
+    use toml::de::{DeTable, DeValue};
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_column(text, span.start);
+        (line, column, message)
+    };
+    let doc = DeTable::parse(text)
+        .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim().to_owned()))?;
+    let mut file = ScenarioFile {
+        description: String::new(),
+        scenarios: Vec::new(),
+    };
+    let mut seen_scenarios = false;
+    for (key, value) in doc.into_inner() {
+        let value_span = value.span();
+        match (key.get_ref().as_ref(), value.into_inner()) {
+            ("description", DeValue::String(d)) => file.description = d.into_owned(),
+            ("description", _) => return Err(at(value_span, "`description` is a string".into())),
+            ("scenarios", DeValue::Array(items)) => {
+                seen_scenarios = true;
+                for item in items {
+                    let span = item.span();
+                    let DeValue::Table(table) = item.into_inner() else {
+                        return Err(at(span, "a scenario is a table".into()));
+                    };
+                    let mut kind = None;
+                    let mut rest = DeTable::new();
+                    for (k, v) in table {
+                        if k.get_ref().as_ref() == "kind" {
+                            kind = Some(v);
+                        } else {
+                            rest.insert(k, v);
+                        }
+                    }
+                    let Some(kind) = kind else {
+                        return Err(at(span, format!("missing `kind` ({})", KINDS.join(", "))));
+                    };
+                    let kind_span = kind.span();
+                    let DeValue::String(kind) = kind.into_inner() else {
+                        return Err(at(
+                            kind_span,
+                            format!("`kind` is one of {}", KINDS.join(", ")),
+                        ));
+                    };
+                    if !KINDS.contains(&kind.as_ref()) {
+                        return Err(at(
+                            kind_span,
+                            format!(
+                                "unknown kind `{kind}`, expected one of {}",
+                                KINDS.join(", ")
+                            ),
+                        ));
+                    }
+                    let table = toml::Spanned::new(span.clone(), DeValue::Table(rest));
+                    let scenario =
+                        scenario_of_kind(&kind, table.into_deserializer()).map_err(|e| {
+                            at(
+                                e.span().unwrap_or(span.clone()),
+                                e.message().trim().to_owned(),
+                            )
+                        })?;
+                    file.scenarios.push(scenario);
+                }
+            }
+            ("scenarios", _) => {
+                return Err(at(
+                    value_span,
+                    "`scenarios` is an array of tables ([[scenarios]])".into(),
+                ));
+            }
+            (other, _) => {
+                return Err(at(
+                    key.span(),
+                    format!("unknown key `{other}`, expected `description` or `scenarios`"),
+                ));
+            }
+        }
+    }
+    if !seen_scenarios {
+        return Err((1, 1, "missing `scenarios`".into()));
+    }
+    Ok(file)
 }
 
 /// 1-based line and column of byte `offset`.
@@ -132,11 +283,17 @@ then = [{ key = "counter-1", value = { total = 2 } }, { key = "counter-2" }]
         let typo = TOML.replace("command_type", "command_typ");
         let (_d, path) = write("s.toml", &typo);
         let e = load(&path).unwrap_err().to_string();
-        // The span is the scenario holding the typo (its `[[scenarios]]` line).
+        // The span is the key itself, not the scenario holding it.
         assert!(
-            e.contains("s.toml:4:1: ") && e.contains("command_typ"),
+            e.contains("s.toml:9:10: ") && e.contains("command_typ"),
             "{e}"
         );
+        let (_d, path) = write(
+            "s.toml",
+            &TOML.replace("kind = \"projector\"", "kind = \"workflow\""),
+        );
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("s.toml:13:8: unknown kind `workflow`"), "{e}");
 
         let (_d, path) = write("s.json", "{\"scenarios\": [\n  {\"kind\": \"workflow\"}]}");
         let e = load(&path).unwrap_err().to_string();

@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use factline_guest::scenario::{
-    AggregateOutcome, AggregateScenario, BASE_TIME_MS, Judgement, Mismatch, Outcome, PolicyOutcome,
-    PolicyScenario, ProjectorOutcome, ProjectorScenario, SagaCalls, SagaOutcome, SagaScenario,
-    Scenario,
+    AggregateOutcome, AggregateScenario, BASE_TIME_MS, CallFailed, Judgement, Mismatch, Outcome,
+    PolicyOutcome, PolicyScenario, ProjectorOutcome, ProjectorScenario, SagaCalls, SagaOutcome,
+    SagaScenario, Scenario, run_consumer,
 };
 use factline_guest::{RawEvent, RawNewEvent};
 use uuid::Uuid;
@@ -131,7 +131,8 @@ impl ScenarioRunner {
         let plugin = self.plugin(wasm, PluginKind::Aggregate)?;
         let given = s.given_events().map_err(ScenarioError::Invalid)?;
         let failed = |f: CallFailure| AggregateOutcome::Failed {
-            message: f.to_string(),
+            kind: f.kind.to_string(),
+            message: f.message,
         };
         let mut instance: AggregateInstance = match plugin.instantiate() {
             Ok(i) => i,
@@ -207,30 +208,43 @@ impl ScenarioRunner {
         };
         let log =
             EventLog::open(dir.path(), options).map_err(|e| ScenarioError::Setup(e.to_string()))?;
-        let view = log
-            .read_models()
-            .map_err(|e| ScenarioError::Setup(e.to_string()))?;
-        let mut instance: ProjectorInstance = match plugin.instantiate() {
-            Ok(i) => i,
-            Err(f) => {
-                return Ok(ProjectorOutcome::Failed {
-                    message: f.to_string(),
-                });
-            }
-        };
-        let session = ReadModelSession::new(&plugin.name, view, crate::projector::MAX_VALUE_BYTES);
-        let (result, session) = instance.project(&envelopes(&given), session);
-        if let Err(f) = result {
-            return Ok(ProjectorOutcome::Failed {
-                message: f.to_string(),
-            });
+        let mut setup = None;
+        let ran = run_consumer(&given, |events| {
+            // Every attempt starts from the empty read model: an attempt's writes are never
+            // committed, as a failed batch's are not.
+            let view = log.read_models().map_err(|e| {
+                setup = Some(e.to_string());
+                CallFailed::new("host", e.to_string())
+            })?;
+            let mut instance: ProjectorInstance = plugin.instantiate().map_err(call_failed)?;
+            let session =
+                ReadModelSession::new(&plugin.name, view, crate::projector::MAX_VALUE_BYTES);
+            let (result, session) = instance.project(&envelopes(events), session);
+            result.map_err(call_failed)?;
+            Ok(session
+                .map(ReadModelSession::into_writes)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|w| w.value.map(|v| (w.key, v)))
+                .collect::<Vec<_>>())
+        });
+        if let Some(e) = setup {
+            return Err(ScenarioError::Setup(e));
         }
-        let rows = session
-            .map(ReadModelSession::into_writes)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|w| w.value.map(|v| (w.key, v)));
-        Ok(ProjectorOutcome::from_msgpack(rows))
+        Ok(match ran {
+            Ok((rows, dead_letters)) => ProjectorOutcome::from_msgpack(rows, dead_letters),
+            Err(message) => ProjectorOutcome::Failed { message },
+        })
+    }
+}
+
+/// A host call failure as the scenario format reports it.
+fn call_failed(f: impl Into<CallFailure>) -> CallFailed {
+    let f = f.into();
+    CallFailed {
+        kind: f.kind.to_string(),
+        message: f.message,
+        event_index: f.event_index.map(|i| i as usize),
     }
 }
 
@@ -248,23 +262,18 @@ impl ScenarioRunner {
     fn policy(&self, wasm: &Path, s: &PolicyScenario) -> Result<PolicyOutcome, ScenarioError> {
         let plugin = self.plugin(wasm, PluginKind::Policy)?;
         let given = s.given_events().map_err(ScenarioError::Invalid)?;
-        let failed = |f: CallFailure| PolicyOutcome::Failed {
-            message: f.to_string(),
-        };
-        let lists = match plugin
-            .instantiate::<PolicyInstance>()
-            .map_err(CallFailure::from)
-            .and_then(|mut i| i.react(&envelopes(&given)))
-        {
-            Ok(lists) => lists,
-            Err(f) => return Ok(failed(f)),
-        };
-        Ok(PolicyOutcome::from_lists(
-            lists
+        let ran = run_consumer(&given, |events| {
+            let mut instance: PolicyInstance = plugin.instantiate().map_err(call_failed)?;
+            let lists = instance.react(&envelopes(events)).map_err(call_failed)?;
+            Ok(lists
                 .into_iter()
                 .map(|l| l.into_iter().map(Into::into).collect())
-                .collect(),
-        ))
+                .collect::<Vec<_>>())
+        });
+        Ok(match ran {
+            Ok((lists, dead_letters)) => PolicyOutcome::from_lists(lists, dead_letters),
+            Err(message) => PolicyOutcome::Failed { message },
+        })
     }
 }
 
@@ -291,19 +300,16 @@ fn envelope(raw: &RawEvent) -> Event {
 }
 
 impl SagaCalls for WasmSaga {
-    fn steps(&mut self) -> Result<Vec<(String, bool)>, String> {
-        let d = self.0.saga_definition().map_err(|f| f.to_string())?;
+    fn steps(&mut self) -> Result<Vec<(String, bool)>, CallFailed> {
+        let d = self.0.saga_definition().map_err(call_failed)?;
         Ok(d.steps
             .into_iter()
             .map(|s| (s.name, s.compensable))
             .collect())
     }
 
-    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, String> {
-        let started = self
-            .0
-            .saga_start(&envelope(trigger))
-            .map_err(|f| f.to_string())?;
+    fn start(&mut self, trigger: &RawEvent) -> Result<Option<Vec<u8>>, CallFailed> {
+        let started = self.0.saga_start(&envelope(trigger)).map_err(call_failed)?;
         Ok(started.map(|(_, data)| data))
     }
 
@@ -311,11 +317,11 @@ impl SagaCalls for WasmSaga {
         &mut self,
         step: &str,
         data: &[u8],
-    ) -> Result<factline_guest::OutgoingCommand, String> {
+    ) -> Result<factline_guest::OutgoingCommand, CallFailed> {
         let c = self
             .0
             .saga_execute(step, data, BASE_TIME_MS)
-            .map_err(|f| f.to_string())?;
+            .map_err(call_failed)?;
         Ok(c.into())
     }
 
@@ -323,19 +329,24 @@ impl SagaCalls for WasmSaga {
         &mut self,
         step: &str,
         data: &[u8],
-    ) -> Result<Option<factline_guest::OutgoingCommand>, String> {
+    ) -> Result<Option<factline_guest::OutgoingCommand>, CallFailed> {
         let c = self
             .0
             .saga_compensate(step, data, BASE_TIME_MS)
-            .map_err(|f| f.to_string())?;
+            .map_err(call_failed)?;
         Ok(c.map(Into::into))
     }
 
-    fn judge(&mut self, step: &str, data: &[u8], answer: &RawEvent) -> Result<Judgement, String> {
+    fn judge(
+        &mut self,
+        step: &str,
+        data: &[u8],
+        answer: &RawEvent,
+    ) -> Result<Judgement, CallFailed> {
         let v = self
             .0
             .saga_judge(step, data, &envelope(answer))
-            .map_err(|f| f.to_string())?;
+            .map_err(call_failed)?;
         Ok(match v {
             Verdict::Succeeded(d) => Judgement::Succeeded(d),
             Verdict::Failed(r) => Judgement::Failed(r),

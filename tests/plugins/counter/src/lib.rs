@@ -80,8 +80,9 @@ mod tests {
                 given("other.type"),
             ],
             then: vec![],
+            dead_letters: vec![],
         };
-        let ProjectorOutcome::Rows { rows } = run_projector::<Counter>(&scenario) else {
+        let ProjectorOutcome::Rows { rows, .. } = run_projector::<Counter>(&scenario) else {
             panic!("expected rows");
         };
         assert_eq!(rows.get("tick.a"), Some(&json!(2)));

@@ -90,8 +90,9 @@ mod tests {
                 given("item.b", json!({})),
             ],
             then: vec![],
+            dead_letters: vec![],
         };
-        let ProjectorOutcome::Rows { rows } = run_projector::<Poison>(&scenario) else {
+        let ProjectorOutcome::Rows { rows, .. } = run_projector::<Poison>(&scenario) else {
             panic!("expected rows");
         };
         assert_eq!(rows.get("count/item.a"), Some(&json!(2)));
@@ -105,8 +106,9 @@ mod tests {
             name: "poison".into(),
             given: vec![given("item.b", json!({"poison": true}))],
             then: vec![],
+            dead_letters: vec![],
         };
-        let ProjectorOutcome::Rows { rows } = run_projector::<Poison>(&scenario) else {
+        let ProjectorOutcome::Rows { rows, .. } = run_projector::<Poison>(&scenario) else {
             panic!("expected rows");
         };
         assert_eq!(rows.get("count/item.b"), Some(&json!(1)));
