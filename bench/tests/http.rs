@@ -33,5 +33,8 @@ fn a_short_http_bench_runs_and_reports() {
         .unwrap_or_else(|| panic!("{stdout}"));
     let count: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
     assert!(count > 0, "{stdout}");
-    assert!(stdout.contains("HTTP commands / raw appends:"), "{stdout}");
+    assert!(
+        stdout.contains("HTTP commands / raw appends, 4 clients:"),
+        "{stdout}"
+    );
 }

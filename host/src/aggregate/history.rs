@@ -55,7 +55,7 @@ impl AggregateHandler {
     ) -> Result<(u64, Vec<u8>), CommandError> {
         let stream = self.stream_of(id);
         let bound = at.bound();
-        let mut instance = self.lock();
+        let mut instance = self.lock()?;
         let start = self.start_state(&mut instance, &stream, bound, use_snapshots)?;
         let (state, _) = self.fold(&mut instance, &stream, start, bound)?;
         Ok((state.version, state.state.to_vec()))

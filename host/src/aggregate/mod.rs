@@ -8,6 +8,7 @@
 
 mod cache;
 mod history;
+mod pool;
 
 pub use history::AsOf;
 
@@ -24,6 +25,7 @@ use crate::plugin::{
 };
 use crate::telemetry::{self, CommandInstruments};
 use cache::{CachedState, StateCache};
+use pool::{InstancePool, Lease};
 
 /// A command for an aggregate instance.
 #[derive(Clone, Debug, Default)]
@@ -138,7 +140,8 @@ pub struct AggregateHandler {
     name: String,
     log: EventLog,
     options: AggregateOptions,
-    instance: Mutex<AggregateInstance>,
+    /// Up to one instance per core: commands on different streams decide at once.
+    instances: InstancePool,
     cache: StateCache,
     /// `commands_total` and `command_duration_seconds` handles, made on the first command.
     instruments: OnceLock<CommandInstruments>,
@@ -163,13 +166,14 @@ impl AggregateHandler {
         plugin: Arc<LoadedPlugin>,
         options: AggregateOptions,
     ) -> Result<Self, CallFailure> {
-        let instance = plugin.instantiate()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let instances = InstancePool::new(plugin.clone(), cores)?;
         Ok(AggregateHandler {
             name: plugin.name.clone(),
             log,
             cache: StateCache::new(options.cache_capacity),
             options,
-            instance: Mutex::new(instance),
+            instances,
             instruments: OnceLock::new(),
             state_schema: Mutex::new(None),
         })
@@ -181,22 +185,19 @@ impl AggregateHandler {
 
     /// The plugin version deciding commands now.
     pub fn plugin(&self) -> Arc<LoadedPlugin> {
-        self.lock().plugin().clone()
+        self.instances.plugin()
     }
 
     /// Deploys a new plugin version: instantiated first (a failure changes nothing), then
-    /// swapped in between two commands. Cached states of the old version are not reused (they
+    /// deciding every command that starts after it (one already deciding finishes on the old
+    /// version). Cached states of the old version are not reused (they
     /// are keyed by content hash). Returns the version it replaced.
     pub fn swap_plugin(&self, plugin: Arc<LoadedPlugin>) -> Result<Arc<LoadedPlugin>, CallFailure> {
-        let fresh = plugin.instantiate()?;
-        let old = std::mem::replace(&mut *self.lock(), fresh);
-        Ok(old.plugin().clone())
+        self.instances.swap(plugin)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, AggregateInstance> {
-        // A panic while holding the lock cannot leave the instance half-updated in a way that
-        // matters: every call starts from explicit state bytes.
-        self.instance.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> Result<Lease<'_>, CommandError> {
+        self.instances.lease().map_err(|f| self.failed(f))
     }
 
     /// The stream a command id addresses.
@@ -250,7 +251,7 @@ impl AggregateHandler {
         tracing::debug!(?outcome, "command handled");
         self.instruments
             .get_or_init(|| {
-                let version = self.lock().plugin().version.to_string();
+                let version = self.instances.plugin().version.to_string();
                 CommandInstruments::new(&self.name, version)
             })
             .record(outcome, started.elapsed());
@@ -329,7 +330,7 @@ impl AggregateHandler {
             metadata: request.metadata.clone(),
         };
         let (current, decision) = {
-            let mut instance = self.lock();
+            let mut instance = self.lock()?;
             let current = self.load(&mut instance, &stream)?;
             check_expected(&stream, request.expected_version, current.version)?;
             let decision = instance
@@ -381,7 +382,7 @@ impl AggregateHandler {
     /// The current state of a stream (cached state plus newer events).
     pub fn state(&self, id: &str) -> Result<(u64, Vec<u8>), CommandError> {
         let stream = self.stream_of(id);
-        let mut instance = self.lock();
+        let mut instance = self.lock()?;
         let s = self.load(&mut instance, &stream)?;
         Ok((s.version, s.state.to_vec()))
     }
@@ -522,7 +523,10 @@ impl AggregateHandler {
 
     /// Caches the state after our own append, so the next command does not re-read it.
     fn remember(&self, stream: &str, before: CachedState, events: &[Event]) {
-        let mut instance = self.lock();
+        // Without an instance the state is not cached: the next load reads the events.
+        let Ok(mut instance) = self.lock() else {
+            return;
+        };
         if instance.plugin().version.content_hash != before.plugin_hash {
             // A new version was deployed meanwhile: its evolve must not continue (nor snapshot)
             // a state the old version built. The next load rebuilds from the log.

@@ -469,6 +469,50 @@ impl ConsumerGroup {
         }
     }
 
+    /// [`ConsumerGroup::run_until_idle`] with every lane on its own thread at once, as a
+    /// runner runs them (their commits are read-checked, see the module docs): steps each lane
+    /// until it is idle (sleeping through its retry backoffs) or `stop` says so, which every
+    /// lane asks between its batches. Returns the events consumed. For catch-up runs such as a
+    /// rebuild's replay; the threads end with the call.
+    pub fn run_lanes_until_idle(
+        &mut self,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<u64, ConsumerError> {
+        if let [lane] = self.lanes.as_mut_slice() {
+            return lane.run_until_idle(stop);
+        }
+        // A lane that failed stops the others at their next batch boundary.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let stop_all = || failed.load(Ordering::Relaxed) || stop();
+        std::thread::scope(|scope| {
+            let lanes: Vec<_> = self
+                .lanes
+                .iter_mut()
+                .map(|lane| {
+                    let (stop_all, failed) = (&stop_all, &failed);
+                    scope.spawn(move || {
+                        let r = lane.run_until_idle(stop_all);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            let mut total = 0u64;
+            let mut error = None;
+            for lane in lanes {
+                match lane.join().expect("a consumer group lane panicked") {
+                    Ok(n) => total += n,
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
+                }
+            }
+            error.map_or(Ok(total), Err)
+        })
+    }
+
     /// The lane that owns the dead letter's partition.
     fn lane_of(&mut self, key: &DeadLetterKey) -> Result<&mut Lane, ConsumerError> {
         let i = lane_index(&self.config.name, &self.lanes, key)?;
@@ -684,6 +728,26 @@ impl Lane {
             .iter()
             .filter_map(|p| Some((p.topic.clone(), p.partition, p.blocked_at?)))
             .collect()
+    }
+
+    /// Steps until idle (sleeping through retry backoffs, at most `RETRY_NAP` at a time so
+    /// `stop` is asked often) or until `stop` says so; returns the events consumed.
+    fn run_until_idle(&mut self, stop: &dyn Fn() -> bool) -> Result<u64, ConsumerError> {
+        const RETRY_NAP: std::time::Duration = std::time::Duration::from_millis(100);
+        let mut total = 0u64;
+        while !stop() {
+            match self.step()? {
+                Step::Progress { events } => total += events as u64,
+                Step::Failed => {}
+                Step::Idle { next_retry: None } => break,
+                Step::Idle {
+                    next_retry: Some(at),
+                } => {
+                    std::thread::sleep(at.saturating_duration_since(Instant::now()).min(RETRY_NAP))
+                }
+            }
+        }
+        Ok(total)
     }
 
     /// Processes at most one batch of the next partition (round-robin) that has work, or

@@ -10,7 +10,7 @@ use redb::{ReadableTable, Table};
 use super::error::AppendError;
 use super::format;
 use super::{AppendRequest, AppendResult, PreparedEvent};
-use crate::event::{Event, ExpectedVersion, MAX_EVENT_TYPE_LEN, NewEvent};
+use crate::event::{ExpectedVersion, MAX_EVENT_TYPE_LEN, NewEvent};
 
 /// A storage failure: the whole transaction must be dropped.
 #[derive(Debug)]
@@ -197,28 +197,25 @@ pub(crate) fn write(
     };
     let stream = req.stream.as_str();
     let mut buf = Vec::with_capacity(256);
+    let mut id_buf = uuid::Uuid::encode_buffer();
     for (i, ev) in req.events.iter().enumerate() {
         let version = current + 1 + i as u64;
         let offset = first_offset + i as u64;
-        let id_text = ev.id.to_string();
-        let event = Event {
-            event_id: ev.id,
-            event_type: ev.new.event_type.clone(),
-            stream: stream.to_owned(),
+        let id_text: &str = ev.id.hyphenated().encode_lower(&mut id_buf);
+        let event = StoredEvent {
+            event_id: &ev.id,
+            event_type: &ev.new.event_type,
+            stream,
             stream_version: version,
-            topic: req.topic.name.clone(),
+            topic: &req.topic.name,
             partition: req.partition,
             offset,
             occurred_at,
-            correlation_id: ev
-                .new
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| id_text.clone()),
-            causation_id: ev.new.causation_id.clone().unwrap_or(id_text),
+            correlation_id: ev.new.correlation_id.as_deref().unwrap_or(id_text),
+            causation_id: ev.new.causation_id.as_deref().unwrap_or(id_text),
             schema_version: ev.new.schema_version,
-            payload: ev.new.payload.clone(),
-            metadata: ev.new.metadata.clone(),
+            payload: serde_bytes::Bytes::new(&ev.new.payload),
+            metadata: &ev.new.metadata,
         };
         buf.clear();
         rmp_serde::encode::write_named(&mut buf, &event)?;
@@ -245,6 +242,25 @@ pub(crate) fn write(
         event_ids: req.events.iter().map(|e| e.id).collect(),
         deduplicated: false,
     })
+}
+
+/// An [`Event`] as stored, borrowing from the request: the same fields in the same order, so
+/// it encodes to the same bytes without copying the payload and strings of every event.
+#[derive(serde::Serialize)]
+struct StoredEvent<'a> {
+    event_id: &'a uuid::Uuid,
+    event_type: &'a str,
+    stream: &'a str,
+    stream_version: u64,
+    topic: &'a str,
+    partition: u32,
+    offset: u64,
+    occurred_at: u64,
+    correlation_id: &'a str,
+    causation_id: &'a str,
+    schema_version: u32,
+    payload: &'a serde_bytes::Bytes,
+    metadata: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// `Some` when the append's ids are already stored: the original positions for an exact retry,
@@ -296,4 +312,52 @@ fn check_idempotent(
         event_ids: found.iter().map(|(id, _)| *id).collect(),
         deduplicated: true,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    /// The borrowed envelope must stay byte-for-byte the stored format `Event` reads back.
+    #[test]
+    fn stored_event_encodes_as_event() {
+        let id = uuid::Uuid::now_v7();
+        let metadata = [("k".to_owned(), "v".to_owned())].into_iter().collect();
+        let payload = vec![0x81, 0xa1, b'a', 0x01];
+        let event = Event {
+            event_id: id,
+            event_type: "order.created".into(),
+            stream: "order-1".into(),
+            stream_version: 3,
+            topic: "order".into(),
+            partition: 2,
+            offset: 41,
+            occurred_at: 1_700_000_000_000,
+            correlation_id: "corr".into(),
+            causation_id: id.to_string(),
+            schema_version: 2,
+            payload: payload.clone(),
+            metadata,
+        };
+        let stored = StoredEvent {
+            event_id: &event.event_id,
+            event_type: &event.event_type,
+            stream: &event.stream,
+            stream_version: event.stream_version,
+            topic: &event.topic,
+            partition: event.partition,
+            offset: event.offset,
+            occurred_at: event.occurred_at,
+            correlation_id: &event.correlation_id,
+            causation_id: &event.causation_id,
+            schema_version: event.schema_version,
+            payload: serde_bytes::Bytes::new(&payload),
+            metadata: &event.metadata,
+        };
+        let expected = rmp_serde::to_vec_named(&event).unwrap();
+        assert_eq!(rmp_serde::to_vec_named(&stored).unwrap(), expected);
+        let back: Event = rmp_serde::from_slice(&expected).unwrap();
+        assert_eq!(back, event);
+    }
 }

@@ -5,6 +5,16 @@
 //! commits once (one fsync), then answers each request. While it fsyncs, new requests queue up
 //! and form the next group, so the number of fsyncs per request falls as load rises.
 //!
+//! The batching rule ([`Batching`]): a group waits for the requesters the previous transaction
+//! just answered, who mostly come straight back with their next request, until as many requests
+//! as that transaction answered are in, and at most a quarter of its duration. Without the wait
+//! the writer starts the next transaction while those replies are still waking their callers:
+//! it takes whoever queued during the fsync, then the others queue during the next one, and
+//! closed-loop appenders split into two cohorts that each fill half a transaction. A request
+//! that misses a group waits a whole transaction (apply + fsync) for the next, so a wait of a
+//! fraction of one for it is cheap; one appender alone never waits (its one request is all that
+//! is expected), and a writer that was idle longer than the wait expects nobody.
+//!
 //! A refused request (wrong version, ...) writes nothing and does not affect the others. A storage
 //! failure aborts the transaction: every request of the group gets the error; none was written.
 //!
@@ -372,9 +382,11 @@ fn run(
     let mut group = Vec::with_capacity(max_group);
     let mut applied = Vec::with_capacity(max_group);
     let mut published = crate::telemetry::Published::default();
+    let mut batching = Batching::default();
     // While the database is closed after a failure: when to try to reopen it, and the delay.
     let mut reopen_at: Option<(Instant, Duration)> = None;
     loop {
+        let waited_since = Instant::now();
         // While waiting to reopen, wake up for it even when no request comes.
         let first = match reopen_at {
             None => match rx.recv() {
@@ -405,11 +417,9 @@ fn run(
         };
         let Some(first) = first else { continue };
         group.push(first);
-        while group.len() < max_group {
-            match rx.try_recv() {
-                Ok(op) => group.push(op),
-                Err(_) => break,
-            }
+        drain(&rx, &mut group, max_group);
+        if db.is_some() {
+            batching.fill(&rx, &mut group, max_group, waited_since.elapsed());
         }
         let Some(db) = db else {
             // Nothing can be written until the database is back: answer at once.
@@ -422,8 +432,10 @@ fn run(
         };
         // The log's clock never goes backwards, even if the system clock does.
         last_time = last_time.max(now_millis());
+        let started = Instant::now();
         match commit_group(&db, &mut group, &mut applied, durability, last_time, stats) {
             Ok(()) => {
+                batching.committed(applied.len(), started.elapsed());
                 store.succeeded();
                 commits.send_modify(|n| *n += 1);
                 stats.transactions.fetch_add(1, Ordering::Relaxed);
@@ -451,6 +463,68 @@ fn run(
                     a.fail(&msg);
                 }
                 fail_all(&mut group, &msg);
+            }
+        }
+    }
+}
+
+/// Moves what is queued into `group`, without waiting, up to `max_group`.
+fn drain(rx: &mpsc::Receiver<Op>, group: &mut Vec<Op>, max_group: usize) {
+    while group.len() < max_group {
+        match rx.try_recv() {
+            Ok(op) => group.push(op),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The batching rule (see the module docs): how many requests the next group expects, and how
+/// long it may wait for them.
+#[derive(Debug, Default)]
+struct Batching {
+    /// Requests the last transaction answered: the callers that may be about to come back.
+    answered: usize,
+    /// How long the last transaction took (apply + commit).
+    last: Duration,
+}
+
+/// The longest a group waits for its expected requests, whatever the transactions take.
+const MAX_GROUP_WAIT: Duration = Duration::from_millis(2);
+
+impl Batching {
+    fn committed(&mut self, answered: usize, took: Duration) {
+        self.answered = answered;
+        self.last = took;
+    }
+
+    /// The longest wait for the expected requests: a quarter of a transaction, which a request
+    /// that misses this group would wait four times over for the next.
+    fn budget(&self) -> Duration {
+        (self.last / 4).min(MAX_GROUP_WAIT)
+    }
+
+    /// Waits for more requests until `group` holds as many as the last transaction answered (or
+    /// `max_group`), or the budget is spent. `idle`: how long the writer waited for the group's
+    /// first request; longer than the budget means the answered callers did not come back.
+    fn fill(&self, rx: &mpsc::Receiver<Op>, group: &mut Vec<Op>, max_group: usize, idle: Duration) {
+        let budget = self.budget();
+        let expected = self.answered.min(max_group);
+        if group.len() >= expected || idle > budget {
+            return;
+        }
+        let deadline = Instant::now() + budget;
+        while group.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match rx.recv_timeout(left) {
+                Ok(op) => {
+                    group.push(op);
+                    drain(rx, group, max_group);
+                }
+                // Closed: what is in `group` is still written; the next `recv` ends the writer.
+                Err(_) => return,
             }
         }
     }

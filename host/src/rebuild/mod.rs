@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::consumer::{ConsumerError, ConsumerGroup, GroupConfig, GroupHandle, StartFrom, Step};
+use crate::consumer::{ConsumerError, ConsumerGroup, GroupConfig, GroupHandle, StartFrom};
 use crate::event::now_millis;
 use crate::log::{
     DeadLetterKey, EventLog, ProjectionChange, ProjectionError, ReadError, read_model_scope,
@@ -24,9 +24,6 @@ use crate::log::{
 };
 use crate::plugin::{CallFailure, LoadedPlugin};
 use crate::projector::{Projection, ProjectionHandler, WasmProjection};
-
-/// Longest sleep of a replay waiting on a retry backoff (it checks for a stop in between).
-const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// Rows deleted per transaction when a retired read model is dropped: small enough that the
 /// writer's other requests never wait long behind it.
@@ -392,6 +389,8 @@ fn high_water_marks(log: &EventLog, topics: &[String]) -> Result<u64, ReadError>
     Ok(sum)
 }
 
+/// Replays on every lane of `group` at once (each on its own thread, like the live group's
+/// lanes under a runner) until it has caught up with the live group.
 fn replay_blocking(
     group: &mut ConsumerGroup,
     log: &EventLog,
@@ -399,9 +398,10 @@ fn replay_blocking(
     topics: &[String],
     progress: &RebuildProgress,
 ) -> Result<(), RebuildError> {
+    let name = group.name().to_owned();
     // Reports progress; true once the rebuild is at or past the live group everywhere.
-    let caught_up = |group: &ConsumerGroup| -> Result<bool, ReadError> {
-        let lag = crate::consumer::lag(log, group.name(), topics)?;
+    let caught_up = || -> Result<bool, ReadError> {
+        let lag = crate::consumer::lag(log, &name, topics)?;
         progress.update(|s| {
             s.processed = lag.iter().map(|p| p.committed).sum();
             s.target = lag.iter().map(|p| p.high_water_mark).sum();
@@ -422,7 +422,7 @@ fn replay_blocking(
                 };
                 Ok(log.dead_letter(&key)?.is_some_and(|d| d.blocking))
             };
-            if p.committed == live_at && blocking(live)? && !blocking(group.name())? {
+            if p.committed == live_at && blocking(live)? && !blocking(&name)? {
                 return Ok(false);
             }
         }
@@ -430,46 +430,53 @@ fn replay_blocking(
     };
     // Checked often enough to stop soon after catching up, rarely enough to cost nothing.
     let check_every = Duration::from_millis(10);
-    let mut checked = Instant::now();
-    if caught_up(group)? {
+    if caught_up()? {
         return Ok(());
     }
     loop {
+        // Asked by every lane between its batches; one of them checks at a time.
+        let checked = Mutex::new(Instant::now());
+        let failure: Mutex<Option<ReadError>> = Mutex::new(None);
+        let done = AtomicBool::new(false);
+        let stop = || {
+            if progress.stopping() || done.load(Ordering::Relaxed) {
+                return true;
+            }
+            let Ok(mut at) = checked.try_lock() else {
+                return false;
+            };
+            if at.elapsed() < check_every {
+                return false;
+            }
+            *at = Instant::now();
+            let finished = caught_up().unwrap_or_else(|e| {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                true
+            });
+            done.store(finished, Ordering::Relaxed);
+            finished
+        };
+        group.run_lanes_until_idle(&stop)?;
+        if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e.into());
+        }
         if progress.stopping() {
             return Err(RebuildError::Interrupted);
         }
-        match group.step()? {
-            Step::Progress { .. } | Step::Failed => {}
-            Step::Idle { next_retry: None } => {
-                // At the end of every partition, or held by a `block` dead letter: caught up
-                // unless the live group is past that event (then it never will be).
-                if caught_up(group)? {
-                    return Ok(());
-                }
-                let (topic, partition, offset) = group
-                    .blocked()
-                    .into_iter()
-                    .next()
-                    .expect("an idle group behind the live one is blocked");
-                return Err(RebuildError::Blocked {
-                    topic,
-                    partition,
-                    offset,
-                });
-            }
-            Step::Idle {
-                next_retry: Some(at),
-            } => std::thread::sleep(
-                at.saturating_duration_since(Instant::now())
-                    .min(PROGRESS_EVERY),
-            ),
+        // Every lane idle: at the end of every partition, or held by a `block` dead letter.
+        // Caught up unless the live group is past that event (then it never will be).
+        if done.into_inner() || caught_up()? {
+            return Ok(());
         }
-        if checked.elapsed() >= check_every {
-            checked = Instant::now();
-            if caught_up(group)? {
-                return Ok(());
-            }
+        if let Some((topic, partition, offset)) = group.blocked().into_iter().next() {
+            return Err(RebuildError::Blocked {
+                topic,
+                partition,
+                offset,
+            });
         }
+        // Not blocked: events arrived (and the live group took them) after the lanes went
+        // idle; replay those too.
     }
 }
 
