@@ -253,9 +253,10 @@ fn every_error_path_answers_json_with_its_status() {
             401,
             "unauthorized",
         ),
+        // `/metrics` is open by default (service.rs covers it and `protect_metrics`).
         (
-            "metrics without token",
-            "GET /metrics HTTP/1.1".into(),
+            "dead letters without token",
+            "GET /v1/admin/dlq HTTP/1.1".into(),
             vec![],
             401,
             "unauthorized",
