@@ -6,7 +6,9 @@
 //! | GET | `/v1/streams/{stream}?from=1&limit=100` | read a stream |
 //! | GET | `/v1/read-models/{projector}/{key}` | one row |
 //! | GET | `/v1/read-models/{projector}?prefix=&after=&limit=` | a page of rows by key prefix, `next` cursor and `count` |
-//! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag, dead letters |
+//! | GET | `/`, `/ui/app.js`, `/ui/style.css` | the operator's status page (public; its data calls carry the token) |
+//! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag and state, dead letters |
+//! | GET | `/v1/admin/topics` | topics and their partitions' high-water marks |
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
 //! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances (data as JSON) and one's log |
@@ -31,6 +33,7 @@ mod error;
 #[cfg(test)]
 mod fuzz;
 mod serve;
+mod ui;
 
 use std::sync::Arc;
 
@@ -102,6 +105,10 @@ fn routes() -> (Routes, Routes) {
         .get("/v1/read-models/{projector}/{key}", query_key)
         .get("/healthz", healthz)
         .get("/readyz", readyz)
+        // The status page holds no data: what it shows comes from the admin routes below.
+        .get("/", ui::index)
+        .get("/ui/app.js", ui::script)
+        .get("/ui/style.css", ui::style)
         // Open to scrapers unless `[http] protect_metrics`; the handler checks the token then.
         .get("/metrics", metrics);
     let admin = Routes::default()
@@ -115,6 +122,7 @@ fn routes() -> (Routes, Routes) {
         .get("/v1/admin/projectors/{name}", projector_status)
         .post("/v1/admin/projectors/{name}/rebuild", rebuild_projector)
         .get("/v1/admin/groups", groups)
+        .get("/v1/admin/topics", topics)
         .get("/v1/admin/sagas", sagas)
         .get("/v1/admin/sagas/{saga}/{id}", saga_instance)
         .get("/v1/admin/dlq", dead_letters)
@@ -703,20 +711,86 @@ async fn saga_instance(
     Ok(Json(instance.to_json()))
 }
 
+/// `GET /v1/admin/groups`: every group's lag per partition, its plugin kind and its state:
+/// `rebuilding` (its projector's read model is being rebuilt; `rebuild` has the progress),
+/// `paused` (nothing runs it), `blocked` (a `block` dead letter holds a partition; `blocked`
+/// lists them) or `running`.
 async fn groups(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {
     let lag = host.lag().map_err(internal)?;
-    let groups: Vec<Value> = lag
-        .iter()
-        .map(|(name, partitions)| {
-            let total: u64 = partitions.iter().map(|p| p.lag).sum();
-            let parts: Vec<Value> = partitions
-                .iter()
-                .map(|p| json!({ "topic": p.topic, "partition": p.partition, "committed": p.committed, "lag": p.lag }))
-                .collect();
-            json!({ "group": name, "lag": total, "partitions": parts })
-        })
-        .collect();
+    let parked = host.log().dead_letters(None).map_err(internal)?;
+    let mut groups = Vec::with_capacity(lag.len());
+    for (name, partitions) in &lag {
+        let total: u64 = partitions.iter().map(|p| p.lag).sum();
+        let parts: Vec<Value> = partitions
+            .iter()
+            .map(|p| json!({ "topic": p.topic, "partition": p.partition, "committed": p.committed, "high_water_mark": p.high_water_mark, "lag": p.lag }))
+            .collect();
+        // A rebuild's own group (`name@rebuild`) belongs to its projector.
+        let owner = name.strip_suffix("@rebuild").unwrap_or(name);
+        let kind = host
+            .config()
+            .plugins
+            .iter()
+            .find(|p| p.role.group().is_some_and(|g| g.name == owner))
+            .map(|p| p.kind());
+        let rebuild = host
+            .projector(owner)
+            .map_err(internal)?
+            .and_then(|s| s.rebuild)
+            .filter(|r| r.is_running());
+        let blocked: Vec<Value> = parked
+            .iter()
+            .filter(|d| d.blocking && d.group == *name)
+            .map(|d| json!({ "topic": d.topic, "partition": d.partition, "offset": d.offset }))
+            .collect();
+        let running = host
+            .groups()
+            .iter()
+            .find(|g| g.name() == name)
+            .is_none_or(|g| g.is_running());
+        let state = if rebuild.is_some() {
+            "rebuilding"
+        } else if !running {
+            "paused"
+        } else if !blocked.is_empty() {
+            "blocked"
+        } else {
+            "running"
+        };
+        groups.push(json!({
+            "group": name,
+            "kind": kind,
+            "state": state,
+            "lag": total,
+            "partitions": parts,
+            "blocked": blocked,
+            "rebuild": rebuild,
+        }));
+    }
     Ok(Json(json!({ "groups": groups })))
+}
+
+/// `GET /v1/admin/topics`: every topic with its partitions' high-water marks (events stored).
+async fn topics(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {
+    let log = host.log();
+    let mut topics = Vec::with_capacity(log.topics().len());
+    for t in log.topics() {
+        let marks = (0..t.partitions)
+            .map(|p| log.high_water_mark(&t.name, p))
+            .collect::<Result<Vec<u64>, _>>()
+            .map_err(internal)?;
+        let partitions: Vec<Value> = marks
+            .iter()
+            .enumerate()
+            .map(|(p, hwm)| json!({ "partition": p, "high_water_mark": hwm }))
+            .collect();
+        topics.push(json!({
+            "topic": t.name,
+            "events": marks.iter().sum::<u64>(),
+            "partitions": partitions,
+        }));
+    }
+    Ok(Json(json!({ "topics": topics })))
 }
 
 async fn dead_letters(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {

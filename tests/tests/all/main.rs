@@ -41,6 +41,7 @@ mod scenario_files;
 mod service;
 mod shipping;
 mod shop;
+mod status_page;
 mod support;
 mod travel_booking;
 mod trip;
