@@ -222,19 +222,9 @@ fn factline_state_answers_as_of_a_version_and_a_time() {
     )
     .unwrap();
     let state = |extra: &[&str]| {
-        let out = std::process::Command::new(&bin)
-            .args(["state", "--config"])
-            .arg(&config)
-            .args(["bank-account", "ACC-001"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let args = [&["bank-account", "ACC-001"][..], extra].concat();
+        let out = crate::support::factline_offline(&bin, "state", &config, &args);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         (
             v["version"].as_u64().unwrap(),
             v["state"]["balance"].clone(),

@@ -190,9 +190,9 @@ fn artifacts_dir() -> PathBuf {
 
 /// The page in Debian's Chromium (see the module docs). Needs `/usr/bin/chromium` (or
 /// `CHROMIUM`) and `playwright-core` in `node_modules`: `scripts/test` installs both
-/// (`scripts/chromium`, `scripts/guests`) and runs this test.
+/// (`scripts/chromium`, `scripts/guests`) before it runs the suite; without them this fails
+/// saying which to run.
 #[test]
-#[ignore = "needs Chromium and playwright-core; scripts/test installs them and runs it"]
 fn the_status_page_in_a_browser_shows_a_dead_letter_and_retry_clears_it() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
