@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 
 mod accounts;
+mod gate;
 mod groups;
 mod http;
 mod languages;
@@ -84,6 +85,9 @@ enum Which {
         #[arg(long, default_value_t = 200_000)]
         events: u64,
     },
+    /// The deploy gate over the last 10,000 events of a projector (both versions) against the
+    /// running version processing them live.
+    Gate,
     /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
     /// against the raw append rate of the log, in one run.
     Http(crate::http::Args),
@@ -99,6 +103,7 @@ fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Reload { rounds } => reload::run(plugins, rounds),
         Which::Http(args) => crate::http::run(args, plugins),
         Which::Rebuild { events } => rebuild::run(plugins, events),
+        Which::Gate => gate::run(plugins),
     }
 }
 

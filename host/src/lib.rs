@@ -16,6 +16,7 @@ mod dispatch;
 mod event;
 mod evolution;
 mod failure;
+mod gate;
 mod host;
 mod http;
 mod log;
@@ -43,6 +44,10 @@ pub use dispatch::{DispatchError, Dispatcher};
 pub use event::{Event, ExpectedVersion, NewEvent, now_millis};
 pub use evolution::Upcasters;
 pub use failure::FailureKind;
+pub use gate::{
+    DEFAULT_GATE_EVENTS, EffectKind, FieldDiff, GateCase, GateCounts, GateError, GateFailure,
+    GateOptions, GateReport, GateVerdict, MAX_GATE_EVENTS,
+};
 pub use host::{
     Busy, GroupReport, Host, HostError, ProjectorStatus, RebuildRequestError, SendError, open_group,
 };
@@ -67,7 +72,10 @@ pub use projector::{
     query_prefix as query_read_model_prefix,
 };
 pub use rebuild::{RebuildPhase, RebuildReason, RebuildStatus};
-pub use reload::{DeployError, DeployOrigin, DeployReport, PluginWatcher, WatchError};
+pub use reload::{
+    DeployError, DeployOrigin, DeployReport, GateRecord, PluginWatcher, VersionHistory,
+    VersionInfo, WatchError,
+};
 pub use saga::{
     SagaError, SagaHandler, SagaInstance, SagaOptions, SagaStatus, SagaVersions, StepStatus,
     count_by_status as count_sagas_by_status, find as find_saga_instance, list as saga_instances,

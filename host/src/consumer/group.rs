@@ -1159,18 +1159,15 @@ impl Lane {
         if !self.handler.handles(&event.event_type) {
             return Ok(Replay::Effects(Effects::default()));
         }
-        loop {
-            match self
-                .handler
-                .handle(ctx(&self.log, &self.config), std::slice::from_ref(&event))
-            {
-                Ok(output) => return Ok(Replay::Effects(output.effects)),
-                Err(HandlerError::Failed(f)) => return Ok(Replay::Failed(f)),
-                // Nothing commits here, but a running host's other lanes may move what it read.
-                Err(HandlerError::Conflict) => continue,
-                Err(HandlerError::Read(e)) => return Err(e.into()),
-            }
-        }
+        let ran = dry_run(
+            self.handler.as_mut(),
+            ctx(&self.log, &self.config),
+            std::slice::from_ref(&event),
+        )?;
+        Ok(match ran {
+            Ok(output) => Replay::Effects(output.effects),
+            Err(f) => Replay::Failed(f),
+        })
     }
 
     pub(super) fn retry_dead_letter(
@@ -1267,6 +1264,25 @@ fn ctx<'a>(log: &'a EventLog, config: &'a GroupConfig) -> BatchContext<'a> {
     BatchContext {
         log,
         scope: config.scope(),
+        sandbox: None,
+    }
+}
+
+/// `events` through `handler`, keeping nothing: the output a commit would carry, or the call's
+/// failure. The one path of every dry run (a dead letter's replay, the deploy gate).
+pub(crate) fn dry_run(
+    handler: &mut dyn Handler,
+    ctx: BatchContext<'_>,
+    events: &[Event],
+) -> Result<Result<Output, CallFailure>, ReadError> {
+    loop {
+        match handler.handle(ctx, events) {
+            Ok(output) => return Ok(Ok(output)),
+            Err(HandlerError::Failed(f)) => return Ok(Err(f)),
+            // Nothing commits here, but a running host's other lanes may move what it read.
+            Err(HandlerError::Conflict) => continue,
+            Err(HandlerError::Read(e)) => return Err(e),
+        }
     }
 }
 

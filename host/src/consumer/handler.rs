@@ -6,7 +6,7 @@
 use crate::event::{Event, ExpectedVersion, NewEvent};
 use crate::failure::FailureKind;
 use crate::log::{EventLog, HandlerCommit, ReadCheck, ReadError, ReadModelWrite, SagaWrite};
-use crate::plugin::CallFailure;
+use crate::plugin::{CallFailure, OutgoingCommand, Overlay};
 
 /// What a batch changes, committed by the engine in one transaction with the offset.
 #[derive(Debug, Default)]
@@ -21,6 +21,9 @@ pub struct Effects {
     /// Events of the batch whose outcome is a business refusal: parked at once, never retried,
     /// while the batch's other effects commit.
     pub refused: Vec<Refusal>,
+    /// The commands the plugin sent, as it sent them: recorded in a [`Sandbox`] only (the
+    /// deploy gate compares them; a deduplicated command appends nothing), never committed.
+    pub commands: Vec<OutgoingCommand>,
 }
 
 impl Effects {
@@ -91,6 +94,46 @@ pub enum HandlerError {
 pub struct BatchContext<'a> {
     pub log: &'a EventLog,
     pub scope: &'a str,
+    /// A dry run (the deploy gate): nothing the batch returns is committed.
+    pub sandbox: Option<&'a Sandbox>,
+}
+
+/// What a dry run reads instead of the live read model: one snapshot for the whole run (so
+/// two versions replayed side by side see the same rows however the live group moves), under
+/// the rows the run's earlier batches wrote.
+pub struct Sandbox {
+    pub(crate) view: std::sync::Arc<crate::log::ReadModelView>,
+    pub(crate) overlay: std::sync::Arc<Overlay>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("overlay", &self.overlay.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox over `view` with nothing written yet.
+    pub(crate) fn new(view: std::sync::Arc<crate::log::ReadModelView>) -> Self {
+        Sandbox {
+            view,
+            overlay: Default::default(),
+        }
+    }
+
+    /// Keeps a batch's writes for the batches after it (only `scope`'s: the batch's own).
+    pub(crate) fn apply(&mut self, writes: &[ReadModelWrite]) {
+        if writes.is_empty() {
+            return;
+        }
+        // The batch's sessions are gone by now: no copy unless a caller kept a clone.
+        let overlay = std::sync::Arc::make_mut(&mut self.overlay);
+        for w in writes {
+            overlay.insert(w.key.clone(), w.value.clone());
+        }
+    }
 }
 
 /// A durable timer that fired: its effects commit on `(topic, partition)` without moving the

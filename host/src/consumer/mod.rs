@@ -13,11 +13,14 @@ mod handler;
 mod retry;
 mod runner;
 
+pub(crate) use group::dry_run;
 pub use group::{
     ConsumerError, ConsumerGroup, GroupConfig, GroupMetrics, PartitionLag, Replay, RetryOutcome,
     StartFrom, Step, lag,
 };
-pub use handler::{BatchContext, Effects, Fired, Handler, HandlerError, Output, Refusal, Timers};
+pub use handler::{
+    BatchContext, Effects, Fired, Handler, HandlerError, Output, Refusal, Sandbox, Timers,
+};
 pub use retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 pub use runner::{ConsumerPool, GroupHandle, Paused};
 

@@ -19,6 +19,7 @@ use crate::consumer::{
 };
 use crate::dispatch::Dispatcher;
 use crate::evolution::Upcasters;
+use crate::gate::{GateOptions, GateReport, GateVerdict, Subject};
 use crate::log::{
     DeadLetterKey, EventLog, LogOptions, OpenError, ProjectionChange, ProjectionError, ReadError,
     ReadModelGeneration,
@@ -31,7 +32,9 @@ use crate::projector::{Projection, ProjectionHandler, WasmProjection};
 use crate::rebuild::{
     Hook, RebuildHooks, RebuildJob, RebuildProgress, RebuildReason, RebuildStatus,
 };
-use crate::reload::{DeployError, DeployOrigin, DeployReport, Deployed, Registry, VersionHistory};
+use crate::reload::{
+    DeployError, DeployOrigin, DeployReport, Deployed, GateRecord, Registry, VersionHistory,
+};
 use crate::saga::{SagaError, SagaHandler, SagaOptions, SagaVersions};
 pub use queue::Busy;
 use queue::StreamQueue;
@@ -487,7 +490,24 @@ impl Host {
         origin: DeployOrigin,
     ) -> Result<DeployReport, DeployError> {
         let _one_at_a_time = self.deploy_lock.lock().await;
-        self.deploy_locked(name, bytes, label, origin).await
+        self.deploy_locked(name, bytes, label, origin, None).await
+    }
+
+    /// [`Host::deploy`] behind the gate: before the swap, the recent history is replayed
+    /// through the running version and the candidate (nothing written) and their effects
+    /// compared (`crate::gate`). Refused (`DeployError::GateRefused`, nothing deployed) when
+    /// they differ, unless `gate.accept_changes`, or when the candidate fails where the running
+    /// version did not. The verdict is kept in the plugin's history either way.
+    pub async fn deploy_gated(
+        &self,
+        name: &str,
+        bytes: Vec<u8>,
+        label: Option<String>,
+        gate: GateOptions,
+    ) -> Result<DeployReport, DeployError> {
+        let _one_at_a_time = self.deploy_lock.lock().await;
+        self.deploy_locked(name, bytes, label, DeployOrigin::Api, Some(gate))
+            .await
     }
 
     /// Deploys what plugin `name`'s component file holds now (the file watcher). The file is
@@ -513,7 +533,7 @@ impl Host {
             .registry
             .label_of(name, &bytes)
             .or_else(|| self.plugin_config(name).ok()?.label.clone());
-        self.deploy_locked(name, bytes, label, DeployOrigin::File)
+        self.deploy_locked(name, bytes, label, DeployOrigin::File, None)
             .await
             .map(Some)
     }
@@ -524,6 +544,7 @@ impl Host {
         bytes: Vec<u8>,
         label: Option<String>,
         origin: DeployOrigin,
+        gate: Option<GateOptions>,
     ) -> Result<DeployReport, DeployError> {
         let config = self.plugin_config(name)?;
         if self.rebuilding(name) {
@@ -546,13 +567,120 @@ impl Host {
                 plugin: name.to_owned(),
                 source,
             })?;
+        let gated = match gate {
+            Some(options) => Some(self.gate(name, &loaded, options).await?),
+            None => None,
+        };
         let prepare = started.elapsed();
         let deployed = Deployed {
             plugin: loaded,
             bytes,
             deployed_at_ms: crate::event::now_millis(),
         };
-        self.install(deployed, origin, prepare).await
+        let mut report = self.install(deployed, origin, prepare).await?;
+        report.gate = gated;
+        Ok(report)
+    }
+
+    /// Runs the gate of `candidate` against plugin `name`'s running version and records its
+    /// verdict; a refusal is the error.
+    async fn gate(
+        &self,
+        name: &str,
+        candidate: &Arc<LoadedPlugin>,
+        options: GateOptions,
+    ) -> Result<GateReport, DeployError> {
+        let running = self
+            .registry
+            .current(name)
+            .expect("every configured plugin is registered")
+            .plugin;
+        let subject = self.gate_subject(name, &running, candidate)?;
+        let log = self.log.clone();
+        let report = tokio::task::spawn_blocking(move || crate::gate::run(&log, subject, options))
+            .await
+            .expect("a gate panicked")
+            .map_err(|source| DeployError::Gate {
+                plugin: name.to_owned(),
+                source,
+            })?;
+        self.registry.record_gate(
+            name,
+            GateRecord {
+                candidate: candidate.version.clone(),
+                verdict: report.verdict,
+                unit: report.unit,
+                replayed: report.replayed,
+                differing: report.differing,
+                counts: report.counts,
+                at_ms: crate::event::now_millis(),
+            },
+        );
+        tracing::info!(plugin = %name, candidate = %candidate.version, verdict = %report.verdict, replayed = report.replayed, differing = report.differing, "deploy gate");
+        if report.verdict == GateVerdict::Refused {
+            return Err(DeployError::GateRefused {
+                plugin: name.to_owned(),
+                report: Box::new(report),
+            });
+        }
+        Ok(report)
+    }
+
+    /// Fresh instances of both versions of plugin `name` for its gate, as the host runs them
+    /// (policies and sagas plan their commands on the live aggregates, appending nothing).
+    fn gate_subject(
+        &self,
+        name: &str,
+        running: &Arc<LoadedPlugin>,
+        candidate: &Arc<LoadedPlugin>,
+    ) -> Result<Subject, DeployError> {
+        let config = self.plugin_config(name)?;
+        let failed = |source| DeployError::Instantiate {
+            plugin: name.to_owned(),
+            source,
+        };
+        let saga_failed = |source| DeployError::Saga {
+            plugin: name.to_owned(),
+            source,
+        };
+        let handler = |plugin: &Arc<LoadedPlugin>| -> Result<Box<dyn Handler>, DeployError> {
+            Ok(match &config.role {
+                Role::Projector(_) => {
+                    let instance = plugin.instantiate().map_err(|e| failed(e.into()))?;
+                    ProjectionHandler::boxed(WasmProjection::new(instance).map_err(failed)?)
+                }
+                Role::Policy(_) => Box::new(
+                    PolicyHandler::new(name, self.dispatcher.clone(), plugin).map_err(failed)?,
+                ),
+                Role::Saga(_) => {
+                    let versions = SagaVersions::new(name, plugin.clone()).map_err(saga_failed)?;
+                    Box::new(
+                        SagaHandler::new(
+                            self.log.clone(),
+                            self.dispatcher.clone(),
+                            versions,
+                            SagaOptions::default(),
+                        )
+                        .map_err(saga_failed)?,
+                    )
+                }
+                Role::Aggregate { .. } => unreachable!("aggregates are gated on their streams"),
+            })
+        };
+        Ok(match &config.role {
+            Role::Aggregate { topic, .. } => Subject::Aggregate {
+                topic: topic.clone(),
+                running: running.instantiate().map_err(|e| failed(e.into()))?,
+                candidate: candidate.instantiate().map_err(|e| failed(e.into()))?,
+            },
+            Role::Projector(g) | Role::Policy(g) | Role::Saga(g) => Subject::Consumer {
+                name: name.to_owned(),
+                topics: g.topics.clone(),
+                batch: g.batch_size.min(g.max_events_in_memory),
+                running: handler(running)?,
+                candidate: handler(candidate)?,
+            },
+        })
     }
 
     /// Returns plugin `name` to the version that ran before the current one (already compiled:
@@ -612,6 +740,7 @@ impl Host {
             swap: std::time::Duration::ZERO,
             persist_error: None,
             rebuild: None,
+            gate: None,
         };
         // Same bytes = same version, whatever the label (the watcher sees a deploy's own
         // rewrite of the file without one).

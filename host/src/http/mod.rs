@@ -12,7 +12,7 @@
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
 //! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances (data as JSON) and one's log |
-//! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL` | body: the component bytes |
+//! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL&gate=true&last=N&accept_changes=true` | body: the component bytes; `gate`: replay the last N events (streams, for an aggregate) through both versions first, 409 `gate-refused` with the diff when effects differ (unless `accept_changes`) or the candidate fails |
 //! | POST | `/v1/admin/plugins/{name}/rollback` | back to the previous version |
 //! | GET, POST | `/v1/admin/projectors/{name}`, `.../rebuild` | a projector's read models; rebuild one |
 //! | GET | `/metrics` | Prometheus text format (open; the admin token with `[http] protect_metrics`) |
@@ -54,6 +54,7 @@ use serde_json::{Value, json};
 
 use crate::aggregate::{CommandError, CommandRequest};
 use crate::event::{Event, ExpectedVersion};
+use crate::gate::GateOptions;
 use crate::host::{Host, RebuildRequestError, SendError};
 use crate::log::{AppendError, DeadLetterKey, ReadError};
 use crate::reload::{DeployError, DeployOrigin};
@@ -610,8 +611,17 @@ async fn plugin_versions(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeployQuery {
     version: Option<String>,
+    /// Replay the recent history through both versions first (`crate::gate`).
+    #[serde(default)]
+    gate: bool,
+    /// Events (or streams, for an aggregate) the gate replays.
+    last: Option<usize>,
+    /// Deploy even when the gate finds different effects.
+    #[serde(default)]
+    accept_changes: bool,
 }
 
 async fn deploy(
@@ -621,10 +631,23 @@ async fn deploy(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = body.map_err(body_error)?;
-    let report = host
-        .deploy(&name, body.to_vec(), q.version, DeployOrigin::Api)
-        .await
-        .map_err(deploy_error)?;
+    if !q.gate && (q.last.is_some() || q.accept_changes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            "`last` and `accept_changes` apply to a gated deploy: add `gate=true`",
+        ));
+    }
+    let report = if q.gate {
+        let options = GateOptions::new(q.last, q.accept_changes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-query", e))?;
+        host.deploy_gated(&name, body.to_vec(), q.version, options)
+            .await
+    } else {
+        host.deploy(&name, body.to_vec(), q.version, DeployOrigin::Api)
+            .await
+    }
+    .map_err(deploy_error)?;
     Ok(Json(json!(report)))
 }
 
@@ -637,6 +660,13 @@ async fn rollback(
 }
 
 fn deploy_error(e: DeployError) -> ApiError {
+    if let DeployError::GateRefused { report, .. } = &e {
+        // The whole report, for the CLI and the status page to show the diff.
+        return ApiError::with_body(
+            StatusCode::CONFLICT,
+            json!({ "error": "gate-refused", "message": e.to_string(), "gate": report }),
+        );
+    }
     let (status, kind) = match &e {
         DeployError::UnknownPlugin(_) => (StatusCode::NOT_FOUND, "unknown-plugin"),
         DeployError::Load { .. } | DeployError::Instantiate { .. } | DeployError::Saga { .. } => {
@@ -646,6 +676,12 @@ fn deploy_error(e: DeployError) -> ApiError {
         DeployError::Swap { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "swap-failed"),
         DeployError::Rebuilding(_) => (StatusCode::CONFLICT, "rebuilding"),
         DeployError::Storage { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        DeployError::Gate {
+            source: crate::gate::GateError::Last(_),
+            ..
+        } => (StatusCode::BAD_REQUEST, "bad-query"),
+        DeployError::Gate { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage"),
+        DeployError::GateRefused { .. } => (StatusCode::CONFLICT, "gate-refused"),
     };
     ApiError::new(status, kind, e)
 }

@@ -35,6 +35,7 @@ pub use cache::CacheOutcome;
 pub(crate) use cache::content_hash;
 pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, InstantiateError, LoadError};
+pub(crate) use host::read_model::Overlay;
 pub use host::read_model::ReadModelSession;
 pub use instance::Instantiate;
 #[cfg(test)]

@@ -65,7 +65,7 @@ impl Handler for PolicyHandler {
 
     /// Plans each event's commands in order; stops before an event whose command targets a
     /// stream an earlier command of the batch already changed.
-    fn handle(&mut self, _: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+    fn handle(&mut self, ctx: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
         if events.is_empty() {
             return Ok(Output::default());
         }
@@ -79,6 +79,9 @@ impl Handler for PolicyHandler {
             }
             let origin = format!("policy\u{0}{}\u{0}{}", self.name, event.event_id);
             let (mut refusals, mut all_rejected) = (Vec::new(), true);
+            if ctx.sandbox.is_some() {
+                out.effects.commands.extend(commands.iter().cloned());
+            }
             for c in commands {
                 let planned = self.dispatcher.plan(
                     &origin,

@@ -129,7 +129,15 @@ impl Handler for ProjectionHandler {
     }
 
     fn handle(&mut self, ctx: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
-        let session = ReadModelSession::new(ctx.scope, ctx.log.read_models()?, MAX_VALUE_BYTES);
+        let session = match ctx.sandbox {
+            Some(s) => ReadModelSession::over(
+                ctx.scope,
+                s.view.clone(),
+                Some(s.overlay.clone()),
+                MAX_VALUE_BYTES,
+            ),
+            None => ReadModelSession::new(ctx.scope, ctx.log.read_models()?, MAX_VALUE_BYTES),
+        };
         let (result, session) = self.0.project(events, session);
         result?;
         let (read_model_writes, read_checks) = session

@@ -66,6 +66,19 @@ pub enum DeployError {
         plugin: String,
         source: crate::log::ReadError,
     },
+    /// The gate could not replay (bad bounds, storage): nothing was judged or deployed.
+    #[error("gating the new version of {plugin:?}: {source}")]
+    Gate {
+        plugin: String,
+        source: crate::gate::GateError,
+    },
+    /// The candidate's effects differ from the running version's (and the changes were not
+    /// accepted), or it failed where the running version did not.
+    #[error("the gate refused the new version of {plugin:?}: {report}")]
+    GateRefused {
+        plugin: String,
+        report: Box<crate::gate::GateReport>,
+    },
 }
 
 /// What a deploy did.
@@ -92,6 +105,8 @@ pub struct DeployReport {
     /// read model is rebuilt beside the running one, and it becomes current when that switches
     /// (`swapped` stays false; the component file is rewritten then).
     pub rebuild: Option<crate::rebuild::RebuildStatus>,
+    /// The gate's report, when the deploy was gated.
+    pub gate: Option<crate::gate::GateReport>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -111,6 +126,20 @@ pub(crate) struct Deployed {
 pub struct VersionHistory {
     pub current: VersionInfo,
     pub previous: Vec<VersionInfo>,
+    /// The last gated deploys' verdicts (refused ones too), newest last.
+    pub gates: Vec<GateRecord>,
+}
+
+/// One gated deploy's verdict, as the plugin's history keeps it.
+#[derive(Clone, Debug, Serialize)]
+pub struct GateRecord {
+    pub candidate: PluginVersion,
+    pub verdict: crate::gate::GateVerdict,
+    pub unit: &'static str,
+    pub replayed: u64,
+    pub differing: u64,
+    pub counts: crate::gate::GateCounts,
+    pub at_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -131,6 +160,7 @@ impl Deployed {
 struct Entry {
     current: Deployed,
     previous: Vec<Deployed>,
+    gates: Vec<GateRecord>,
 }
 
 /// Every plugin's running version and history. Swaps are serialized by the host; this only
@@ -151,6 +181,7 @@ impl Registry {
             Entry {
                 current: d,
                 previous: Vec::new(),
+                gates: Vec::new(),
             },
         );
     }
@@ -171,7 +202,18 @@ impl Registry {
         self.lock().get(name).map(|e| VersionHistory {
             current: e.current.info(),
             previous: e.previous.iter().map(Deployed::info).collect(),
+            gates: e.gates.clone(),
         })
+    }
+
+    /// Keeps a gate's verdict in `name`'s history (the last [`HISTORY`]).
+    pub fn record_gate(&self, name: &str, record: GateRecord) {
+        if let Some(e) = self.lock().get_mut(name) {
+            e.gates.push(record);
+            if e.gates.len() > HISTORY {
+                e.gates.remove(0);
+            }
+        }
     }
 
     /// `d` becomes current; the old current is kept for rollback (unless rolling back).

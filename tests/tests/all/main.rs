@@ -10,6 +10,8 @@ mod budget_projector;
 mod counter_plugin;
 mod full_disk;
 mod garbage_plugin;
+mod gate_projector;
+mod gate_projector_changed;
 mod hostile_plugin;
 mod http_api;
 mod http_clients;

@@ -301,3 +301,75 @@ fn the_host_upcasts_for_its_aggregates_and_projectors() {
         host.shutdown().await;
     });
 }
+
+/// The deploy gate of an aggregate: commands are not stored, so it folds the stored history of
+/// the last N streams through both versions' `evolve`. The same code under another content hash
+/// passes; a component that cannot read the order events (another aggregate's) is refused with
+/// the stream and its error, and nothing is deployed.
+#[test]
+fn the_deploy_gate_folds_the_last_streams_through_both_versions() {
+    use factline_host::{Config, DeployError, GateOptions, GateVerdict, Host};
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "data_dir = \"data\"\n[[topics]]\nname = \"order\"\npartitions = 2\n\
+         [[plugins]]\nname = \"order\"\nkind = \"aggregate\"\ncomponent = {:?}\n",
+        dir.path().join("order.wasm").display().to_string(),
+    );
+    std::fs::copy(factline_tests::ORDER, dir.path().join("order.wasm")).unwrap();
+    let config = Config::parse(&text, "factline.toml".as_ref(), dir.path()).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let host = Host::start(config).unwrap();
+        for i in 0..6 {
+            let id = format!("G-{i}");
+            host.command("order", cmd(&id, "create", json!({"customer_id": "C"})))
+                .await
+                .unwrap();
+            let item = json!({"product_id": "P", "quantity": 1 + i, "unit_price": 100});
+            host.command("order", cmd(&id, "add-item", item))
+                .await
+                .unwrap();
+        }
+        let mut same = std::fs::read(factline_tests::ORDER).unwrap();
+        // A custom section: another content hash, the same code.
+        same.extend_from_slice(&[0, 5, 4, b'g', b'a', b't', b'e']);
+        let report = host
+            .deploy_gated(
+                "order",
+                same,
+                None,
+                GateOptions::new(Some(4), false).unwrap(),
+            )
+            .await
+            .unwrap();
+        let gate = report.gate.unwrap();
+        assert_eq!(gate.verdict, GateVerdict::Passed, "{gate}");
+        assert_eq!((gate.unit, gate.replayed), ("streams", 4), "{gate}");
+        assert!(report.swapped);
+
+        let running = host.plugins()[0].version.clone();
+        let other = std::fs::read(factline_tests::BANK_ACCOUNT).unwrap();
+        let refused = host
+            .deploy_gated("order", other, None, GateOptions::new(None, false).unwrap())
+            .await
+            .unwrap_err();
+        let DeployError::GateRefused { report, .. } = &refused else {
+            panic!("expected a gate refusal, got {refused}");
+        };
+        // Every stream folds into another state; the newest stream comes first.
+        assert_eq!(report.verdict, GateVerdict::Refused, "{report}");
+        assert_eq!((report.replayed, report.counts.states), (6, 6), "{report}");
+        assert_eq!(report.cases[0].at, "stream order-G-5", "{report}");
+        let fields: Vec<&str> = report.cases[0]
+            .fields
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert!(
+            fields.contains(&"total") && fields.contains(&"balance"),
+            "{report}"
+        );
+        assert_eq!(host.plugins()[0].version, running);
+        host.shutdown().await;
+    });
+}

@@ -7,6 +7,7 @@
 //! so a group running batches concurrently can have the commit refused if any of it changed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::log::{ReadCheck, ReadModelView, ReadModelWrite, ValueDigest};
 use crate::plugin::bindings::read_model::Host;
@@ -18,10 +19,15 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Most entries one scan returns.
 pub const MAX_SCAN: u32 = 10_000;
 
+/// Rows a dry run (the deploy gate) wrote before the current batch, by key (`None`: deleted):
+/// read under the batch's own writes and over the snapshot, never stored.
+pub type Overlay = BTreeMap<String, Option<Vec<u8>>>;
+
 /// The read model as one batch sees and changes it.
 pub struct ReadModelSession {
     scope: String,
-    view: ReadModelView,
+    view: Arc<ReadModelView>,
+    base: Option<Arc<Overlay>>,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     max_value_bytes: usize,
     /// Budget of the pending writes (keys + values), checked at each write before it is kept.
@@ -45,9 +51,21 @@ impl std::fmt::Debug for ReadModelSession {
 
 impl ReadModelSession {
     pub fn new(scope: impl Into<String>, view: ReadModelView, max_value_bytes: usize) -> Self {
+        Self::over(scope, Arc::new(view), None, max_value_bytes)
+    }
+
+    /// A session over a shared snapshot with `base` between it and the batch's writes (a dry
+    /// run's earlier batches).
+    pub(crate) fn over(
+        scope: impl Into<String>,
+        view: Arc<ReadModelView>,
+        base: Option<Arc<Overlay>>,
+        max_value_bytes: usize,
+    ) -> Self {
         ReadModelSession {
             scope: scope.into(),
             view,
+            base,
             writes: BTreeMap::new(),
             max_value_bytes,
             max_pending_bytes: usize::MAX,
@@ -61,6 +79,9 @@ impl ReadModelSession {
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, String> {
         if let Some(v) = self.writes.get(key) {
             // The batch's own write: nothing committed was read.
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.base.as_ref().and_then(|b| b.get(key)) {
             return Ok(v.clone());
         }
         let value = self.view.get(&self.scope, key).map_err(|e| e.to_string())?;
@@ -132,8 +153,14 @@ impl ReadModelSession {
         limit: u32,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
         let limit = limit.min(MAX_SCAN) as usize;
-        // Enough committed rows that, after the overlay's deletes, `limit` can still be met.
-        let stored_limit = limit + self.writes.len();
+        let base = self.base.clone();
+        let based: Vec<(&String, &Option<Vec<u8>>)> = base
+            .iter()
+            .flat_map(|b| b.range(prefix.to_owned()..))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .collect();
+        // Enough committed rows that, after the overlays' deletes, `limit` can still be met.
+        let stored_limit = limit + self.writes.len() + based.len();
         let stored = self
             .view
             .scan_prefix(&self.scope, prefix, start_after, stored_limit)
@@ -152,6 +179,11 @@ impl ReadModelSession {
         });
         let mut merged: BTreeMap<String, Option<Vec<u8>>> =
             stored.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for (k, v) in based {
+            if start_after.is_none_or(|s| k.as_str() > s) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
         for (k, v) in self.writes.range(prefix.to_owned()..) {
             if !k.starts_with(prefix) {
                 break;
