@@ -3,7 +3,7 @@
 //! process the same events live, in one run: per round, the live group is paused, 10,000
 //! events are appended, and it is timed from its resumption to idle; then a gated deploy of
 //! another build of the same projector replays those events through both versions. Target:
-//! gate ≤ 2× live (median of 3 rounds).
+//! gate ≤ 2× live (median of 5 rounds).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use crate::reload::SUMMARY_HOST;
 
 /// Events replayed per round (and processed live before it).
 const EVENTS: u64 = 10_000;
-const ROUNDS: u32 = 3;
+const ROUNDS: u32 = 5;
 
 pub fn run(plugins: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -340,39 +340,68 @@ fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + 
 }
 
 /// The newest `n` events of `topics` (by `occurred_at`, then position), grouped per partition
-/// in offset order. At most `2n` events are held while choosing.
+/// in offset order: every partition is read backwards a page at a time and the newest unread
+/// event of all is taken next, so about `n` events are read, however they are spread.
 fn last_events(log: &EventLog, topics: &[String], n: usize) -> Result<Vec<Vec<Event>>, ReadError> {
-    let mut newest: Vec<Event> = Vec::new();
+    /// One partition read backwards: `buf` holds the page being taken from (its end first),
+    /// `end` the first offset already read.
+    struct Cursor {
+        topic: String,
+        partition: u32,
+        end: u64,
+        buf: Vec<Event>,
+        taken: Vec<Event>,
+    }
+    let mut cursors = Vec::new();
     for topic in topics {
         let Some(info) = log.topic(topic) else {
             continue;
         };
-        for p in 0..info.partitions {
-            let hw = log.high_water_mark(topic, p)?;
-            newest.extend(log.read_partition(topic, p, hw.saturating_sub(n as u64), n)?);
-            newest.sort_by(|a, b| {
-                (b.occurred_at, &b.topic, b.partition, b.offset).cmp(&(
-                    a.occurred_at,
-                    &a.topic,
-                    a.partition,
-                    a.offset,
-                ))
+        for partition in 0..info.partitions {
+            cursors.push(Cursor {
+                topic: topic.clone(),
+                partition,
+                end: log.high_water_mark(topic, partition)?,
+                buf: Vec::new(),
+                taken: Vec::new(),
             });
-            newest.truncate(n);
         }
     }
-    let mut by_partition: BTreeMap<(String, u32), Vec<Event>> = BTreeMap::new();
-    for e in newest {
-        by_partition
-            .entry((e.topic.clone(), e.partition))
-            .or_default()
-            .push(e);
+    // A partition's share of `n`, so the pages of a balanced log add up to about `n`.
+    let page = (n / cursors.len().max(1) + 1).clamp(64, 4096) as u64;
+    let mut taken = 0;
+    while taken < n {
+        for c in &mut cursors {
+            if c.buf.is_empty() && c.end > 0 {
+                let from = c.end.saturating_sub(page);
+                c.buf = log.read_partition(&c.topic, c.partition, from, (c.end - from) as usize)?;
+                c.end = from;
+            }
+        }
+        let newest = cursors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.buf.last().map(|e| (i, e)))
+            .max_by(|(_, a), (_, b)| {
+                (a.occurred_at, &a.topic, a.partition, a.offset).cmp(&(
+                    b.occurred_at,
+                    &b.topic,
+                    b.partition,
+                    b.offset,
+                ))
+            })
+            .map(|(i, _)| i);
+        let Some(i) = newest else { break };
+        let c = &mut cursors[i];
+        c.taken.extend(c.buf.pop());
+        taken += 1;
     }
-    Ok(by_partition
-        .into_values()
-        .map(|mut events| {
-            events.sort_by_key(|e| e.offset);
-            events
+    Ok(cursors
+        .into_iter()
+        .filter(|c| !c.taken.is_empty())
+        .map(|mut c| {
+            c.taken.reverse();
+            c.taken
         })
         .collect())
 }
@@ -429,18 +458,25 @@ fn replay(
     let mut sandbox = Sandbox::new(view.clone());
     let mut out = Vec::with_capacity(batches.len());
     for batch in batches {
-        let relevant: Vec<Event> = batch
-            .iter()
-            .filter(|e| handler.handles(&e.event_type))
-            .cloned()
-            .collect();
-        let whole = run_batch(handler.as_mut(), log, scope, &mut sandbox, &relevant)?;
+        // Usually every event is relevant: then the batch goes as it is, without a copy.
+        let filtered: Vec<Event>;
+        let relevant: &[Event] = if batch.iter().all(|e| handler.handles(&e.event_type)) {
+            batch
+        } else {
+            filtered = batch
+                .iter()
+                .filter(|e| handler.handles(&e.event_type))
+                .cloned()
+                .collect();
+            &filtered
+        };
+        let whole = run_batch(handler.as_mut(), log, scope, &mut sandbox, relevant)?;
         out.push(match whole {
             Ok(effects) => Outcome::Whole(effects),
             // Which event: each alone, as the engine isolates a poison event.
             Err(_) => {
                 let mut each = Vec::with_capacity(relevant.len());
-                for e in &relevant {
+                for e in relevant {
                     let one = run_batch(
                         handler.as_mut(),
                         log,
