@@ -254,8 +254,8 @@ pub(crate) enum Subject {
     },
     Aggregate {
         topic: String,
-        running: AggregateInstance,
-        candidate: AggregateInstance,
+        running: Box<AggregateInstance>,
+        candidate: Box<AggregateInstance>,
     },
 }
 
@@ -533,7 +533,7 @@ fn run_batch(
 
 /// Each stream's stored history folded through `instance`'s `evolve`.
 fn fold(
-    mut instance: AggregateInstance,
+    mut instance: Box<AggregateInstance>,
     log: &EventLog,
     streams: &[String],
 ) -> Result<Vec<Result<Vec<u8>, CallFailure>>, ReadError> {

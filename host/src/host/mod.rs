@@ -670,8 +670,8 @@ impl Host {
         Ok(match &config.role {
             Role::Aggregate { topic, .. } => Subject::Aggregate {
                 topic: topic.clone(),
-                running: running.instantiate().map_err(|e| failed(e.into()))?,
-                candidate: candidate.instantiate().map_err(|e| failed(e.into()))?,
+                running: Box::new(running.instantiate().map_err(|e| failed(e.into()))?),
+                candidate: Box::new(candidate.instantiate().map_err(|e| failed(e.into()))?),
             },
             Role::Projector(g) | Role::Policy(g) | Role::Saga(g) => Subject::Consumer {
                 name: name.to_owned(),
