@@ -31,7 +31,10 @@ export function failureIn(context, error, index = null) {
 
 /** Throws a TypeError saying what `handler` returned instead of `expected`. */
 export function wrongShape(handler, value, expected) {
-  throw new TypeError(`${handler} returned ${show(value)}, expected ${expected}`);
+  const error = new TypeError(`${handler} returned ${show(value)}, expected ${expected}`);
+  // Thrown here, not in the plugin's code: a location in the SDK would only mislead.
+  error.stack = "";
+  throw error;
 }
 
 const commands = new WeakSet();
