@@ -388,11 +388,16 @@ fn factline_new_writes_a_project_and_refuses_what_it_cannot_write() {
                 project.to_str().unwrap(),
             ]);
             assert!(ok, "{out}");
-            let handler = if lang == "python" { "app.py" } else { "index.js" };
-            assert!(project.join(handler).is_file(), "{lang} {kind}: no {handler}");
+            let (handler, language) = match lang {
+                "python" => ("app.py", "python"),
+                _ => ("index.js", "javascript"),
+            };
+            assert!(
+                project.join(handler).is_file(),
+                "{lang} {kind}: no {handler}"
+            );
             factline_host::load_scenario_file(&project.join("scenarios.toml")).unwrap();
             let build = std::fs::read_to_string(project.join("build")).unwrap();
-            let language = if lang == "python" { "python" } else { "javascript" };
             assert!(
                 build.contains(&format!("componentize\" {language} {kind} .")),
                 "{build}"
