@@ -43,3 +43,47 @@ export function aggregate({ initial, eventTypes, decide, evolve }) {
     },
   };
 }
+
+/**
+ * The optional `schemaEvolution` export (world `evolving-aggregate`):
+ *
+ *   export const schemaEvolution = evolution({ stateSchema, upcasts, upcast });
+ *
+ * `stateSchema`: version of the state's shape (bump it when the state changes incompatibly: the
+ * host then ignores snapshots of the old shape). `upcasts`: the old `[eventType, schemaVersion]`
+ * pairs `upcast(event)` rewrites; it returns the event one step newer as
+ * `[eventType, payload, schemaVersion]`, and is repeated until the event is current, for every
+ * reader of the stream.
+ */
+export function evolution({ stateSchema = 1, upcasts = [], upcast }) {
+  const old = upcasts.map(([type, version]) => [String(type), Number(version)]);
+  if (old.length && typeof upcast !== "function") {
+    throw new TypeError("evolution({ upcasts }) needs an upcast function");
+  }
+  const isOld = (raw) => old.some(([t, v]) => t === raw.eventType && v === raw.schemaVersion);
+  const upcastOne = (raw, index) => {
+    for (let steps = 1; isOld(raw); steps++) {
+      const [type, version] = [raw.eventType, raw.schemaVersion];
+      try {
+        if (steps > old.length) throw new Error(`upcasting \`${type}\` schema ${version} does not end`);
+        const next = upcast(event(raw));
+        if (!Array.isArray(next) || next.length !== 3 || typeof next[0] !== "string" || !Number.isInteger(next[2])) {
+          throw new TypeError("upcast must return [eventType, payload, schemaVersion]");
+        }
+        if (next[0] === type && next[2] === version) {
+          throw new Error(`the upcaster left \`${type}\` at schema ${version}`);
+        }
+        raw = { ...raw, eventType: next[0], schemaVersion: next[2], payload: encode(next[1]) };
+      } catch (error) {
+        const f = failure(error, index);
+        throw { ...f, message: `upcast of event \`${type}\` ${raw.eventId}: ${f.message}` };
+      }
+    }
+    return raw;
+  };
+  return {
+    stateSchema: () => stateSchema,
+    upcasts: () => old,
+    upcast: (events) => events.map(upcastOne),
+  };
+}

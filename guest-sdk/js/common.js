@@ -1,4 +1,4 @@
-// Shared by the aggregate and projector halves of the SDK: MessagePack (@msgpack/msgpack, pure
+// Shared by every kind of the SDK: MessagePack (@msgpack/msgpack, pure
 // JS, bundled into the component) and the envelope wrappers.
 import "./text-encoding.js";
 import { Decoder, Encoder } from "@msgpack/msgpack";
@@ -44,6 +44,7 @@ const int = (n) => (typeof n === "bigint" ? Number(n) : n);
 /** A delivered event: envelope fields plus the decoded `payload`. */
 export function event(raw) {
   return {
+    id: raw.eventId,
     type: raw.eventType,
     stream: raw.stream,
     version: int(raw.streamVersion),

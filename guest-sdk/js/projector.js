@@ -44,3 +44,15 @@ export function projector({ eventTypes = [], project }) {
     },
   };
 }
+
+/**
+ * The optional `readModelEvolution` export (world `versioned-projector`):
+ *
+ *   export const readModelEvolution = readModelVersion(2);
+ *
+ * A new build declaring another version gets its read model rebuilt from offset 0 beside the
+ * running one.
+ */
+export function readModelVersion(version) {
+  return { readModelVersion: () => version };
+}

@@ -14,6 +14,8 @@ export default {
     alias: {
       "factline-guest/aggregate": sdk("./aggregate.js"),
       "factline-guest/projector": sdk("./projector.js"),
+      "factline-guest/policy": sdk("./policy.js"),
+      "factline-guest/saga": sdk("./saga.js"),
     },
   },
   // The source map becomes the line table failures are reported with (line-table.mjs).

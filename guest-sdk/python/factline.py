@@ -1,4 +1,4 @@
-"""factline's Python guest SDK: plugins as plain functions over decoded payloads.
+"""factline's Python guest SDK: plugins of every kind as plain functions over decoded payloads.
 
 A plugin module (``app.py``) binds one handler class for componentize-py, which looks it up by
 the name of the world's export interface::
@@ -10,12 +10,19 @@ the name of the world's export interface::
 
     ProjectorHandler = factline.projector(project, event_types=["order.created"])
 
+The kinds: ``aggregate`` (``AggregateHandler``), ``projector`` (``ProjectorHandler``),
+``policy`` (``PolicyHandler``) and ``saga`` (``SagaHandler``); the optional exports
+``evolution`` (``SchemaEvolution``, world ``evolving-aggregate``) and ``read_model_version``
+(``ReadModelEvolution``, world ``versioned-projector``) go beside an aggregate or projector.
+
 Payloads, states and read-model values are MessagePack (``umsgpack``, pure Python, bundled into
 the component); the plugin sees dicts, lists, strings and ints. A ``Rejection`` raised by
 ``decide`` is a business "no" (never retried); any other exception is a failure the host retries
-and then parks, with the index of the event that raised it.
+and then parks, with the index of the event that raised it; in a policy or saga the message also
+names the handler and the event (``react on event `order.cancelled` <id>: KeyError: ...``).
 """
 
+import dataclasses
 import traceback
 
 import umsgpack
@@ -57,10 +64,12 @@ def log(message, level="info"):
 class Event:
     """A delivered event: envelope fields plus the decoded ``payload``."""
 
-    __slots__ = ("type", "stream", "version", "occurred_at", "schema_version", "payload", "raw")
+    __slots__ = ("id", "type", "stream", "version", "occurred_at", "schema_version", "payload",
+                 "raw")
 
     def __init__(self, raw):
         self.raw = raw
+        self.id = raw.event_id
         self.type = raw.event_type
         self.stream = raw.stream
         self.version = raw.stream_version
@@ -192,3 +201,228 @@ def projector(project, event_types=()):
                     raise _failure(index, error)
 
     return ProjectorHandler
+
+
+# Optional exports: the world `evolving-aggregate` (`SchemaEvolution`) and `versioned-projector`
+# (`ReadModelEvolution`). A plugin binds them beside its handler and builds for that world.
+
+def evolution(state_schema=1, upcasts=(), upcast=None):
+    """The ``SchemaEvolution`` class of an aggregate (world ``evolving-aggregate``).
+
+    ``state_schema``: version of the state's shape (bump it when the state changes
+    incompatibly: the host then ignores snapshots of the old shape). ``upcasts``: the old
+    ``(event_type, schema_version)`` pairs ``upcast(event)`` rewrites; it returns the event one
+    step newer as ``(event_type, payload, schema_version)``, and is repeated until the event is
+    current, for every reader of the stream.
+    """
+    old = [(str(t), int(v)) for t, v in upcasts]
+    if old and upcast is None:
+        raise TypeError("evolution(upcasts=...) needs an upcast function")
+    stale = frozenset(old)
+
+    class SchemaEvolution:
+        def state_schema(self):
+            return state_schema
+
+        def upcasts(self):
+            return old
+
+        def upcast(self, events):
+            return [_upcast_one(index, raw) for index, raw in enumerate(events)]
+
+    def _upcast_one(index, raw):
+        steps = 0
+        while (raw.event_type, raw.schema_version) in stale:
+            before = (raw.event_type, raw.schema_version)
+            steps += 1
+            try:
+                if steps > len(old):
+                    raise ValueError(f"upcasting `{before[0]}` schema {before[1]} does not end")
+                new = upcast(Event(raw))
+                if not (isinstance(new, tuple) and len(new) == 3 and isinstance(new[0], str)
+                        and isinstance(new[2], int)):
+                    raise TypeError(f"upcast returned {_show(new)}, expected a tuple "
+                                    "(event_type, payload, schema_version)")
+                if (new[0], new[2]) == before:
+                    raise ValueError(f"the upcaster left `{before[0]}` at schema {before[1]}")
+                raw = dataclasses.replace(raw, event_type=new[0], schema_version=new[2],
+                                          payload=encode(new[1]))
+            except Exception as error:
+                raise _failed(f"upcast of {_about(raw)}", error, index)
+        return raw
+
+    return SchemaEvolution
+
+
+def read_model_version(version):
+    """The ``ReadModelEvolution`` class of a projector (world ``versioned-projector``): a new
+    build declaring another version gets its read model rebuilt from offset 0 beside the
+    running one."""
+    version = int(version)
+
+    class ReadModelEvolution:
+        def read_model_version(self):
+            return version
+
+    return ReadModelEvolution
+
+
+# Policies and sagas: events in, commands out.
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _about(raw):
+    return f"event `{raw.event_type}` {raw.event_id}"
+
+
+def _failed(context, error, index=None):
+    """A failure of handler call ``context`` (the handler, and the event it was given)."""
+    failure = _failure(index, error).value
+    failure.message = f"{context}: {failure.message}"
+    return Err(failure)
+
+
+def command(aggregate, stream, command_type, payload, command_id):
+    """A command for the host to send to ``aggregate``'s ``stream``. Derive ``command_id`` from
+    what caused it (``f"{event.id}/release"``) so a redelivered event sends nothing twice."""
+    for name, value in (("aggregate", aggregate), ("stream", stream),
+                        ("command_type", command_type), ("command_id", command_id)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"command {name} must be a non-empty string, got {_show(value)}")
+    return _types.OutgoingCommand(aggregate=aggregate, stream=stream, command_type=command_type,
+                                  command_id=command_id,
+                                  payload=encode({} if payload is None else payload))
+
+
+def _command(value, handler, optional=False):
+    if isinstance(value, _types.OutgoingCommand) or (optional and value is None):
+        return value
+    expected = "factline.command(...) or None" if optional else "factline.command(...)"
+    raise TypeError(f"{handler} returned {_show(value)}, expected {expected}")
+
+
+def policy(react, event_types):
+    """The ``PolicyHandler`` class for ``react(event)``, which returns the commands the event
+    causes: a list of ``command(...)`` (empty or ``None``: nothing to do)."""
+    types = list(event_types)
+    known = frozenset(types)
+
+    class PolicyHandler:
+        def event_types(self):
+            return types
+
+        def react(self, events):
+            lists = []
+            for index, raw in enumerate(events):
+                if raw.event_type not in known:
+                    lists.append([])
+                    continue
+                try:
+                    produced = react(Event(raw))
+                    produced = [] if produced is None else produced
+                    if not isinstance(produced, (list, tuple)):
+                        raise TypeError(f"react returned {_show(produced)}, expected a list of "
+                                        "factline.command(...)")
+                    lists.append([_command(c, "react") for c in produced])
+                except Exception as error:
+                    raise _failed(f"react on {_about(raw)}", error, index)
+            return lists
+
+    return PolicyHandler
+
+
+class Succeeded:
+    """A saga's verdict: the answer completes the step; ``data`` is the instance's new data."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
+class Failed:
+    """A saga's verdict: the answer fails the step (compensation follows), for ``reason``."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason):
+        self.reason = str(reason)
+
+
+NOT_MINE = object()
+"""A saga's verdict: the answer belongs to another step or instance."""
+
+
+def step(name, timeout_ms, compensable=False):
+    """A saga step: the host fails it when no answer comes within ``timeout_ms``;
+    ``compensable`` steps are undone (``compensate``) when a later one fails."""
+    return (str(name), int(timeout_ms), bool(compensable))
+
+
+def saga(name, trigger_types, answer_types, steps, start, execute, compensate, judge):
+    """The ``SagaHandler`` class of an orchestrated saga; the host runs its instances.
+
+    ``start(trigger)`` returns ``(instance_id, data)`` or ``None`` (ignore the event);
+    ``execute(step, data)`` the ``command(...)`` performing a step; ``compensate(step, data)``
+    the one undoing it, or ``None``; ``judge(step, data, answer)`` ``Succeeded(new_data)``,
+    ``Failed(reason)`` or ``NOT_MINE``. ``data`` is any MessagePack-able value.
+    """
+    from wit_world.exports import saga_handler as _saga
+
+    triggers, answers = list(trigger_types), list(answer_types)
+    is_trigger, is_answer = frozenset(triggers), frozenset(answers)
+    definition = _saga.SagaDefinition(
+        name=name, trigger_types=triggers, answer_types=answers,
+        steps=[_saga.StepDefinition(name=n, timeout_ms=t, compensable=c) for n, t, c in steps])
+
+    class SagaHandler:
+        def definition(self):
+            return definition
+
+        def start(self, trigger):
+            if trigger.event_type not in is_trigger:
+                return None
+            try:
+                started = start(Event(trigger))
+                if started is None:
+                    return None
+                if not (isinstance(started, tuple) and len(started) == 2
+                        and isinstance(started[0], str) and started[0]):
+                    raise TypeError(f"start returned {_show(started)}, expected None or a tuple "
+                                    "(instance_id, data)")
+                return _saga.Started(instance_id=started[0], data=encode(started[1]))
+            except Exception as error:
+                raise _failed(f"start on {_about(trigger)}", error)
+
+        def execute(self, step, data):
+            try:
+                return _command(execute(step, decode(data)), "execute")
+            except Exception as error:
+                raise _failed(f"execute of step `{step}`", error)
+
+        def compensate(self, step, data):
+            try:
+                return _command(compensate(step, decode(data)), "compensate", optional=True)
+            except Exception as error:
+                raise _failed(f"compensate of step `{step}`", error)
+
+        def judge(self, step, data, answer):
+            if answer.event_type not in is_answer:
+                return _saga.Verdict_NotMine()
+            try:
+                verdict = judge(step, decode(data), Event(answer))
+                if verdict is NOT_MINE:
+                    return _saga.Verdict_NotMine()
+                if isinstance(verdict, Succeeded):
+                    return _saga.Verdict_Succeeded(encode(verdict.data))
+                if isinstance(verdict, Failed):
+                    return _saga.Verdict_Failed(verdict.reason)
+                raise TypeError(f"judge returned {_show(verdict)}, expected Succeeded(data), "
+                                "Failed(reason) or NOT_MINE")
+            except Exception as error:
+                raise _failed(f"judge of step `{step}` on {_about(answer)}", error)
+
+    return SagaHandler

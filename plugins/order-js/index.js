@@ -1,5 +1,5 @@
 // The order aggregate in JavaScript: the same rules and state as plugins/order (DESIGN §6).
-import { Rejection, aggregate, ensure } from "factline-guest/aggregate";
+import { Rejection, aggregate, ensure, evolution } from "factline-guest/aggregate";
 
 const notOpen = (order, action) => `cannot ${action}: the order is ${order.status}, not created`;
 
@@ -61,4 +61,13 @@ export const aggregateHandler = aggregate({
   eventTypes: ["order.created", "order.item-added", "order.placed", "order.shipped", "order.cancelled"],
   decide,
   evolve,
+});
+
+export const schemaEvolution = evolution({
+  upcasts: [["order.placed", 1]],
+  // `order.placed` schema 1 predates currencies and discounts: every order was in yen, full price.
+  upcast({ payload }) {
+    if (typeof payload !== "object" || Array.isArray(payload)) throw new TypeError("order.placed schema 1 is not a map");
+    return ["order.placed", { currency: "JPY", discount: 0, ...payload }, 2];
+  },
 });

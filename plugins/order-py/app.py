@@ -67,3 +67,14 @@ AggregateHandler = factline.aggregate(
     event_types=["order.created", "order.item-added", "order.placed", "order.shipped",
                  "order.cancelled"],
 )
+
+
+def upcast(event):
+    # `order.placed` schema 1 predates currencies and discounts: every order was in yen, full
+    # price.
+    if not isinstance(event.payload, dict):
+        raise TypeError("order.placed schema 1 is not a map")
+    return ("order.placed", {"currency": "JPY", "discount": 0, **event.payload}, 2)
+
+
+SchemaEvolution = factline.evolution(upcasts=[("order.placed", 1)], upcast=upcast)

@@ -1,7 +1,7 @@
 // The order-summary projector in JavaScript: one row per order, as plugins/order-summary does.
 // The status only climbs RANK (the order and payment topics are read independently, so a payment
 // may come before its order); a payment for an order without a row waits under `pending/<id>`.
-import { projector } from "factline-guest/projector";
+import { projector, readModelVersion } from "factline-guest/projector";
 
 const RANK = ["created", "confirmed", "paid", "refunded", "shipped", "cancelled"];
 const PAYMENT = { "payment.charged": "paid", "payment.refunded": "refunded" };
@@ -61,3 +61,6 @@ export const projectorHandler = projector({
     model.put(orderId, row);
   },
 });
+
+// Version 1 of the rows' shape, as the Rust build declares; another one rebuilds the read model.
+export const readModelEvolution = readModelVersion(1);

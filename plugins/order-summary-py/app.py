@@ -66,3 +66,6 @@ ProjectorHandler = factline.projector(project, event_types=[
     "order.created", "order.item-added", "order.placed", "order.shipped", "order.cancelled",
     *PAYMENT,
 ])
+
+# Version 1 of the rows' shape, as the Rust build declares; another one rebuilds the read model.
+ReadModelEvolution = factline.read_model_version(1)

@@ -65,8 +65,8 @@ mod templates {
     pub const README: &str = include_str!("new/templates/README.md");
 }
 
-fn source(kind: Kind, lang: Lang) -> Option<(&'static str, &'static str)> {
-    Some(match (lang, kind) {
+fn source(kind: Kind, lang: Lang) -> (&'static str, &'static str) {
+    match (lang, kind) {
         (Lang::Rust, Kind::Aggregate) => (
             "src/lib.rs",
             include_str!("new/templates/rust/aggregate.rs"),
@@ -83,10 +83,13 @@ fn source(kind: Kind, lang: Lang) -> Option<(&'static str, &'static str)> {
         (Lang::Python, Kind::Projector) => {
             ("app.py", include_str!("new/templates/python/projector.py"))
         }
+        (Lang::Python, Kind::Policy) => ("app.py", include_str!("new/templates/python/policy.py")),
+        (Lang::Python, Kind::Saga) => ("app.py", include_str!("new/templates/python/saga.py")),
         (Lang::Js, Kind::Aggregate) => ("index.js", include_str!("new/templates/js/aggregate.js")),
         (Lang::Js, Kind::Projector) => ("index.js", include_str!("new/templates/js/projector.js")),
-        (Lang::Python | Lang::Js, Kind::Policy | Kind::Saga) => return None,
-    })
+        (Lang::Js, Kind::Policy) => ("index.js", include_str!("new/templates/js/policy.js")),
+        (Lang::Js, Kind::Saga) => ("index.js", include_str!("new/templates/js/saga.js")),
+    }
 }
 
 fn scenarios(kind: Kind) -> &'static str {
@@ -100,16 +103,7 @@ fn scenarios(kind: Kind) -> &'static str {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_name(&args.name)?;
-    let Some((source_path, source_text)) = source(args.kind, args.lang) else {
-        bail!(
-            "the {} SDK covers aggregates and projectors only; write a {} in Rust: \
-             factline new {} {} --lang rust",
-            lang_name(args.lang),
-            args.kind.as_str(),
-            args.kind.as_str(),
-            args.name
-        );
-    };
+    let (source_path, source_text) = source(args.kind, args.lang);
     let repo = repo(args.repo.as_deref())?;
     let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
     refuse_inside_plugins(&repo, &dir)?;

@@ -43,3 +43,23 @@ impl Policy for InventoryRelease {
 }
 
 factline_guest::policy!(InventoryRelease);
+
+#[cfg(test)]
+mod scenario_file {
+    use factline_guest::scenario::{Scenario, ScenarioFile};
+
+    /// The file `factline test` runs against the `.wasm` (and the Python and JavaScript builds,
+    /// plugins/inventory-release-py, -js) holds natively for the Rust type too.
+    #[test]
+    fn the_scenario_file_passes_natively() {
+        let file: ScenarioFile = serde_json::from_str(include_str!("../scenarios.json")).unwrap();
+        assert!(file.scenarios.len() >= 3);
+        for s in &file.scenarios {
+            let Scenario::Policy(s) = s else {
+                panic!("{} is not a policy scenario", s.name())
+            };
+            let outcome = factline_guest::testing::run_policy::<super::InventoryRelease>(s);
+            s.verify(&outcome).unwrap_or_else(|m| panic!("{m}"));
+        }
+    }
+}

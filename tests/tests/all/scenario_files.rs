@@ -331,8 +331,8 @@ then = [{ key = "ORD-1" }]
     );
 }
 
-/// `factline new` writes stand-alone projects (a Rust one is its own workspace, using this
-/// clone's SDK by path), refuses kinds an SDK lacks and the clone's plugin directories.
+/// `factline new` writes stand-alone projects of every kind in every language (a Rust one is its
+/// own workspace, using this clone's SDK by path) and refuses the clone's plugin directories.
 #[test]
 fn factline_new_writes_a_project_and_refuses_what_it_cannot_write() {
     let new = |args: &[&str]| {
@@ -374,29 +374,35 @@ fn factline_new_writes_a_project_and_refuses_what_it_cannot_write() {
         let config = factline_host::Config::load(&project.join("factline.toml"));
         assert!(config.is_ok(), "{kind}: {config:?}");
     }
+    // Every kind in every language: the handler beside the same scenario file and build script
+    // (each builds and passes it in scripts/first-plugin, which has the guest toolchains).
     for lang in ["python", "js"] {
-        let project = dir.path().join(lang);
-        let (ok, out) = new(&[
-            "projector",
-            "p",
-            "--lang",
-            lang,
-            "--dir",
-            project.to_str().unwrap(),
-        ]);
-        assert!(ok, "{out}");
-        let (ok, out) = new(&[
-            "saga",
-            "s",
-            "--lang",
-            lang,
-            "--dir",
-            dir.path().join("x").to_str().unwrap(),
-        ]);
-        assert!(
-            !ok && out.contains("covers aggregates and projectors only"),
-            "{out}"
-        );
+        for kind in ["aggregate", "projector", "policy", "saga"] {
+            let project = dir.path().join(format!("{lang}-{kind}"));
+            let (ok, out) = new(&[
+                kind,
+                "p",
+                "--lang",
+                lang,
+                "--dir",
+                project.to_str().unwrap(),
+            ]);
+            assert!(ok, "{out}");
+            let (handler, language) = match lang {
+                "python" => ("app.py", "python"),
+                _ => ("index.js", "javascript"),
+            };
+            assert!(
+                project.join(handler).is_file(),
+                "{lang} {kind}: no {handler}"
+            );
+            factline_host::load_scenario_file(&project.join("scenarios.toml")).unwrap();
+            let build = std::fs::read_to_string(project.join("build")).unwrap();
+            assert!(
+                build.contains(&format!("componentize\" {language} {kind} .")),
+                "{build}"
+            );
+        }
     }
     let (ok, out) = new(&[
         "aggregate",
