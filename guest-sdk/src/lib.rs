@@ -1,4 +1,5 @@
-//! Guest SDK for factline plugins: a Rust plugin is a type, a trait impl and one macro line.
+//! Guest SDK for factline plugins: a Rust plugin is a type, a trait impl and one macro line, or
+//! for a small one a function or an impl under `#[export]`.
 //!
 //! The SDK hides the WIT bindings and the MessagePack encoding. Events and commands are serde
 //! enums whose variant names are the type strings; state, payloads and read-model rows cross the
@@ -37,6 +38,31 @@
 //! factline_guest::aggregate!(Counter);
 //! ```
 //!
+//! A small plugin needs no trait: `#[export]` on a function makes it a projector (and defines
+//! `Totals` for the testing harness), and on an `impl` with `decide` and `evolve` an aggregate
+//! (their context parameters are optional):
+//!
+//! ```
+//! use factline_guest::{EventMeta, ReadModel, Result};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Row { total: u64 }
+//! #[derive(Serialize, Deserialize)]
+//! pub enum Event { #[serde(rename = "counter.incremented")] Incremented { by: u64 } }
+//!
+//! #[factline_guest::export]
+//! fn totals(Event::Incremented { by }: Event, meta: &EventMeta, model: &mut ReadModel) -> Result {
+//!     let mut row: Row = model.get(&meta.stream)?.unwrap_or_default();
+//!     row.total += by;
+//!     model.put(&meta.stream, &row)
+//! }
+//! # let _ = Totals;
+//! ```
+//!
+//! The trait path stays for everything more: schema versions and upcasters, a read-model
+//! version, policies and sagas.
+//!
 //! A type that does not implement the kind's trait is refused with an error at the type:
 //!
 //! ```compile_fail,E0277
@@ -66,6 +92,86 @@ pub use types::{
     CommandContext, DecideError, EventMeta, Failure, OutgoingCommand, RawCommand, RawEvent,
     RawNewEvent, Rejection, StoredEvent,
 };
+
+/// Exports a projector function or an aggregate's `decide`/`evolve` impl without the trait:
+/// `#[factline_guest::export]` (see the crate docs). The result is an ordinary `Projector` or
+/// `Aggregate`, so the testing harness runs it:
+///
+/// ```
+/// use factline_guest::testing::{AggregateTest, ProjectorTest, json};
+/// use factline_guest::{CommandContext, EventMeta, ReadModel, Rejection, Result};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Default, Serialize, Deserialize)]
+/// pub struct Counter { value: u64, last: u64 }
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub enum Command { #[serde(rename = "increment")] Increment { by: u64 } }
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub enum Event { #[serde(rename = "counter.incremented")] Incremented { by: u64 } }
+///
+/// #[factline_guest::export]
+/// impl Counter {
+///     // With the context parameters (both are optional).
+///     fn decide(&self, Command::Increment { by }: Command, ctx: &CommandContext) -> Result<Vec<Event>, Rejection> {
+///         Rejection::ensure(by > 0 && ctx.issued_at > 0, "zero", "increment by at least 1")?;
+///         Ok(vec![Event::Incremented { by }])
+///     }
+///     fn evolve(&mut self, Event::Incremented { by }: Event, meta: &EventMeta) {
+///         self.value += by;
+///         self.last = meta.occurred_at;
+///     }
+/// }
+///
+/// AggregateTest::<Counter>::given([Event::Incremented { by: 2 }])
+///     .when(Command::Increment { by: 3 })
+///     .then_events([Event::Incremented { by: 3 }])
+///     .then_state(json!({"value": 5, "last": 1_700_000_001_000_u64}))
+///     .run();
+/// AggregateTest::<Counter>::given([])
+///     .when(Command::Increment { by: 0 })
+///     .then_rejected("zero")
+///     .run();
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// pub struct Row { total: u64 }
+///
+/// #[factline_guest::export]
+/// pub fn stream_totals(Event::Incremented { by }: Event, meta: &EventMeta, model: &mut ReadModel) -> Result {
+///     let mut row: Row = model.get(&meta.stream)?.unwrap_or_default();
+///     row.total += by;
+///     model.put(&meta.stream, &row)
+/// }
+///
+/// // The function's name in UpperCamelCase is the projector's type.
+/// ProjectorTest::<StreamTotals>::given([
+///     ("counter-1", Event::Incremented { by: 2 }),
+///     ("counter-1", Event::Incremented { by: 3 }),
+/// ])
+/// .then_read_model("counter-1", json!({"total": 5}))
+/// .then_absent("counter-2")
+/// .run();
+/// ```
+///
+/// Anything else is refused where it stands, with what it takes:
+///
+/// ```compile_fail
+/// #[factline_guest::export]
+/// pub struct Counter;
+/// ```
+///
+/// ```compile_fail
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// pub struct Counter;
+/// #[factline_guest::export]
+/// impl Counter {
+///     fn evolve(&mut self, _event: u64) {}
+/// }
+/// ```
+pub use factline_guest_macros::export;
+
+/// What a projector function returns: `Ok(())` or a [`Failure`] (the host retries, then parks
+/// the event).
+pub type Result<T = (), E = Failure> = std::result::Result<T, E>;
 
 /// Exports an [`Aggregate`] as the component's `aggregate-handler`: `aggregate!(Order);`.
 pub use factline_guest_macros::aggregate;

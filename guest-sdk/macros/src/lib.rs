@@ -25,28 +25,28 @@ enum Kind {
 /// `factline_guest::aggregate!(MyAggregate);` exports an `Aggregate` (world `aggregate`).
 #[proc_macro]
 pub fn aggregate(input: TokenStream) -> TokenStream {
-    export(Kind::Aggregate, input)
+    export_kind(Kind::Aggregate, input)
 }
 
 /// `factline_guest::projector!(MyProjector);` exports a `Projector` (world `projector`).
 #[proc_macro]
 pub fn projector(input: TokenStream) -> TokenStream {
-    export(Kind::Projector, input)
+    export_kind(Kind::Projector, input)
 }
 
 /// `factline_guest::policy!(MyPolicy);` exports a `Policy` (world `policy`).
 #[proc_macro]
 pub fn policy(input: TokenStream) -> TokenStream {
-    export(Kind::Policy, input)
+    export_kind(Kind::Policy, input)
 }
 
 /// `factline_guest::saga!(MySaga);` exports a `Saga` (world `saga`).
 #[proc_macro]
 pub fn saga(input: TokenStream) -> TokenStream {
-    export(Kind::Saga, input)
+    export_kind(Kind::Saga, input)
 }
 
-fn export(kind: Kind, input: TokenStream) -> TokenStream {
+fn export_kind(kind: Kind, input: TokenStream) -> TokenStream {
     let (name, world) = match kind {
         // The optional `schema-evolution` export rides along with every SDK aggregate.
         Kind::Aggregate => ("aggregate", "evolving-aggregate"),
@@ -388,5 +388,174 @@ fn saga_glue() -> TokenStream2 {
                 }
             }
         }
+    }
+}
+
+/// `#[factline_guest::export]` exports a small plugin without spelling out its trait:
+///
+/// - on a function `fn totals(event: Event, meta: &EventMeta, model: &mut ReadModel) -> Result`,
+///   a projector: it defines the unit struct `Totals` (the name in UpperCamelCase, for the
+///   testing harness) implementing `Projector` by calling the function, and exports it;
+/// - on an inherent `impl State { fn decide(..); fn evolve(..) }`, an aggregate: `decide(&self,
+///   command: Command[, ctx: &CommandContext])` and `evolve(&mut self, event: Event[, meta:
+///   &EventMeta])`, with the context optional; it implements `Aggregate` for `State` by calling
+///   them and exports it.
+///
+/// The item stays as written, so native tests call it directly. Anything more (schema versions,
+/// upcasters, a read-model version, policies, sagas) is the trait and its export macro.
+#[proc_macro_attribute]
+pub fn export(attr: TokenStream, item: TokenStream) -> TokenStream {
+    if !attr.is_empty() {
+        let attr = TokenStream2::from(attr);
+        return syn::Error::new(
+            attr.span(),
+            "`#[factline_guest::export]` takes no arguments",
+        )
+        .to_compile_error()
+        .into();
+    }
+    let item = match syn::parse::<syn::Item>(item) {
+        Ok(syn::Item::Fn(f)) => export_projector_fn(&f).map(|glue| quote! { #f #glue }),
+        Ok(syn::Item::Impl(i)) => export_aggregate_impl(&i).map(|glue| quote! { #i #glue }),
+        Ok(other) => Err(syn::Error::new(other.span(), EXPORT_USAGE)),
+        Err(e) => Err(syn::Error::new(e.span(), EXPORT_USAGE)),
+    };
+    item.unwrap_or_else(syn::Error::into_compile_error).into()
+}
+
+const EXPORT_USAGE: &str = "`#[factline_guest::export]` goes on a projector function \
+    `fn name(event: Event, meta: &EventMeta, model: &mut ReadModel) -> Result` or on an \
+    aggregate's `impl State { fn decide(..) ..; fn evolve(..) .. }`";
+
+/// The types of a function's parameters after `self`, with their spans for errors.
+fn typed_params(sig: &syn::Signature) -> Vec<&syn::Type> {
+    sig.inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(p) => Some(&*p.ty),
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn export_projector_fn(f: &syn::ItemFn) -> syn::Result<TokenStream2> {
+    let params = typed_params(&f.sig);
+    let [event, _, _] = params[..] else {
+        return Err(syn::Error::new(
+            f.sig.inputs.span(),
+            "a projector function takes `(event: Event, meta: &EventMeta, model: &mut ReadModel)`",
+        ));
+    };
+    let name = &f.sig.ident;
+    let camel: String = name
+        .to_string()
+        .split('_')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_uppercase().chain(chars).collect()
+            })
+        })
+        .collect();
+    let ty = syn::Ident::new(&camel, name.span());
+    let vis = &f.vis;
+    let doc = format!("The projector [`{name}`] exports (`#[factline_guest::export]`).");
+    Ok(quote! {
+        #[doc = #doc]
+        #[derive(Debug, Default, Clone, Copy)]
+        #vis struct #ty;
+
+        impl ::factline_guest::Projector for #ty {
+            type Event = #event;
+
+            fn project(
+                &mut self,
+                event: #event,
+                meta: &::factline_guest::EventMeta,
+                model: &mut ::factline_guest::ReadModel<'_>,
+            ) -> ::core::result::Result<(), ::factline_guest::Failure> {
+                #name(event, meta, model)
+            }
+        }
+
+        ::factline_guest::projector!(#ty);
+    })
+}
+
+fn export_aggregate_impl(i: &syn::ItemImpl) -> syn::Result<TokenStream2> {
+    if let Some((_, path, _)) = &i.trait_ {
+        return Err(syn::Error::new(
+            path.span(),
+            "`#[factline_guest::export]` goes on an inherent `impl State`; a trait impl is \
+             exported with `factline_guest::aggregate!(State)`",
+        ));
+    }
+    let method = |wanted: &str| {
+        i.items.iter().find_map(|item| match item {
+            syn::ImplItem::Fn(f) if f.sig.ident == wanted => Some(&f.sig),
+            _ => None,
+        })
+    };
+    let (Some(decide), Some(evolve)) = (method("decide"), method("evolve")) else {
+        return Err(syn::Error::new(
+            i.self_ty.span(),
+            "an aggregate's impl has `fn decide(&self, command: Command)` and \
+             `fn evolve(&mut self, event: Event)`",
+        ));
+    };
+    let (command, decide_call) = optional_context(
+        decide,
+        "command",
+        "ctx",
+        "`decide` takes `(&self, command: Command)` or `(&self, command: Command, ctx: &CommandContext)`",
+    )?;
+    let (event, evolve_call) = optional_context(
+        evolve,
+        "event",
+        "meta",
+        "`evolve` takes `(&mut self, event: Event)` or `(&mut self, event: Event, meta: &EventMeta)`",
+    )?;
+    let ty = &i.self_ty;
+    Ok(quote! {
+        impl ::factline_guest::Aggregate for #ty {
+            type Command = #command;
+            type Event = #event;
+
+            // `Self::decide` is the inherent method above: inherent methods take precedence.
+            #[allow(unused_variables)]
+            fn decide(
+                &self,
+                command: #command,
+                ctx: &::factline_guest::CommandContext,
+            ) -> ::core::result::Result<::std::vec::Vec<#event>, ::factline_guest::Rejection> {
+                #decide_call
+            }
+
+            #[allow(unused_variables)]
+            fn evolve(&mut self, event: #event, meta: &::factline_guest::EventMeta) {
+                #evolve_call
+            }
+        }
+
+        ::factline_guest::aggregate!(#ty);
+    })
+}
+
+/// The type of a method's parameter after `self`, and the call of the method with `arg`, and with
+/// `context` only when the method takes it as well (the context parameter is optional).
+fn optional_context<'a>(
+    sig: &'a syn::Signature,
+    arg: &str,
+    context: &str,
+    usage: &str,
+) -> syn::Result<(&'a syn::Type, TokenStream2)> {
+    let method = &sig.ident;
+    let arg = syn::Ident::new(arg, Span::call_site());
+    let context = syn::Ident::new(context, Span::call_site());
+    match typed_params(sig)[..] {
+        [ty] => Ok((ty, quote! { Self::#method(self, #arg) })),
+        [ty, _] => Ok((ty, quote! { Self::#method(self, #arg, #context) })),
+        _ => Err(syn::Error::new(sig.inputs.span(), usage)),
     }
 }

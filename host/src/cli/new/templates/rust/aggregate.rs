@@ -1,7 +1,7 @@
 //! The `{{name}}` aggregate: a counter. `increment` by a positive amount records
 //! `{{topic}}.incremented`; the state is the running total.
 
-use factline_guest::{Aggregate, CommandContext, EventMeta, Rejection};
+use factline_guest::Rejection;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -21,20 +21,16 @@ pub enum Event {
     Incremented { by: u64 },
 }
 
-impl Aggregate for Counter {
-    type Command = Command;
-    type Event = Event;
-
-    fn decide(&self, command: Command, _: &CommandContext) -> Result<Vec<Event>, Rejection> {
-        let Command::Increment { by } = command;
+/// `#[export]` makes `Counter` the component's aggregate: `decide` answers a command, `evolve`
+/// folds in a stored event (both may also take the context: `&CommandContext`, `&EventMeta`).
+#[factline_guest::export]
+impl Counter {
+    fn decide(&self, Command::Increment { by }: Command) -> Result<Vec<Event>, Rejection> {
         Rejection::ensure(by > 0, "zero", "increment by at least 1")?;
         Ok(vec![Event::Incremented { by }])
     }
 
-    fn evolve(&mut self, event: Event, _: &EventMeta) {
-        let Event::Incremented { by } = event;
+    fn evolve(&mut self, Event::Incremented { by }: Event) {
         self.value += by;
     }
 }
-
-factline_guest::aggregate!(Counter);

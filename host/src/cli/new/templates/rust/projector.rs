@@ -1,7 +1,7 @@
 //! The `{{name}}` projector: one row per counter stream, `{ total, increments }`, from the
 //! `counter.incremented` events of the `counter` topic.
 
-use factline_guest::{EventMeta, Failure, Projector, ReadModel};
+use factline_guest::{EventMeta, ReadModel, Result};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -17,24 +17,11 @@ pub enum Event {
     Incremented { by: u64 },
 }
 
-#[derive(Debug, Default)]
-pub struct Totals;
-
-impl Projector for Totals {
-    type Event = Event;
-
-    fn project(
-        &mut self,
-        event: Event,
-        meta: &EventMeta,
-        model: &mut ReadModel<'_>,
-    ) -> Result<(), Failure> {
-        let Event::Incremented { by } = event;
-        let mut row: Row = model.get(&meta.stream)?.unwrap_or_default();
-        row.total += by;
-        row.increments += 1;
-        model.put(&meta.stream, &row)
-    }
+/// `#[export]` makes the function the component's projector (and the type `Totals`).
+#[factline_guest::export]
+fn totals(Event::Incremented { by }: Event, meta: &EventMeta, model: &mut ReadModel) -> Result {
+    let mut row: Row = model.get(&meta.stream)?.unwrap_or_default();
+    row.total += by;
+    row.increments += 1;
+    model.put(&meta.stream, &row)
 }
-
-factline_guest::projector!(Totals);
