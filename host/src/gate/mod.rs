@@ -661,26 +661,20 @@ impl Diff {
     }
 
     fn effects(&mut self, at: &str, a: &Effects, b: &Effects) {
-        let rows = |e: &Effects| -> BTreeMap<String, Option<Vec<u8>>> {
+        fn rows(e: &Effects) -> BTreeMap<&str, Option<&[u8]>> {
             e.read_model_writes
                 .iter()
-                .map(|w| (w.key.clone(), w.value.clone()))
+                .map(|w| (w.key.as_str(), w.value.as_deref()))
                 .collect()
-        };
-        let (ra, rb) = (rows(a), rows(b));
-        let keys: std::collections::BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
-        for key in keys {
-            let (va, vb) = (ra.get(key), rb.get(key));
-            if va != vb {
-                self.differs(
-                    at,
-                    EffectKind::ReadModelWrite,
-                    key.clone(),
-                    write_json(va),
-                    write_json(vb),
-                );
-            }
         }
+        self.maps(
+            at,
+            EffectKind::ReadModelWrite,
+            &rows(a),
+            &rows(b),
+            |k| k.to_string(),
+            write_json,
+        );
         let commands = |e: &Effects| -> Vec<Value> {
             e.commands
                 .iter()
@@ -717,18 +711,31 @@ impl Diff {
                 })
                 .collect()
         };
-        let (fa, fb) = (refused(a), refused(b));
-        let offsets: std::collections::BTreeSet<&u64> = fa.keys().chain(fb.keys()).collect();
-        for offset in offsets {
-            let (va, vb) = (fa.get(offset), fb.get(offset));
+        self.maps(
+            at,
+            EffectKind::Rejection,
+            &refused(a),
+            &refused(b),
+            |offset| format!("offset {offset}"),
+            |v| v.cloned().unwrap_or(Value::Null),
+        );
+    }
+
+    /// Two maps compared key by key (`show` renders a side's value, `None`: absent).
+    fn maps<K: Ord, V: PartialEq>(
+        &mut self,
+        at: &str,
+        effect: EffectKind,
+        a: &BTreeMap<K, V>,
+        b: &BTreeMap<K, V>,
+        key: impl Fn(&K) -> String,
+        show: impl Fn(Option<&V>) -> Value,
+    ) {
+        let keys: std::collections::BTreeSet<&K> = a.keys().chain(b.keys()).collect();
+        for k in keys {
+            let (va, vb) = (a.get(k), b.get(k));
             if va != vb {
-                self.differs(
-                    at,
-                    EffectKind::Rejection,
-                    format!("offset {offset}"),
-                    va.cloned().unwrap_or(Value::Null),
-                    vb.cloned().unwrap_or(Value::Null),
-                );
+                self.differs(at, effect, key(k), show(va), show(vb));
             }
         }
     }
@@ -799,7 +806,7 @@ fn flatten(o: Outcome) -> (Effects, BTreeMap<u64, CallFailure>) {
     }
 }
 
-fn write_json(v: Option<&Option<Vec<u8>>>) -> Value {
+fn write_json(v: Option<&Option<&[u8]>>) -> Value {
     match v {
         None => Value::Null,
         Some(None) => serde_json::json!({ "deleted": true }),
