@@ -15,6 +15,7 @@ mod consumer;
 mod dispatch;
 mod event;
 mod evolution;
+mod export;
 mod failure;
 mod host;
 mod http;
@@ -42,6 +43,11 @@ pub use consumer::{
 pub use dispatch::{DispatchError, Dispatcher};
 pub use event::{Event, ExpectedVersion, NewEvent, now_millis};
 pub use evolution::Upcasters;
+pub use export::{
+    EXPORT_FORMAT, EXPORT_VERSION, Export, ExportError, MAX_EXPORT_BYTES, MAX_STATE_BYTES,
+    ReplayError, Replayed, export as export_dead_letter, read as read_export,
+    replay as replay_export,
+};
 pub use failure::FailureKind;
 pub use host::{
     Busy, GroupReport, Host, HostError, ProjectorStatus, RebuildRequestError, SendError, open_group,
@@ -54,6 +60,7 @@ pub use log::{
     murmur2, partition_for, rebuild_group,
 };
 pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
+pub use plugin::content_hash;
 pub use plugin::{
     AggregateInstance, CacheOutcome, CallFailure, Capabilities, CommandInput, Decision,
     Instantiate, InstantiateError, Limits, LoadError, LoadSpec, LoadedPlugin, OutgoingCommand,

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod dlq;
+mod export;
 mod groups;
 mod inspect;
 mod new;
@@ -10,6 +11,7 @@ mod plugins;
 mod projector;
 mod query;
 mod read;
+mod replay;
 mod run;
 mod saga;
 mod send;
@@ -48,6 +50,10 @@ enum Command {
     Demo(demo::Args),
     /// Dead letters: list, show, retry, discard (a running host, or a stopped one's directory).
     Dlq(dlq::Args),
+    /// One dead letter's context as one file (event, state, components), for `replay`.
+    Export(export::Args),
+    /// Run an exported dead letter again in a temporary directory (or with `--with` a fix).
+    Replay(replay::Args),
     /// Send a command to an aggregate of a running host.
     Send(send::Args),
     /// Read a stream of a running host.
@@ -92,6 +98,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::New(args) => new::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Send(args) => send::run(args),
         Command::Read(args) => read::run(args),
         Command::Query(args) => query::run(args),

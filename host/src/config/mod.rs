@@ -40,6 +40,9 @@ pub struct Config {
     pub watch_plugins: bool,
     pub topics: Vec<TopicConfig>,
     pub plugins: Vec<PluginConfig>,
+    /// The text this was parsed from with the admin token's value replaced by `"redacted"`:
+    /// what a dead-letter export carries, so its replay configures the group the same way.
+    pub shareable_text: String,
 }
 
 /// `[http]`: parsed now, served by the HTTP API.

@@ -334,6 +334,14 @@ pub(super) fn parse(
         Some(w) => positive(&c, w, "workers", None)?,
         None => std::thread::available_parallelism().map_or(4, |n| n.get()),
     };
+    // A dead-letter export carries the text (to configure its replay alike), never the token.
+    let shareable_text = match &raw.admin_token {
+        Some(t) => {
+            let span = t.span();
+            format!("{}\"redacted\"{}", &text[..span.start], &text[span.end..])
+        }
+        None => text.to_owned(),
+    };
     let admin_token = match raw.admin_token {
         Some(t) if t.get_ref().is_empty() => {
             return Err(c.error(
@@ -358,6 +366,7 @@ pub(super) fn parse(
         watch_plugins: raw.watch_plugins.unwrap_or(true),
         topics,
         plugins,
+        shareable_text,
     })
 }
 

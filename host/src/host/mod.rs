@@ -470,6 +470,17 @@ impl Host {
             .collect()
     }
 
+    /// The context of a dead letter as one export file (`factline export`): the event, the
+    /// state its handler reads and the components (the version that failed, when still kept).
+    pub fn export_dead_letter(
+        &self,
+        key: &crate::log::DeadLetterKey,
+    ) -> Result<Vec<u8>, crate::export::ExportError> {
+        crate::export::export(&self.config, &self.log, key, |name, version| {
+            self.registry.bytes_of(name, version)
+        })
+    }
+
     /// The running version of plugin `name` and the versions `rollback` can return to.
     pub fn plugin_versions(&self, name: &str) -> Option<VersionHistory> {
         self.registry.history(name)

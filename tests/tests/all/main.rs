@@ -8,6 +8,7 @@ mod booking;
 mod budget_aggregate;
 mod budget_projector;
 mod counter_plugin;
+mod dead_letter_export;
 mod full_disk;
 mod garbage_plugin;
 mod hostile_plugin;

@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use crate::http_api::{request, request_text};
 use crate::support::{RunningHost, factline_binary, msgpack};
 
-const TOKEN: &str = "dlq-token";
-const ITEMS: usize = 12;
+pub(crate) const TOKEN: &str = "dlq-token";
+pub(crate) const ITEMS: usize = 12;
 /// The poisoned items: retried through the API, discarded, retried through the CLI.
-const API_RETRY: &str = "item-2";
-const DISCARD: &str = "item-5";
-const CLI_RETRY: &str = "item-8";
+pub(crate) const API_RETRY: &str = "item-2";
+pub(crate) const DISCARD: &str = "item-5";
+pub(crate) const CLI_RETRY: &str = "item-8";
 
 /// `(group = plugin name, kind, poisoned build, fixed build)`.
-const KINDS: [(&str, &str, &str, &str); 3] = [
+pub(crate) const KINDS: [(&str, &str, &str, &str); 3] = [
     (
         "counts",
         "projector",
@@ -42,7 +42,7 @@ const KINDS: [(&str, &str, &str, &str); 3] = [
     ),
 ];
 
-fn config_text(dir: &std::path::Path) -> String {
+pub(crate) fn config_text(dir: &std::path::Path) -> String {
     let mut text = format!(
         "data_dir = {:?}\nadmin_token = {TOKEN:?}\n[http]\naddress = \"127.0.0.1:0\"\n\n\
          [[topics]]\nname = \"item\"\npartitions = 2\n\n\
@@ -67,7 +67,7 @@ fn config_text(dir: &std::path::Path) -> String {
     text
 }
 
-fn letters(port: u16) -> Vec<Value> {
+pub(crate) fn letters(port: u16) -> Vec<Value> {
     let (status, body) = request(port, "GET", "/v1/admin/dlq", Some(TOKEN), None);
     assert_eq!(status, 200, "{body}");
     body["dead_letters"].as_array().unwrap().clone()
@@ -81,7 +81,7 @@ fn letter<'a>(letters: &'a [Value], group: &str, stream: &str) -> &'a Value {
 }
 
 /// `group topic partition offset` of a dead letter as listed.
-fn key(l: &Value) -> [String; 4] {
+pub(crate) fn key(l: &Value) -> [String; 4] {
     [
         l["group"].as_str().unwrap().to_owned(),
         l["topic"].as_str().unwrap().to_owned(),
