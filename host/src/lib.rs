@@ -33,7 +33,7 @@ mod telemetry;
 pub use aggregate::{
     AggregateHandler, AggregateOptions, AsOf, CommandError, CommandOutcome, CommandRequest,
 };
-pub use config::{Config, ConfigError, PluginConfig, Role};
+pub use config::{Config, ConfigError, PluginConfig, Role, TelemetryConfig};
 pub use consumer::{
     BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
     Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,
@@ -85,5 +85,6 @@ pub use scenario::{
     load_file as load_scenario_file,
 };
 pub use telemetry::{
-    handle as metrics_handle, install as install_metrics, render as render_metrics,
+    TraceError, Tracing, handle as metrics_handle, install as install_metrics, otlp_endpoint,
+    otlp_layer, render as render_metrics,
 };

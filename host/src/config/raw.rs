@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig, Role,
+    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig,
+    Role, TelemetryConfig,
 };
 use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
 use crate::log::TopicConfig;
@@ -30,6 +31,14 @@ struct RawConfig {
     topics: Vec<RawTopic>,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +360,15 @@ pub(super) fn parse(
         }
         t => t.map(|t| AdminToken(t.into_inner())),
     };
+    let otlp_endpoint = match raw.telemetry.otlp_endpoint {
+        Some(e) if !e.get_ref().starts_with("http://") => {
+            return Err(c.error(
+                e.span(),
+                "`telemetry.otlp_endpoint` must be an http:// URL (the collector's OTLP/HTTP base, e.g. http://127.0.0.1:4318); no TLS client is built in",
+            ));
+        }
+        e => e.map(Spanned::into_inner),
+    };
     let data_dir = base.join(raw.data_dir.get_ref());
     Ok(Config {
         cache_dir: raw
@@ -366,6 +384,7 @@ pub(super) fn parse(
         watch_plugins: raw.watch_plugins.unwrap_or(true),
         topics,
         plugins,
+        telemetry: TelemetryConfig { otlp_endpoint },
         shareable_text,
     })
 }

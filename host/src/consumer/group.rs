@@ -1347,7 +1347,7 @@ fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return tracing::Span::none();
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "batch",
         group,
         topic = %first.topic,
@@ -1357,7 +1357,9 @@ fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
         events = events.len(),
         correlation_id = %first.correlation_id,
         causation_id = %first.causation_id,
-    )
+    );
+    crate::telemetry::adopt_causes(&span, events);
+    span
 }
 
 /// The offset a partition is blocked at: a blocking dead letter at its committed offset.

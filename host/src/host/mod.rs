@@ -812,9 +812,12 @@ impl Host {
             .ok_or_else(|| SendError::UnknownAggregate(aggregate.to_owned()))?
             .clone();
         let turn = self.commands.turn(&handler.stream_of(&request.id)).await?;
-        // Deciding runs a plugin and appending waits for an fsync: both block.
+        // Deciding runs a plugin and appending waits for an fsync: both block. The caller's
+        // span (an HTTP request's) goes along, so the command's span is its child.
+        let span = tracing::Span::current();
         let outcome = tokio::task::spawn_blocking(move || {
             let _turn = turn;
+            let _entered = span.enter();
             handler.handle(request)
         })
         .await

@@ -351,7 +351,15 @@ async fn send_command(
         metadata: Vec::new(),
         expected_version: expected,
     };
-    let e = match host.command(&aggregate, request).await {
+    // The root of the command's span tree (command, the batches its events reach, ...).
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = "POST",
+        http.route = "/v1/aggregates/{aggregate}/{id}",
+        aggregate = %aggregate,
+        id = %request.id,
+    );
+    let e = match tracing::Instrument::instrument(host.command(&aggregate, request), span).await {
         Ok(o) => {
             let body = json!({
                 "stream": o.stream,

@@ -26,6 +26,7 @@ mod order;
 mod order_placement;
 mod order_placement_v2;
 mod order_summary;
+mod otlp_spans;
 mod outbox_relay;
 mod payment;
 mod poison_fixed_plugin;
