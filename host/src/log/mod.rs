@@ -376,16 +376,7 @@ impl EventLog {
                 0 | 1 => ExpectedVersion::NoStream,
                 v => ExpectedVersion::Exact(v - 1),
             };
-            let new = NewEvent {
-                event_id: Some(e.event_id),
-                event_type: e.event_type.clone(),
-                schema_version: e.schema_version,
-                payload: e.payload.clone(),
-                metadata: e.metadata.clone(),
-                correlation_id: Some(e.correlation_id.clone()),
-                causation_id: Some(e.causation_id.clone()),
-            };
-            let mut request = self.prepare_append(&e.stream, expected, vec![new])?;
+            let mut request = self.prepare_append(&e.stream, expected, vec![e.to_new()])?;
             request.occurred_at = Some(e.occurred_at);
             let (tx, rx) = oneshot::channel();
             self.send(writer::Op::Append(request, tx))?;

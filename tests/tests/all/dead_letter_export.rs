@@ -9,12 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use factline_host::{ExpectedVersion, NewEvent};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::http_api::request;
-use crate::poison_policy::{API_RETRY, ITEMS, KINDS, TOKEN, config_text, key, letters};
-use crate::support::{RunningHost, factline_binary, msgpack};
+use crate::poison_policy::{API_RETRY, ITEMS, KINDS, TOKEN, key, start_poisoned};
+use crate::support::factline_binary;
 
 /// `factline ARGS...` in `cwd` with `TMPDIR=tmp`: (success, stdout, stderr).
 fn factline(bin: &Path, cwd: &Path, tmp: &Path, args: &[&str]) -> (bool, String, String) {
@@ -38,38 +37,9 @@ fn is_empty(dir: &Path) -> bool {
 #[test]
 fn an_exported_dead_letter_replays_the_same_failure_and_a_fixs_effects_on_a_fresh_machine() {
     let host_dir = tempfile::tempdir().unwrap();
-    let dir = host_dir.path();
-    for (name, _, poisoned, _) in KINDS {
-        std::fs::copy(poisoned, dir.join(format!("{name}.wasm"))).unwrap();
-    }
-    {
-        let log = crate::support::log(&dir.join("data"), &[("item", 2), ("notification", 2)]);
-        for i in 0..ITEMS {
-            let stream = format!("item-{i}");
-            let payload = msgpack(json!({ "poison": stream == API_RETRY }));
-            log.append(
-                &stream,
-                ExpectedVersion::NoStream,
-                vec![NewEvent::new("item.a", payload)],
-            )
-            .unwrap();
-        }
-    }
-    let config = dir.join("factline.toml");
-    std::fs::write(&config, config_text(dir)).unwrap();
-    let bin = factline_binary();
-    let mut host = RunningHost::spawn(&bin, &config, &[]);
-    host.wait_ready();
+    let (mut host, parked) = start_poisoned(host_dir.path(), &[API_RETRY]);
     let port = host.port();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let parked = loop {
-        let l = letters(port);
-        if l.len() == KINDS.len() {
-            break l;
-        }
-        assert!(Instant::now() < deadline, "{l:#?}\n{}", host.stderr());
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let bin = factline_binary();
     // Every other item is processed: the projector's count and the notifications are there.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -66,16 +66,18 @@ impl Spans {
         })
     }
 
-    /// The first child of `parent` named `name` whose attribute `key` is `value`.
-    fn child<'a>(
-        &'a self,
-        parent: &'a Span,
-        name: &str,
-        key: &str,
-        value: &str,
-    ) -> Option<&'a Span> {
+    /// The first span `parent` caused named `name` whose attribute `key` is `value`.
+    fn child<'a>(&'a self, parent: &'a Span, name: &str, key: &str, value: &str) -> &'a Span {
         self.children(parent)
             .find(|s| s.name == name && attr(s, key).as_deref() == Some(value))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} span with {key}={value} under {} {:?}:\n{}",
+                    parent.name,
+                    parent.span_id,
+                    self.describe()
+                )
+            })
     }
 
     fn describe(&self) -> String {
@@ -117,15 +119,8 @@ fn one_commands_span_tree_runs_through_the_saga_and_the_policy_over_otlp() {
     let mut host = RunningHost::spawn(&factline_binary(), &file, &[]);
     host.wait_ready();
     let c = Client { port: host.port() };
-    c.ok(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "SKU-1", "quantity": 10}),
-    );
-    c.ok("payment", "CUST-1", "set-limit", json!({"limit": 1000}));
-    c.ok("shipping", "main", "set-capacity", json!({"slots": 2}));
-    c.place("ORD-1", "CUST-1", &[("SKU-1", 2, 100)]);
+    c.open_shop();
+    c.place("ORD-1", "CUST-9", &[("SKU-1", 2, 100)]);
     assert_eq!(
         c.finished("order-placement", "ORD-1")["status"],
         "completed"
@@ -181,18 +176,10 @@ fn one_commands_span_tree_runs_through_the_saga_and_the_policy_over_otlp() {
     assert_eq!(request.name, "http.request");
     assert_eq!(attr(request, "aggregate").as_deref(), Some("order"));
     assert_eq!(attr(request, "id").as_deref(), Some("ORD-1"));
-    let saga = spans
-        .child(confirm, "batch", "group", "order-placement")
-        .unwrap_or_else(|| panic!("no saga batch under the confirm command:\n{all}"));
-    let reserve = spans
-        .child(saga, "command", "aggregate", "inventory")
-        .unwrap_or_else(|| panic!("no step command under the saga batch:\n{all}"));
-    let answer = spans
-        .child(reserve, "batch", "group", "order-placement")
-        .unwrap_or_else(|| panic!("no saga batch of the step's answer:\n{all}"));
-    let pay = spans
-        .child(answer, "command", "aggregate", "payment")
-        .unwrap_or_else(|| panic!("no payment step under the answer's batch:\n{all}"));
+    let saga = spans.child(confirm, "batch", "group", "order-placement");
+    let reserve = spans.child(saga, "command", "aggregate", "inventory");
+    let answer = spans.child(reserve, "batch", "group", "order-placement");
+    let pay = spans.child(answer, "command", "aggregate", "payment");
     // A parent's children are in its trace.
     let chain = [request, confirm, saga, reserve, answer, pay];
     for pair in chain.windows(2) {
@@ -216,12 +203,8 @@ fn one_commands_span_tree_runs_through_the_saga_and_the_policy_over_otlp() {
     // The policy: HTTP request → cancel command → policy batch → its command.
     let cancel = command_of("cancel");
     assert_eq!(spans.by_id[&cancel.parent_span_id].name, "http.request");
-    let policy = spans
-        .child(cancel, "batch", "group", "inventory-release")
-        .unwrap_or_else(|| panic!("no policy batch under the cancel command:\n{all}"));
-    let release = spans
-        .child(policy, "command", "aggregate", "inventory")
-        .unwrap_or_else(|| panic!("no policy command under its batch:\n{all}"));
+    let policy = spans.child(cancel, "batch", "group", "inventory-release");
+    let release = spans.child(policy, "command", "aggregate", "inventory");
     assert_eq!(attr(release, "command_type").as_deref(), Some("release"));
     assert_eq!(release.trace_id, policy.trace_id);
     assert_eq!(

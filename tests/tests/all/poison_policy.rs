@@ -90,22 +90,20 @@ pub(crate) fn key(l: &Value) -> [String; 4] {
     ]
 }
 
-#[test]
-fn every_kind_parks_retries_and_discards_its_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    // The host rewrites a deployed plugin's component file: give it copies.
-    for (name, _, poisoned, _) in KINDS {
-        std::fs::copy(poisoned, dir.path().join(format!("{name}.wasm"))).unwrap();
+/// `factline run` over `dir` with every kind's poisoned build (copies: a deploy rewrites them),
+/// `ITEMS` items of which the streams `poisoned` are poison, until each group parked those.
+pub(crate) fn start_poisoned(
+    dir: &std::path::Path,
+    poisoned: &[&str],
+) -> (RunningHost, Vec<Value>) {
+    for (name, _, build, _) in KINDS {
+        std::fs::copy(build, dir.join(format!("{name}.wasm"))).unwrap();
     }
     {
-        let log = crate::support::log(
-            &dir.path().join("data"),
-            &[("item", 2), ("notification", 2)],
-        );
+        let log = crate::support::log(&dir.join("data"), &[("item", 2), ("notification", 2)]);
         for i in 0..ITEMS {
             let stream = format!("item-{i}");
-            let poison = [API_RETRY, DISCARD, CLI_RETRY].contains(&stream.as_str());
-            let payload = msgpack(json!({ "poison": poison }));
+            let payload = msgpack(json!({ "poison": poisoned.contains(&stream.as_str()) }));
             log.append(
                 &stream,
                 ExpectedVersion::NoStream,
@@ -114,23 +112,30 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
             .unwrap();
         }
     }
-    let config = dir.path().join("factline.toml");
-    std::fs::write(&config, config_text(dir.path())).unwrap();
-    let bin = factline_binary();
-
-    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    let config = dir.join("factline.toml");
+    std::fs::write(&config, config_text(dir)).unwrap();
+    let mut host = RunningHost::spawn(&factline_binary(), &config, &[]);
     host.wait_ready();
-    let port = host.port();
-    // Each group parks the three poison events after its two attempts.
+    // Each group parks the poison events after its two attempts.
     let deadline = Instant::now() + Duration::from_secs(60);
     let parked = loop {
-        let l = letters(port);
-        if l.len() == 3 * KINDS.len() {
+        let l = letters(host.port());
+        if l.len() == poisoned.len() * KINDS.len() {
             break l;
         }
         assert!(Instant::now() < deadline, "{l:#?}\n{}", host.stderr());
         std::thread::sleep(Duration::from_millis(50));
     };
+    (host, parked)
+}
+
+#[test]
+fn every_kind_parks_retries_and_discards_its_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut host, parked) = start_poisoned(dir.path(), &[API_RETRY, DISCARD, CLI_RETRY]);
+    let port = host.port();
+    let config = dir.path().join("factline.toml");
+    let bin = factline_binary();
     for l in &parked {
         assert_eq!(
             (l["failure_kind"].as_str(), l["attempts"].as_u64()),

@@ -264,6 +264,16 @@ impl Client {
         }
     }
 
+    /// Stock (SKU-1: 10, SKU-2: 5), CUST-9's payment limit and two shipping slots.
+    pub(crate) fn open_shop(&self) {
+        for (product, quantity) in [("SKU-1", 10), ("SKU-2", 5)] {
+            let stock = json!({"product_id": product, "quantity": quantity});
+            self.ok("inventory", "main", "restock", stock);
+        }
+        self.ok("payment", "CUST-9", "set-limit", json!({"limit": 1000}));
+        self.ok("shipping", "main", "set-capacity", json!({"slots": 2}));
+    }
+
     pub(crate) fn place(&self, order: &str, customer: &str, items: &[(&str, u32, u64)]) {
         self.ok("order", order, "create", json!({"customer_id": customer}));
         for (product, quantity, price) in items {
@@ -329,21 +339,7 @@ fn the_whole_worked_example_over_http_through_factline_run() {
     let mut host = RunningHost::spawn(&factline_binary(), &file, &[]);
     host.wait_ready();
     let c = Client { port: host.port() };
-
-    c.ok(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "SKU-1", "quantity": 10}),
-    );
-    c.ok(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "SKU-2", "quantity": 5}),
-    );
-    c.ok("payment", "CUST-9", "set-limit", json!({"limit": 1000}));
-    c.ok("shipping", "main", "set-capacity", json!({"slots": 2}));
+    c.open_shop();
 
     // A paid, then shipped order: the saga's four steps, `paid` from the payment topic.
     c.place("ORD-1", "CUST-7", &[("SKU-1", 2, 1000), ("SKU-2", 1, 2000)]);
