@@ -37,6 +37,22 @@ pub struct Event {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl Event {
+    /// The same event to append again (another log, a restore): its id, type, schema,
+    /// payload, metadata, correlation and causation; the log assigns the rest.
+    pub fn to_new(&self) -> NewEvent {
+        NewEvent {
+            event_id: Some(self.event_id),
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            payload: self.payload.clone(),
+            metadata: self.metadata.clone(),
+            correlation_id: Some(self.correlation_id.clone()),
+            causation_id: Some(self.causation_id.clone()),
+        }
+    }
+}
+
 /// An event to append; the log fills in the rest of the envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewEvent {

@@ -15,6 +15,7 @@ mod consumer;
 mod dispatch;
 mod event;
 mod evolution;
+mod export;
 mod failure;
 mod gate;
 mod host;
@@ -33,7 +34,7 @@ mod telemetry;
 pub use aggregate::{
     AggregateHandler, AggregateOptions, AsOf, CommandError, CommandOutcome, CommandRequest,
 };
-pub use config::{Config, ConfigError, PluginConfig, Role};
+pub use config::{Config, ConfigError, PluginConfig, Role, TelemetryConfig};
 pub use consumer::{
     BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
     Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,
@@ -43,6 +44,11 @@ pub use consumer::{
 pub use dispatch::{DispatchError, Dispatcher};
 pub use event::{Event, ExpectedVersion, NewEvent, now_millis};
 pub use evolution::Upcasters;
+pub use export::{
+    EXPORT_FORMAT, EXPORT_VERSION, Export, ExportError, MAX_EXPORT_BYTES, MAX_STATE_BYTES,
+    ReplayError, Replayed, export as export_dead_letter, read as read_export,
+    replay as replay_export,
+};
 pub use failure::FailureKind;
 pub use gate::{
     DEFAULT_GATE_EVENTS, EffectKind, FieldDiff, GateCase, GateCounts, GateError, GateFailure,
@@ -59,6 +65,7 @@ pub use log::{
     murmur2, partition_for, rebuild_group,
 };
 pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
+pub use plugin::content_hash;
 pub use plugin::{
     AggregateInstance, CacheOutcome, CallFailure, Capabilities, CommandInput, Decision,
     Instantiate, InstantiateError, Limits, LoadError, LoadSpec, LoadedPlugin, OutgoingCommand,
@@ -86,5 +93,6 @@ pub use scenario::{
     load_file as load_scenario_file,
 };
 pub use telemetry::{
-    handle as metrics_handle, install as install_metrics, render as render_metrics,
+    TraceError, Tracing, handle as metrics_handle, install as install_metrics, otlp_endpoint,
+    otlp_layer, render as render_metrics,
 };

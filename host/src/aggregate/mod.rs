@@ -236,6 +236,9 @@ impl AggregateHandler {
         );
         let _entered = span.enter();
         let result = self.decide_and_append(request);
+        if let Ok(o) = &result {
+            telemetry::appended(o.events.iter().map(|e| e.event_id));
+        }
         let outcome = match &result {
             Ok(o) if o.deduplicated => telemetry::CommandOutcome::Deduplicated,
             Ok(_) => telemetry::CommandOutcome::Accepted,

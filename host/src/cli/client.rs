@@ -57,6 +57,28 @@ impl Client {
         self.answer("GET", path, req.call())
     }
 
+    /// GETs a binary answer of at most `limit` bytes (an export file).
+    pub fn get_bytes(&self, path: &str, limit: u64) -> anyhow::Result<Vec<u8>> {
+        let mut req = self.agent.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let sent = req.call();
+        let ok = matches!(&sent, Ok(r) if r.status().is_success());
+        if !ok {
+            // An error's JSON body, reported like any other answer's.
+            self.answer("GET", path, sent)?;
+            anyhow::bail!("GET {path}: no answer");
+        }
+        let mut response = sent.expect("checked above");
+        response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .with_context(|| format!("reading the answer to GET {path}"))
+    }
+
     pub fn post(&self, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let mut req = self.agent.post(format!("{}{path}", self.base));
         if let Some(t) = &self.token {

@@ -59,7 +59,7 @@ enum Action {
 }
 
 #[derive(clap::Args)]
-struct Key {
+pub(super) struct Key {
     group: String,
     topic: String,
     partition: u32,
@@ -67,7 +67,7 @@ struct Key {
 }
 
 impl Key {
-    fn key(&self) -> DeadLetterKey {
+    pub(super) fn key(&self) -> DeadLetterKey {
         DeadLetterKey {
             group: self.group.clone(),
             topic: self.topic.clone(),
@@ -233,6 +233,11 @@ fn print_replay(key: &DeadLetterKey, candidate: &std::path::Path, replayed: &Rep
         describe(key),
         candidate.display()
     );
+    print_outcome(replayed);
+}
+
+/// A replay's failure (with the guest backtrace) or its effects, indented under its title.
+pub(super) fn print_outcome(replayed: &Replay) {
     match replayed {
         Replay::Failed(f) => {
             println!("  fails: {}: {}", f.kind, f.message);
@@ -284,7 +289,7 @@ fn value_json(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(format!("<{} bytes>", bytes.len())))
 }
 
-fn replay_json(key: &DeadLetterKey, replayed: &Replay) -> Value {
+pub(super) fn replay_json(key: &DeadLetterKey, replayed: &Replay) -> Value {
     match replayed {
         Replay::Failed(f) => serde_json::json!({
             "dead_letter": key, "outcome": "failed", "kind": f.kind, "message": f.message,
@@ -299,7 +304,7 @@ fn replay_json(key: &DeadLetterKey, replayed: &Replay) -> Value {
 
 /// Opens a stopped host's data directory; refuses a missing one (instead of creating it) and
 /// one a running host holds.
-fn open(dir: &std::path::Path, options: LogOptions) -> anyhow::Result<EventLog> {
+pub(super) fn open(dir: &std::path::Path, options: LogOptions) -> anyhow::Result<EventLog> {
     let db = dir.join(factline_host::DB_FILE);
     anyhow::ensure!(db.is_file(), "{} holds no factline data", dir.display());
     match EventLog::open(dir, options) {
@@ -363,6 +368,11 @@ fn remote(remote: &Remote, action: Action) -> anyhow::Result<()> {
 }
 
 fn action_path(k: &Key, action: &str) -> String {
+    dead_letter_path(&k.key(), action)
+}
+
+/// The admin API's path of `action` on one dead letter.
+pub(super) fn dead_letter_path(k: &DeadLetterKey, action: &str) -> String {
     format!(
         "/v1/admin/dlq/{}/{}/{}/{}/{action}",
         segment(&k.group),
@@ -385,7 +395,7 @@ fn open_group(config: &Config, log: &EventLog, name: &str) -> anyhow::Result<Con
     Ok(factline_host::open_group(config, log, name)?)
 }
 
-fn describe(k: &DeadLetterKey) -> String {
+pub(super) fn describe(k: &DeadLetterKey) -> String {
     format!("{} {}/{}@{}", k.group, k.topic, k.partition, k.offset)
 }
 
@@ -408,7 +418,7 @@ fn print_table(letters: &[DeadLetter]) {
     }
 }
 
-fn print_one(l: &DeadLetter) {
+pub(super) fn print_one(l: &DeadLetter) {
     println!("group          {}", l.group);
     println!("position       {}/{}@{}", l.topic, l.partition, l.offset);
     println!(

@@ -3,6 +3,7 @@
 mod client;
 mod demo;
 mod dlq;
+mod export;
 mod groups;
 mod inspect;
 mod new;
@@ -10,6 +11,7 @@ mod plugins;
 mod projector;
 mod query;
 mod read;
+mod replay;
 mod run;
 mod saga;
 mod send;
@@ -48,6 +50,10 @@ enum Command {
     Demo(demo::Args),
     /// Dead letters: list, show, retry, discard (a running host, or a stopped one's directory).
     Dlq(dlq::Args),
+    /// One dead letter's context as one file (event, state, components), for `replay`.
+    Export(export::Args),
+    /// Run an exported dead letter again in a temporary directory (or with `--with` a fix).
+    Replay(replay::Args),
     /// Send a command to an aggregate of a running host.
     Send(send::Args),
     /// Read a stream of a running host.
@@ -76,7 +82,19 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // Spans leave the process only for a host (`run`) whose config or environment names an
+    // OTLP collector; the exporter flushes when `_spans` drops, after the command returned.
+    let otlp = match &cli.command {
+        Command::Run(args) => run::otlp_endpoint(args),
+        _ => None,
+    };
+    let _spans = match init_tracing(cli.log_format, otlp.as_deref()) {
+        Ok(spans) => spans,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -92,6 +110,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::New(args) => new::run(args),
         Command::Dlq(args) => dlq::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Send(args) => send::run(args),
         Command::Read(args) => read::run(args),
         Command::Query(args) => query::run(args),
@@ -105,18 +125,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Logs on stderr (`RUST_LOG`, default `warn`) and, with `otlp`, every span to that
+/// collector (the host's spans at `info` and above, whatever `RUST_LOG` says for the lines).
+fn init_tracing(
+    format: LogFormat,
+    otlp: Option<&str>,
+) -> anyhow::Result<Option<factline_host::Tracing>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+        LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    let registry = tracing_subscriber::registry().with(fmt);
+    let Some(endpoint) = otlp else {
+        let _ = registry.try_init();
+        return Ok(None);
+    };
+    let (layer, spans) = factline_host::otlp_layer(endpoint)?;
+    // Only the host's own spans and events: the engine's dependencies (cranelift) log a lot
+    // below `info`, and letting that through would slow every compile down.
+    let ours = tracing_subscriber::filter::Targets::new()
+        .with_target("factline_host", tracing::Level::INFO);
+    let _ = registry.with(layer.with_filter(ours)).try_init();
+    Ok(Some(spans))
 }

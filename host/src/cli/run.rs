@@ -25,6 +25,15 @@ const READY: &str = "factline: ready";
 /// Printed on stdout just before [`READY`], followed by the API's base URL.
 const LISTENING: &str = "factline: listening on";
 
+/// Where this host's spans go, if anywhere (`[telemetry] otlp_endpoint`, else the standard
+/// environment variables). A config that does not load is `run`'s to report.
+pub fn otlp_endpoint(args: &Args) -> Option<String> {
+    let configured = Config::load(&args.config)
+        .ok()
+        .and_then(|c| c.telemetry.otlp_endpoint);
+    factline_host::otlp_endpoint(configured.as_deref())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

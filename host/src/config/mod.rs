@@ -40,6 +40,18 @@ pub struct Config {
     pub watch_plugins: bool,
     pub topics: Vec<TopicConfig>,
     pub plugins: Vec<PluginConfig>,
+    pub telemetry: TelemetryConfig,
+    /// The text this was parsed from with the admin token's value replaced by `"redacted"`:
+    /// what a dead-letter export carries, so its replay configures the group the same way.
+    pub shareable_text: String,
+}
+
+/// `[telemetry]`: where spans go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP collector's base URL (`/v1/traces` is appended); `None`: the standard
+    /// `OTEL_EXPORTER_OTLP_*ENDPOINT` variables decide, and without them no span leaves.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[http]`: parsed now, served by the HTTP API.

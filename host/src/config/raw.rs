@@ -10,7 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig, Role,
+    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig,
+    Role, TelemetryConfig,
 };
 use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
 use crate::log::TopicConfig;
@@ -30,6 +31,14 @@ struct RawConfig {
     topics: Vec<RawTopic>,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp_endpoint: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +343,14 @@ pub(super) fn parse(
         Some(w) => positive(&c, w, "workers", None)?,
         None => std::thread::available_parallelism().map_or(4, |n| n.get()),
     };
+    // A dead-letter export carries the text (to configure its replay alike), never the token.
+    let shareable_text = match &raw.admin_token {
+        Some(t) => {
+            let span = t.span();
+            format!("{}\"redacted\"{}", &text[..span.start], &text[span.end..])
+        }
+        None => text.to_owned(),
+    };
     let admin_token = match raw.admin_token {
         Some(t) if t.get_ref().is_empty() => {
             return Err(c.error(
@@ -342,6 +359,15 @@ pub(super) fn parse(
             ));
         }
         t => t.map(|t| AdminToken(t.into_inner())),
+    };
+    let otlp_endpoint = match raw.telemetry.otlp_endpoint {
+        Some(e) if !e.get_ref().starts_with("http://") => {
+            return Err(c.error(
+                e.span(),
+                "`telemetry.otlp_endpoint` must be an http:// URL (the collector's OTLP/HTTP base, e.g. http://127.0.0.1:4318); no TLS client is built in",
+            ));
+        }
+        e => e.map(Spanned::into_inner),
     };
     let data_dir = base.join(raw.data_dir.get_ref());
     Ok(Config {
@@ -358,6 +384,8 @@ pub(super) fn parse(
         watch_plugins: raw.watch_plugins.unwrap_or(true),
         topics,
         plugins,
+        telemetry: TelemetryConfig { otlp_endpoint },
+        shareable_text,
     })
 }
 

@@ -348,3 +348,27 @@ fn capabilities_fuel_and_the_watcher_switch_parse_and_typos_are_refused() {
     let (msg, _) = refused(&typo);
     assert!(msg.contains("real_clok"), "{msg}");
 }
+
+#[test]
+fn the_otlp_endpoint_is_an_http_url_and_the_shareable_text_has_no_token() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.telemetry.otlp_endpoint, None);
+    let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\n");
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    let text = format!("{MINIMAL}\n[telemetry]\notlp_endpoint = \"https://collector:4318\"\n");
+    let (message, at) = refused(&text);
+    assert!(message.contains("must be an http:// URL"), "{message}");
+    assert_eq!(at.unwrap().line, line_of(&text, "otlp_endpoint"));
+
+    let text = format!("admin_token = \"s3cret\"\n{MINIMAL}");
+    let c = parse(&text).unwrap();
+    assert!(!c.shareable_text.contains("s3cret"));
+    assert!(c.shareable_text.contains("admin_token = \"redacted\""));
+    // The redacted text still configures the same plugins.
+    let again = parse(&c.shareable_text).unwrap();
+    assert_eq!(format!("{:?}", again.plugins), format!("{:?}", c.plugins));
+}

@@ -543,6 +543,19 @@ impl ConsumerGroup {
         self.lane_of(key)?.replay_dead_letter(key)
     }
 
+    /// [`ConsumerGroup::replay_dead_letter`] of an event given whole rather than read from the
+    /// log (`factline replay` of an exported dead letter): what the lane owning its partition
+    /// would do with it, writing nothing.
+    pub fn replay_event(&mut self, event: Event) -> Result<Replay, ConsumerError> {
+        let key = DeadLetterKey {
+            group: self.config.name.clone(),
+            topic: event.topic.clone(),
+            partition: event.partition,
+            offset: event.offset,
+        };
+        self.lane_of(&key)?.replay(event)
+    }
+
     /// Splits the group for a runner: the lanes go to their tasks, the rest (shareable across
     /// threads, unlike a handler) stays with the handle until the lanes come back.
     pub(super) fn into_parts(self) -> (Detached, Vec<Lane>) {
@@ -1156,6 +1169,11 @@ impl Lane {
         let event = self
             .find_relevant(idx, key.offset)
             .ok_or_else(|| ConsumerError::MissingEvent(Box::new(key.clone())))?;
+        self.replay(event)
+    }
+
+    /// `event` through the handler, nothing committed.
+    pub(super) fn replay(&mut self, event: Event) -> Result<Replay, ConsumerError> {
         if !self.handler.handles(&event.event_type) {
             return Ok(Replay::Effects(Effects::default()));
         }
@@ -1345,7 +1363,7 @@ fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
         return tracing::Span::none();
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "batch",
         group,
         topic = %first.topic,
@@ -1355,7 +1373,9 @@ fn batch_span(group: &str, events: &[Event]) -> tracing::Span {
         events = events.len(),
         correlation_id = %first.correlation_id,
         causation_id = %first.causation_id,
-    )
+    );
+    crate::telemetry::adopt_causes(&span, events);
+    span
 }
 
 /// The offset a partition is blocked at: a blocking dead letter at its committed offset.

@@ -95,16 +95,33 @@ impl Dispatcher {
                 stream: command.stream.clone(),
                 topic: prefix.trim_end_matches('-').to_owned(),
             })?;
-        Ok(handler.plan(&CommandRequest {
+        let command_id = Self::command_id(origin, command);
+        // A policy's or saga's command: a child of the batch that sends it; its events are
+        // remembered for the batches that consume them (`telemetry::adopt_causes`).
+        let span = tracing::info_span!(
+            "command",
+            aggregate = %command.aggregate,
+            id,
+            command_type = %command.command_type,
+            %command_id,
+            correlation_id,
+            causation_id,
+        );
+        let _entered = span.enter();
+        let planned = handler.plan(&CommandRequest {
             id: id.to_owned(),
             command_type: command.command_type.clone(),
             payload: command.payload.clone(),
-            command_id: Some(Self::command_id(origin, command)),
+            command_id: Some(command_id),
             correlation_id: Some(correlation_id.to_owned()),
             causation_id: Some(causation_id.to_owned()),
             metadata: Vec::new(),
             expected_version: None,
-        })?)
+        })?;
+        if let Planned::Append(p) = &planned {
+            crate::telemetry::appended(p.events.iter().filter_map(|e| e.event_id));
+        }
+        Ok(planned)
     }
 }
 

@@ -473,6 +473,17 @@ impl Host {
             .collect()
     }
 
+    /// The context of a dead letter as one export file (`factline export`): the event, the
+    /// state its handler reads and the components (the version that failed, when still kept).
+    pub fn export_dead_letter(
+        &self,
+        key: &crate::log::DeadLetterKey,
+    ) -> Result<Vec<u8>, crate::export::ExportError> {
+        crate::export::export(&self.config, &self.log, key, |name, version| {
+            self.registry.bytes_of(name, version)
+        })
+    }
+
     /// The running version of plugin `name` and the versions `rollback` can return to.
     pub fn plugin_versions(&self, name: &str) -> Option<VersionHistory> {
         self.registry.history(name)
@@ -930,9 +941,12 @@ impl Host {
             .ok_or_else(|| SendError::UnknownAggregate(aggregate.to_owned()))?
             .clone();
         let turn = self.commands.turn(&handler.stream_of(&request.id)).await?;
-        // Deciding runs a plugin and appending waits for an fsync: both block.
+        // Deciding runs a plugin and appending waits for an fsync: both block. The caller's
+        // span (an HTTP request's) goes along, so the command's span is its child.
+        let span = tracing::Span::current();
         let outcome = tokio::task::spawn_blocking(move || {
             let _turn = turn;
+            let _entered = span.enter();
             handler.handle(request)
         })
         .await

@@ -10,6 +10,7 @@
 //! | GET | `/v1/admin/plugins`, `/v1/admin/groups`, `/v1/admin/dlq` | plugins, lag and state, dead letters |
 //! | GET | `/v1/admin/topics` | topics and their partitions' high-water marks |
 //! | POST | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{retry or discard}` | DLQ operations |
+//! | GET | `/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/export` | the dead letter's context as one export file (MessagePack) |
 //! | GET | `/v1/admin/plugins/{name}` | running version and the ones before it |
 //! | GET | `/v1/admin/sagas?saga=NAME`, `/v1/admin/sagas/{saga}/{id}` | saga instances (data as JSON) and one's log |
 //! | POST | `/v1/admin/plugins/{name}/deploy?version=LABEL&gate=true&last=N&accept_changes=true` | body: the component bytes; `gate`: replay the last N events (streams, for an aggregate) through both versions first, 409 `gate-refused` with the diff when effects differ (unless `accept_changes`) or the candidate fails |
@@ -127,6 +128,10 @@ fn routes() -> (Routes, Routes) {
         .get("/v1/admin/sagas", sagas)
         .get("/v1/admin/sagas/{saga}/{id}", saga_instance)
         .get("/v1/admin/dlq", dead_letters)
+        .get(
+            "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/export",
+            export_dead_letter,
+        )
         .post(
             "/v1/admin/dlq/{group}/{topic}/{partition}/{offset}/{action}",
             dead_letter_action,
@@ -347,7 +352,15 @@ async fn send_command(
         metadata: Vec::new(),
         expected_version: expected,
     };
-    let e = match host.command(&aggregate, request).await {
+    // The root of the command's span tree (command, the batches its events reach, ...).
+    let span = tracing::info_span!(
+        "http.request",
+        http.request.method = "POST",
+        http.route = "/v1/aggregates/{aggregate}/{id}",
+        aggregate = %aggregate,
+        id = %request.id,
+    );
+    let e = match tracing::Instrument::instrument(host.command(&aggregate, request), span).await {
         Ok(o) => {
             let body = json!({
                 "stream": o.stream,
@@ -832,6 +845,43 @@ async fn topics(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> 
 async fn dead_letters(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {
     let letters = host.log().dead_letters(None).map_err(internal)?;
     Ok(Json(json!({ "dead_letters": letters })))
+}
+
+/// The export file of one dead letter (`factline export`), built off the async workers: it
+/// reads up to [`crate::export::MAX_STATE_BYTES`] of state.
+async fn export_dead_letter(
+    State(host): State<Arc<Host>>,
+    Path((group, topic, partition, offset)): Path<(String, String, u32, u64)>,
+) -> Result<Response, ApiError> {
+    use crate::export::ExportError;
+    let key = DeadLetterKey {
+        group,
+        topic,
+        partition,
+        offset,
+    };
+    let built = tokio::task::spawn_blocking(move || host.export_dead_letter(&key))
+        .await
+        .map_err(internal)?;
+    match built {
+        Ok(bytes) => Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/vnd.factline.export+msgpack",
+            )],
+            bytes,
+        )
+            .into_response()),
+        Err(e @ (ExportError::NoDeadLetter(_) | ExportError::UnknownGroup(_))) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, "no-dead-letter", e))
+        }
+        Err(e @ ExportError::TooLarge { .. }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "export-too-large",
+            e,
+        )),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 async fn dead_letter_action(

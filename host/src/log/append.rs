@@ -126,7 +126,12 @@ pub(crate) fn apply(
     occurred_at: u64,
 ) -> Result<Result<AppendResult, AppendError>, Fatal> {
     match plan(tables, req, overlay, None)? {
-        Ok(planned) => Ok(Ok(write(tables, req, planned, occurred_at)?)),
+        Ok(planned) => Ok(Ok(write(
+            tables,
+            req,
+            planned,
+            req.occurred_at.unwrap_or(occurred_at),
+        )?)),
         Err(e) => Ok(Err(e)),
     }
 }

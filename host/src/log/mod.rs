@@ -144,6 +144,8 @@ pub(crate) struct AppendRequest {
     pub partition: u32,
     pub expected: ExpectedVersion,
     pub events: Vec<PreparedEvent>,
+    /// The events' recorded time ([`EventLog::restore`]); `None`: the writer's clock.
+    pub occurred_at: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -358,7 +360,32 @@ impl EventLog {
             partition,
             expected,
             events,
+            occurred_at: None,
         })
+    }
+
+    /// Stores recorded events again with their envelopes (ids, stream versions, time,
+    /// correlation and causation), each stream's from its first version on; offsets are this
+    /// log's. For a fresh log that replays an exported context (`factline replay`): the
+    /// writer's clock is not consulted, so times may go backwards across streams. Returns once
+    /// durable.
+    pub fn restore(&self, events: &[Event]) -> Result<(), AppendError> {
+        let mut replies = Vec::with_capacity(events.len());
+        for e in events {
+            let expected = match e.stream_version {
+                0 | 1 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v - 1),
+            };
+            let mut request = self.prepare_append(&e.stream, expected, vec![e.to_new()])?;
+            request.occurred_at = Some(e.occurred_at);
+            let (tx, rx) = oneshot::channel();
+            self.send(writer::Op::Append(request, tx))?;
+            replies.push(rx);
+        }
+        for rx in replies {
+            rx.blocking_recv().map_err(|_| AppendError::Closed)??;
+        }
+        Ok(())
     }
 
     fn send(&self, op: writer::Op) -> Result<(), AppendError> {

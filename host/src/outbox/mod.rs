@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use crate::event::{Event, ExpectedVersion, NewEvent};
+use crate::event::{Event, ExpectedVersion};
 use crate::log::{AppendError, EventLog};
 use crate::plugin::{CallFailure, FailureKind, ReadModelSession};
 use crate::projector::Projection;
@@ -113,15 +113,7 @@ impl Relay for LogRelay {
 
     fn publish(&mut self, events: &[Event]) -> Result<(), RelayError> {
         for e in events {
-            let copy = NewEvent {
-                event_id: Some(e.event_id),
-                event_type: e.event_type.clone(),
-                schema_version: e.schema_version,
-                payload: e.payload.clone(),
-                metadata: e.metadata.clone(),
-                correlation_id: Some(e.correlation_id.clone()),
-                causation_id: Some(e.causation_id.clone()),
-            };
+            let copy = e.to_new();
             // The source stream's order is kept by the partition order we are called in; the
             // target assigns its own versions and offsets.
             match self

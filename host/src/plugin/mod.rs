@@ -32,7 +32,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 pub use cache::CacheOutcome;
-pub(crate) use cache::content_hash;
+pub use cache::content_hash;
 pub use capabilities::Capabilities;
 pub use error::{CallFailure, FailureKind, InstantiateError, LoadError};
 pub(crate) use host::read_model::Overlay;

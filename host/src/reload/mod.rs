@@ -242,6 +242,20 @@ impl Registry {
             .and_then(|d| d.plugin.version.label.clone())
     }
 
+    /// The component bytes of `name`'s version whose display (`label+hash`) or content hash is
+    /// `version` (current or kept), or of the running one.
+    pub fn bytes_of(&self, name: &str, version: Option<&str>) -> Option<Arc<[u8]>> {
+        let entries = self.lock();
+        let e = entries.get(name)?;
+        let Some(v) = version else {
+            return Some(e.current.bytes.clone());
+        };
+        std::iter::once(&e.current)
+            .chain(e.previous.iter().rev())
+            .find(|d| d.plugin.version.content_hash == v || d.plugin.version.to_string() == v)
+            .map(|d| d.bytes.clone())
+    }
+
     /// The version before the current one, taken off the history.
     pub fn pop_previous(&self, name: &str) -> Option<Deployed> {
         self.lock().get_mut(name)?.previous.pop()

@@ -21,6 +21,8 @@
 //! | `plugin_call_duration_seconds` | histogram | plugin, version, function |
 //! | `plugin_call_failures_total` | counter | plugin, version, kind |
 
+mod trace;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::failure::FailureKind;
+
+pub use trace::{TraceError, Tracing, otlp_endpoint, otlp_layer};
+pub(crate) use trace::{adopt as adopt_causes, appended};
 
 pub const EVENTS_PUBLISHED: &str = "events_published_total";
 pub const EVENTS_CONSUMED: &str = "events_consumed_total";

@@ -13,15 +13,15 @@ use serde_json::{Value, json};
 use crate::http_api::{request, request_text};
 use crate::support::{RunningHost, factline_binary, msgpack};
 
-const TOKEN: &str = "dlq-token";
-const ITEMS: usize = 12;
+pub(crate) const TOKEN: &str = "dlq-token";
+pub(crate) const ITEMS: usize = 12;
 /// The poisoned items: retried through the API, discarded, retried through the CLI.
-const API_RETRY: &str = "item-2";
-const DISCARD: &str = "item-5";
-const CLI_RETRY: &str = "item-8";
+pub(crate) const API_RETRY: &str = "item-2";
+pub(crate) const DISCARD: &str = "item-5";
+pub(crate) const CLI_RETRY: &str = "item-8";
 
 /// `(group = plugin name, kind, poisoned build, fixed build)`.
-const KINDS: [(&str, &str, &str, &str); 3] = [
+pub(crate) const KINDS: [(&str, &str, &str, &str); 3] = [
     (
         "counts",
         "projector",
@@ -42,7 +42,7 @@ const KINDS: [(&str, &str, &str, &str); 3] = [
     ),
 ];
 
-fn config_text(dir: &std::path::Path) -> String {
+pub(crate) fn config_text(dir: &std::path::Path) -> String {
     let mut text = format!(
         "data_dir = {:?}\nadmin_token = {TOKEN:?}\n[http]\naddress = \"127.0.0.1:0\"\n\n\
          [[topics]]\nname = \"item\"\npartitions = 2\n\n\
@@ -67,7 +67,7 @@ fn config_text(dir: &std::path::Path) -> String {
     text
 }
 
-fn letters(port: u16) -> Vec<Value> {
+pub(crate) fn letters(port: u16) -> Vec<Value> {
     let (status, body) = request(port, "GET", "/v1/admin/dlq", Some(TOKEN), None);
     assert_eq!(status, 200, "{body}");
     body["dead_letters"].as_array().unwrap().clone()
@@ -81,7 +81,7 @@ fn letter<'a>(letters: &'a [Value], group: &str, stream: &str) -> &'a Value {
 }
 
 /// `group topic partition offset` of a dead letter as listed.
-fn key(l: &Value) -> [String; 4] {
+pub(crate) fn key(l: &Value) -> [String; 4] {
     [
         l["group"].as_str().unwrap().to_owned(),
         l["topic"].as_str().unwrap().to_owned(),
@@ -90,22 +90,20 @@ fn key(l: &Value) -> [String; 4] {
     ]
 }
 
-#[test]
-fn every_kind_parks_retries_and_discards_its_dead_letters() {
-    let dir = tempfile::tempdir().unwrap();
-    // The host rewrites a deployed plugin's component file: give it copies.
-    for (name, _, poisoned, _) in KINDS {
-        std::fs::copy(poisoned, dir.path().join(format!("{name}.wasm"))).unwrap();
+/// `factline run` over `dir` with every kind's poisoned build (copies: a deploy rewrites them),
+/// `ITEMS` items of which the streams `poisoned` are poison, until each group parked those.
+pub(crate) fn start_poisoned(
+    dir: &std::path::Path,
+    poisoned: &[&str],
+) -> (RunningHost, Vec<Value>) {
+    for (name, _, build, _) in KINDS {
+        std::fs::copy(build, dir.join(format!("{name}.wasm"))).unwrap();
     }
     {
-        let log = crate::support::log(
-            &dir.path().join("data"),
-            &[("item", 2), ("notification", 2)],
-        );
+        let log = crate::support::log(&dir.join("data"), &[("item", 2), ("notification", 2)]);
         for i in 0..ITEMS {
             let stream = format!("item-{i}");
-            let poison = [API_RETRY, DISCARD, CLI_RETRY].contains(&stream.as_str());
-            let payload = msgpack(json!({ "poison": poison }));
+            let payload = msgpack(json!({ "poison": poisoned.contains(&stream.as_str()) }));
             log.append(
                 &stream,
                 ExpectedVersion::NoStream,
@@ -114,23 +112,30 @@ fn every_kind_parks_retries_and_discards_its_dead_letters() {
             .unwrap();
         }
     }
-    let config = dir.path().join("factline.toml");
-    std::fs::write(&config, config_text(dir.path())).unwrap();
-    let bin = factline_binary();
-
-    let mut host = RunningHost::spawn(&bin, &config, &[]);
+    let config = dir.join("factline.toml");
+    std::fs::write(&config, config_text(dir)).unwrap();
+    let mut host = RunningHost::spawn(&factline_binary(), &config, &[]);
     host.wait_ready();
-    let port = host.port();
-    // Each group parks the three poison events after its two attempts.
+    // Each group parks the poison events after its two attempts.
     let deadline = Instant::now() + Duration::from_secs(60);
     let parked = loop {
-        let l = letters(port);
-        if l.len() == 3 * KINDS.len() {
+        let l = letters(host.port());
+        if l.len() == poisoned.len() * KINDS.len() {
             break l;
         }
         assert!(Instant::now() < deadline, "{l:#?}\n{}", host.stderr());
         std::thread::sleep(Duration::from_millis(50));
     };
+    (host, parked)
+}
+
+#[test]
+fn every_kind_parks_retries_and_discards_its_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut host, parked) = start_poisoned(dir.path(), &[API_RETRY, DISCARD, CLI_RETRY]);
+    let port = host.port();
+    let config = dir.path().join("factline.toml");
+    let bin = factline_binary();
     for l in &parked {
         assert_eq!(
             (l["failure_kind"].as_str(), l["attempts"].as_u64()),

@@ -204,7 +204,7 @@ fn every_command_sent_and_event_read_is_one_its_counterpart_accepts() {
 
 /// The repository's configuration with the test build's components, a scratch data directory
 /// and a free port.
-fn config(dir: &Path) -> String {
+pub(crate) fn config(dir: &Path) -> String {
     let mut text = String::new();
     for line in CONFIG.lines() {
         let line = if let Some(file) = line
@@ -230,26 +230,32 @@ fn config(dir: &Path) -> String {
     text
 }
 
-struct Client {
-    port: u16,
+pub(crate) struct Client {
+    pub(crate) port: u16,
 }
 
 impl Client {
     /// A command; returns (status, body).
-    fn send(&self, aggregate: &str, id: &str, command: &str, payload: Value) -> (u16, Value) {
+    pub(crate) fn send(
+        &self,
+        aggregate: &str,
+        id: &str,
+        command: &str,
+        payload: Value,
+    ) -> (u16, Value) {
         let body = serde_json::to_vec(&json!({"type": command, "payload": payload})).unwrap();
         let path = format!("/v1/aggregates/{aggregate}/{id}");
         request(self.port, "POST", &path, None, Some(&body))
     }
 
     /// A command that must be accepted.
-    fn ok(&self, aggregate: &str, id: &str, command: &str, payload: Value) -> Value {
+    pub(crate) fn ok(&self, aggregate: &str, id: &str, command: &str, payload: Value) -> Value {
         let (status, body) = self.send(aggregate, id, command, payload);
         assert_eq!(status, 200, "{aggregate} {id} {command}: {body}");
         body
     }
 
-    fn get(&self, path: &str) -> Option<Value> {
+    pub(crate) fn get(&self, path: &str) -> Option<Value> {
         let (status, body) = request(self.port, "GET", path, None, None);
         match status {
             200 => Some(body),
@@ -258,7 +264,17 @@ impl Client {
         }
     }
 
-    fn place(&self, order: &str, customer: &str, items: &[(&str, u32, u64)]) {
+    /// Stock (SKU-1: 10, SKU-2: 5), CUST-9's payment limit and two shipping slots.
+    pub(crate) fn open_shop(&self) {
+        for (product, quantity) in [("SKU-1", 10), ("SKU-2", 5)] {
+            let stock = json!({"product_id": product, "quantity": quantity});
+            self.ok("inventory", "main", "restock", stock);
+        }
+        self.ok("payment", "CUST-9", "set-limit", json!({"limit": 1000}));
+        self.ok("shipping", "main", "set-capacity", json!({"slots": 2}));
+    }
+
+    pub(crate) fn place(&self, order: &str, customer: &str, items: &[(&str, u32, u64)]) {
         self.ok("order", order, "create", json!({"customer_id": customer}));
         for (product, quantity, price) in items {
             let item = json!({"product_id": product, "quantity": quantity, "unit_price": price});
@@ -268,7 +284,7 @@ impl Client {
     }
 
     /// Polls `GET path` until `done` holds (30 s).
-    fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn eventually(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = self.get(path);
@@ -286,13 +302,13 @@ impl Client {
     }
 
     /// A saga instance once it has finished.
-    fn finished(&self, saga: &str, id: &str) -> Value {
+    pub(crate) fn finished(&self, saga: &str, id: &str) -> Value {
         self.eventually(&format!("/v1/admin/sagas/{saga}/{id}"), |i| {
             !matches!(i["status"].as_str(), Some("running" | "compensating"))
         })
     }
 
-    fn types(&self, stream: &str) -> Vec<String> {
+    pub(crate) fn types(&self, stream: &str) -> Vec<String> {
         let events = self
             .get(&format!("/v1/streams/{stream}"))
             .unwrap_or(Value::Null);
@@ -323,21 +339,7 @@ fn the_whole_worked_example_over_http_through_factline_run() {
     let mut host = RunningHost::spawn(&factline_binary(), &file, &[]);
     host.wait_ready();
     let c = Client { port: host.port() };
-
-    c.ok(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "SKU-1", "quantity": 10}),
-    );
-    c.ok(
-        "inventory",
-        "main",
-        "restock",
-        json!({"product_id": "SKU-2", "quantity": 5}),
-    );
-    c.ok("payment", "CUST-9", "set-limit", json!({"limit": 1000}));
-    c.ok("shipping", "main", "set-capacity", json!({"slots": 2}));
+    c.open_shop();
 
     // A paid, then shipped order: the saga's four steps, `paid` from the payment topic.
     c.place("ORD-1", "CUST-7", &[("SKU-1", 2, 1000), ("SKU-2", 1, 2000)]);
