@@ -16,10 +16,10 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
     #[error(
-        "component does not fit the `{kind}` world: it imports `{import}`, which a {kind} plugin is not given"
+        "component does not fit the `{kind}` world: it imports `{import}`, which the `{kind}` world does not give"
     )]
     ForbiddenImport { kind: PluginKind, import: String },
-    #[error("component is not a `{kind}` plugin: {detail}")]
+    #[error("component is not a plugin of the `{kind}` world: {detail}")]
     WrongWorld { kind: PluginKind, detail: String },
     #[error("component failed to instantiate: {0}")]
     Instantiate(String),
@@ -63,7 +63,7 @@ impl CallFailure {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InstantiateError {
     /// The plugin was loaded as another kind than the instance type asked for.
-    #[error("plugin {plugin} is a {kind}, not a {wanted}")]
+    #[error("plugin {plugin} is of kind {kind}, not {wanted}")]
     KindMismatch {
         plugin: String,
         kind: PluginKind,
