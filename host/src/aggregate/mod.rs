@@ -236,9 +236,6 @@ impl AggregateHandler {
         );
         let _entered = span.enter();
         let result = self.decide_and_append(request);
-        if let Ok(o) = &result {
-            telemetry::appended(o.events.iter().map(|e| e.event_id));
-        }
         let outcome = match &result {
             Ok(o) if o.deduplicated => telemetry::CommandOutcome::Deduplicated,
             Ok(_) => telemetry::CommandOutcome::Accepted,
@@ -274,6 +271,8 @@ impl AggregateHandler {
                 events,
                 ..
             } = &planned;
+            // Before the append: a consumer may take the events the instant they commit.
+            telemetry::appended(events.iter().filter_map(|e| e.event_id));
             match self.log.append(stream, *expected, events.clone()) {
                 Ok(r) => {
                     let events = self.log.read_stream(
