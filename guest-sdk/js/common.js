@@ -1,7 +1,10 @@
-// Shared by every kind of the SDK: MessagePack (@msgpack/msgpack, pure
-// JS, bundled into the component) and the envelope wrappers.
+// Shared by every kind of the SDK: the codecs and the envelope
+// wrappers. An aggregate's, policy's and saga's values cross the boundary as MessagePack (@msgpack/msgpack, pure JS,
+// bundled into the component); a projector's as JSON, which QuickJS parses natively: its
+// component declares so (scripts/componentize adds the `factline:boundary` section) and the host
+// transcodes, losslessly (host/src/plugin/boundary.rs). The stored format stays MessagePack.
 import "./text-encoding.js";
-import { Decoder, Encoder } from "@msgpack/msgpack";
+import { Decoder, Encoder, ExtData } from "@msgpack/msgpack";
 import * as logging from "factline:plugin/logging@0.1.0";
 
 // One of each, reused: building them per call (what `encode()`/`decode()` do) costs more than
@@ -18,6 +21,80 @@ export function decode(bytes) {
   const value = bytes && bytes.length ? decoder.decode(bytes) : null;
   return value ?? {};
 }
+
+// The host's JSON is ASCII, so bytes are characters one to one (no UTF-8 decoding in JS).
+function ascii(bytes) {
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 8192) {
+    const part = bytes.subarray ? bytes.subarray(i, i + 8192) : bytes.slice(i, i + 8192);
+    text += String.fromCharCode.apply(null, part);
+  }
+  return text;
+}
+
+// The host's one-key `$` escapes (binary, extension values, maps with non-string keys) back to
+// what the MessagePack decoder gives for them.
+function revive(_key, value) {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0][0] === "$") {
+      const inner = value[keys[0]];
+      if (keys[0] === "$bin") return Uint8Array.from(inner);
+      if (keys[0] === "$ext") return new ExtData(inner[0], Uint8Array.from(inner[1]));
+      if (keys[0] === "$map") return Object.fromEntries(inner);
+    }
+  }
+  return value;
+}
+
+/** JSON text in the host's form to JS. */
+export function parseJson(text) {
+  // No escape in the text (the common case): the native parser alone, no reviver per value.
+  return text.includes('"$') ? JSON.parse(text, revive) : JSON.parse(text);
+}
+
+/** The host's JSON to JS, as `decode` reads the same MessagePack; empty or null: `{}`. */
+export function decodeJson(bytes) {
+  if (!bytes || !bytes.length) return {};
+  return parseJson(ascii(bytes)) ?? {};
+}
+
+// What JSON cannot say plainly, as the host's escapes; `undefined` is nil, as MessagePack has it.
+function replace(_key, value) {
+  if (value === undefined) return null;
+  // JSON.stringify would write NaN and infinities as null: refuse them instead.
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new RangeError(`${value} cannot be stored (JSON has no NaN or infinity)`);
+  }
+  if (value === null || typeof value !== "object") return value;
+  if (value instanceof Uint8Array) return { $bin: Array.from(value) };
+  if (value instanceof ExtData) return { $ext: [value.type, Array.from(value.data)] };
+  if (value instanceof Map) return { $map: [...value.entries()] };
+  if (!Array.isArray(value)) {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0][0] === "$") return { $map: [[keys[0], value[keys[0]]]] };
+  }
+  return value;
+}
+
+/** JS to JSON text that the host stores as the MessagePack `encode` would write. */
+export function stringifyJson(value) {
+  return JSON.stringify(value, replace);
+}
+
+/** The bytes of `stringifyJson`'s text, in ASCII (no UTF-8 encoder in the interpreter). */
+export function asciiBytes(text) {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // Past ASCII (only inside strings): as `\u` escapes, each character is one byte.
+    if (c > 0x7f) return asciiBytes(text.replace(/[^\x00-\x7f]/g, unicodeEscape));
+    out[i] = c;
+  }
+  return out;
+}
+
+const unicodeEscape = (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0");
 
 /** Logs through the host's tracing, tagged with the plugin: level trace|debug|info|warn|error. */
 export function log(message, level = "info") {
@@ -41,8 +118,8 @@ export function ensure(condition, code, message) {
 // Integers of the envelope are u64: a BigInt in some guest runtimes, a number in others.
 const int = (n) => (typeof n === "bigint" ? Number(n) : n);
 
-/** A delivered event: envelope fields plus the decoded `payload`. */
-export function event(raw) {
+/** A delivered event: envelope fields plus the `payload`, decoded by `decodePayload`. */
+export function event(raw, decodePayload = decode) {
   return {
     id: raw.eventId,
     type: raw.eventType,
@@ -50,7 +127,7 @@ export function event(raw) {
     version: int(raw.streamVersion),
     occurredAt: int(raw.occurredAt),
     schemaVersion: raw.schemaVersion,
-    payload: decode(raw.payload),
+    payload: decodePayload(raw.payload),
   };
 }
 

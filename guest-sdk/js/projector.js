@@ -3,30 +3,50 @@
 //   export const projectorHandler = projector({ eventTypes, project });
 //
 // `project(event, model)` reads and writes the projector's own rows (`model.get/put/delete/
-// scan`, values are MessagePack-able JS values). An exception is a failure naming the event.
+// scan`, values are MessagePack-able JS values; they cross the boundary as JSON, see common.js).
+// An exception is a failure naming the event.
 import * as readModel from "factline:plugin/read-model@0.1.0";
 
-import { decode, encode, event, failure } from "./common.js";
+import { asciiBytes, decodeJson, event, failure, parseJson, stringifyJson } from "./common.js";
 
 export { log } from "./common.js";
 
 // One runtime exposes the interface's functions as named exports, another as a default object.
 const store = readModel.default ?? readModel;
 
+// A batch's writes, kept as JSON text and handed to the host once per key when the batch ends
+// (or before a scan): a row read and rewritten by every event of a batch crosses the boundary
+// twice, not twice per event, and is turned into bytes once. Reads see them, as the host's own
+// overlay would; a failed batch hands over nothing, as the host would discard it.
+const pending = new Map();
+
+function flush() {
+  for (const [key, text] of pending) {
+    if (text === null) store.delete(key);
+    else store.put(key, asciiBytes(text));
+  }
+  pending.clear();
+}
+
 export const model = {
   get(key) {
+    if (pending.has(key)) {
+      const text = pending.get(key);
+      return text === null ? null : parseJson(text);
+    }
     const value = store.get(key);
-    return value == null ? null : decode(value);
+    return value == null ? null : decodeJson(value);
   },
   put(key, value) {
-    store.put(key, encode(value));
+    pending.set(key, stringifyJson(value));
   },
   delete(key) {
-    store.delete(key);
+    pending.set(key, null);
   },
   /** `[key, value]` pairs whose key starts with `prefix`, in key order. */
   scan(prefix, startAfter = null, limit = 100) {
-    return store.scanPrefix(prefix, startAfter, limit).map(([key, value]) => [key, decode(value)]);
+    flush();
+    return store.scanPrefix(prefix, startAfter, limit).map(([key, value]) => [key, decodeJson(value)]);
   },
 };
 
@@ -34,13 +54,16 @@ export function projector({ eventTypes = [], project }) {
   return {
     eventTypes: () => [...eventTypes],
     project(events) {
+      pending.clear();
       for (let index = 0; index < events.length; index++) {
         try {
-          project(event(events[index]), model);
+          project(event(events[index], decodeJson), model);
         } catch (error) {
+          pending.clear();
           throw failure(error, index);
         }
       }
+      flush();
     },
   };
 }

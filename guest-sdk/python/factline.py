@@ -15,14 +15,19 @@ The kinds: ``aggregate`` (``AggregateHandler``), ``projector`` (``ProjectorHandl
 ``evolution`` (``SchemaEvolution``, world ``evolving-aggregate``) and ``read_model_version``
 (``ReadModelEvolution``, world ``versioned-projector``) go beside an aggregate or projector.
 
-Payloads, states and read-model values are MessagePack (``umsgpack``, pure Python, bundled into
-the component); the plugin sees dicts, lists, strings and ints. A ``Rejection`` raised by
+Payloads, states and read-model values are stored as MessagePack; the plugin sees dicts, lists,
+strings and ints. An aggregate's, policy's and saga's values cross as MessagePack (``umsgpack``, pure Python, bundled
+into the component). A projector's cross as JSON, which CPython decodes in C: its component
+declares so (``scripts/componentize`` adds the ``factline:boundary`` section) and the host
+transcodes, losslessly (``host/src/plugin/boundary.rs``: bytes, extension values and maps with
+non-string keys travel as one-key ``$`` objects, which ``decode_json``/``encode_json`` undo). A ``Rejection`` raised by
 ``decide`` is a business "no" (never retried); any other exception is a failure the host retries
 and then parks, with the index of the event that raised it; in a policy or saga the message also
 names the handler and the event (``react on event `order.cancelled` <id>: KeyError: ...``).
 """
 
 import dataclasses
+import json
 import traceback
 
 import umsgpack
@@ -57,6 +62,82 @@ def decode(data):
     return {} if value is None else value
 
 
+def _unescape(obj):
+    """``object_hook`` of ``decode_json``: the host's one-key ``$`` escapes back to values."""
+    if len(obj) == 1:
+        ((key, value),) = obj.items()
+        if key == "$bin":
+            return bytes(value)
+        if key == "$ext":
+            return umsgpack.Ext(value[0], bytes(value[1]))
+        if key == "$map":
+            return {tuple(k) if type(k) is list else k: v for k, v in value}
+    return obj
+
+
+# Made once: `json.loads`/`json.dumps` with arguments build a new decoder/encoder per call.
+_UNESCAPING = json.JSONDecoder(object_hook=_unescape)
+
+
+def decode_json(data):
+    """The host's JSON to Python, as ``decode`` reads the same MessagePack; empty or null: ``{}``."""
+    if not data:
+        return {}
+    # The host's JSON is ASCII (no encoding to detect). No escape in the text (the common
+    # case): the C decoder alone, no hook called per object.
+    text = data.decode("ascii")
+    value = _UNESCAPING.decode(text) if '"$' in text else json.loads(text)
+    return {} if value is None else value
+
+
+_NESTED = (dict, list, tuple)
+
+
+def _plain(value):
+    """Whether JSON can say ``value`` without escapes: every dict key a string, and no dict of
+    one key starting with ``$`` (bytes are escaped by ``_default``, during the C encoding)."""
+    if type(value) is dict:
+        if len(value) == 1:
+            for key in value:
+                if type(key) is not str or key[:1] == "$":
+                    return False
+        for key, item in value.items():
+            if type(key) is not str or (type(item) in _NESTED and not _plain(item)):
+                return False
+        return True
+    return all(type(item) not in _NESTED or _plain(item) for item in value)
+
+
+def _escaped(value):
+    """``value`` with what ``_plain`` found spelled as the host's escapes."""
+    if type(value) is dict:
+        keys = list(value)
+        if any(type(k) is not str for k in keys) or (len(keys) == 1 and keys[0][:1] == "$"):
+            return {"$map": [[_escaped(k), _escaped(v)] for k, v in value.items()]}
+        return {k: _escaped(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return [_escaped(item) for item in value]
+    return value
+
+
+def _default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$bin": list(bytes(value))}
+    if isinstance(value, umsgpack.Ext):
+        return {"$ext": [value.type, list(value.data)]}
+    raise TypeError(f"{type(value).__name__} cannot be stored: {value!r:.60}")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)
+
+
+def encode_json(value):
+    """Python to the JSON the host stores as the MessagePack ``encode`` would write."""
+    if type(value) in _NESTED and not _plain(value):
+        value = _escaped(value)
+    return _ENCODER.encode(value).encode("ascii")
+
+
 def log(message, level="info"):
     _logging.log(getattr(_logging.Level, level.upper()), str(message))
 
@@ -67,7 +148,7 @@ class Event:
     __slots__ = ("id", "type", "stream", "version", "occurred_at", "schema_version", "payload",
                  "raw")
 
-    def __init__(self, raw):
+    def __init__(self, raw, decode_payload=decode):
         self.raw = raw
         self.id = raw.event_id
         self.type = raw.event_type
@@ -75,7 +156,7 @@ class Event:
         self.version = raw.stream_version
         self.occurred_at = raw.occurred_at
         self.schema_version = raw.schema_version
-        self.payload = decode(raw.payload)
+        self.payload = decode_payload(raw.payload)
 
 
 class Command:
@@ -161,25 +242,44 @@ def _new_event(event_type, payload, schema_version=1):
 
 
 class ReadModel:
-    """The projector's key-value store; values are MessagePack-able Python values."""
+    """The projector's key-value store; values are MessagePack-able Python values (they cross
+    the boundary as JSON, see the module's doc).
+
+    A batch's writes are kept here, encoded, and handed to the host once per key when the batch
+    ends (or before a scan): a row read and rewritten by every event of a batch crosses the
+    boundary twice, not twice per event. Reads see them, as the host's own overlay would; a
+    failed batch hands over nothing, as the host would discard it."""
 
     def __init__(self, store):
         self._store = store
+        self._pending = {}
 
     def get(self, key):
-        value = self._store.get(key)
-        return None if value is None else decode(value)
+        if key in self._pending:
+            value = self._pending[key]
+        else:
+            value = self._store.get(key)
+        return None if value is None else decode_json(value)
 
     def put(self, key, value):
-        self._store.put(key, encode(value))
+        self._pending[key] = encode_json(value)
 
     def delete(self, key):
-        self._store.delete(key)
+        self._pending[key] = None
 
     def scan(self, prefix, start_after=None, limit=100):
         """``(key, value)`` pairs whose key starts with ``prefix``, in key order."""
+        self._flush()
         rows = self._store.scan_prefix(prefix, start_after, limit)
-        return [(key, decode(value)) for key, value in rows]
+        return [(key, decode_json(value)) for key, value in rows]
+
+    def _flush(self):
+        for key, value in self._pending.items():
+            if value is None:
+                self._store.delete(key)
+            else:
+                self._store.put(key, value)
+        self._pending.clear()
 
 
 def projector(project, event_types=()):
@@ -194,11 +294,14 @@ def projector(project, event_types=()):
             return types
 
         def project(self, events):
+            model._pending.clear()
             for index, raw in enumerate(events):
                 try:
-                    project(Event(raw), model)
+                    project(Event(raw, decode_json), model)
                 except Exception as error:
+                    model._pending.clear()
                     raise _failure(index, error)
+            model._flush()
 
     return ProjectorHandler
 

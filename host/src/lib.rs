@@ -67,7 +67,7 @@ pub use log::{
 pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
 pub use plugin::content_hash;
 pub use plugin::{
-    AggregateInstance, CacheOutcome, CallFailure, Capabilities, CommandInput, Decision,
+    AggregateInstance, Boundary, CacheOutcome, CallFailure, Capabilities, CommandInput, Decision,
     Instantiate, InstantiateError, Limits, LoadError, LoadSpec, LoadedPlugin, OutgoingCommand,
     PluginKind, PluginRuntime, PolicyInstance, ProducedEvent, ProjectorInstance, ReadModelSession,
     Rejection, RuntimeConfig, SagaDefinition, SagaInstance as SagaPluginInstance, SagaStep,

@@ -27,7 +27,8 @@ export const projectorHandler = projector({
       model.put(p.order_id, row);
       return;
     }
-    const orderId = event.stream.replace(/^order-/, "");
+    // (Not a regular expression: QuickJS interprets one at every event.)
+    const orderId = event.stream.startsWith("order-") ? event.stream.slice(6) : event.stream;
     if (event.type === "order.created") {
       const row = {
         order_id: orderId, customer_id: p.customer_id, status: "created", item_count: 0, total: 0,

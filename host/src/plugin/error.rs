@@ -27,6 +27,9 @@ pub enum LoadError {
         "the plugin has a fuel limit but the runtime does not meter fuel (RuntimeConfig::fuel)"
     )]
     FuelDisabled,
+    /// The component's boundary declaration (custom section `factline:boundary`) is unusable.
+    #[error("component's boundary declaration: {0}")]
+    Boundary(String),
     #[error("engine error: {0}")]
     Engine(String),
     /// No usable compiled artifact of this version is in the cache (only its hash is known).

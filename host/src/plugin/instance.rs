@@ -114,6 +114,7 @@ impl<P: WorldPre> Core<P> {
                     p.log_budget.clone(),
                 ),
             );
+            store.data_mut().json = p.boundary == super::Boundary::Json;
             store.limiter(|s| &mut s.limiter);
             store.epoch_deadline_trap();
             store.set_epoch_deadline(self.deadline_ticks());

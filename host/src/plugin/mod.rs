@@ -6,6 +6,8 @@
 //! - `bindings`: generated from `wit/`, one module per world.
 //! - `host/`: one file per imported WIT interface (logging, read-model).
 //! - `cache`: compiled artifacts on disk, keyed by content and engine.
+//! - `boundary`: the encoding a component declares for values at its boundary (MessagePack as
+//!   stored, or JSON for interpreted guests) and the lossless transcoding between them.
 //! - `limits`, `state`: what each `Store` holds and may use.
 //! - `instance`: the store machinery every instance shares: one `Store` + instance per
 //!   handler, deadline, fuel, seed and clock per call, rebuilt after any trap.
@@ -13,6 +15,7 @@
 //!   `PolicyInstance`, `SagaInstance`), each with only its world's calls.
 
 mod bindings;
+mod boundary;
 mod cache;
 mod capabilities;
 mod error;
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
+pub use boundary::Boundary;
 pub use cache::CacheOutcome;
 pub use cache::content_hash;
 pub use capabilities::Capabilities;
@@ -284,9 +288,10 @@ impl PluginRuntime {
         }
         let started = Instant::now();
         let content_hash = cache::content_hash(bytes);
+        let boundary = boundary::declared(bytes).map_err(LoadError::Boundary)?;
         let (component, cache_outcome) = self
             .cache
-            .load_or_compile(&self.engine, bytes, &content_hash)
+            .load_or_compile(&self.engine, bytes, &content_hash, boundary)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let version = PluginVersion {
             content_hash,
@@ -297,7 +302,12 @@ impl PluginRuntime {
             capabilities,
             label: None,
         };
-        self.validate(name, kind, component, version, cache_outcome, spec, started)
+        let loaded = Compiled {
+            component,
+            boundary,
+            cache_outcome,
+        };
+        self.validate(name, kind, loaded, version, spec, started)
     }
 
     /// Loads version `content_hash` of a plugin from the artifact cache alone, without its
@@ -314,7 +324,7 @@ impl PluginRuntime {
             return Err(LoadError::FuelDisabled);
         }
         let started = Instant::now();
-        let component = self
+        let (component, boundary) = self
             .cache
             .load(&self.engine, content_hash)
             .ok_or_else(|| LoadError::NotCached(content_hash.to_owned()))?;
@@ -322,26 +332,21 @@ impl PluginRuntime {
             content_hash: content_hash.to_owned(),
             label: spec.label.clone(),
         };
-        self.validate(
-            name,
-            kind,
+        let loaded = Compiled {
             component,
-            version,
-            CacheOutcome::Hit,
-            spec,
-            started,
-        )
+            boundary,
+            cache_outcome: CacheOutcome::Hit,
+        };
+        self.validate(name, kind, loaded, version, spec, started)
     }
 
     /// Checks a compiled component against its kind's world and starts it once.
-    #[allow(clippy::too_many_arguments)]
     fn validate(
         &self,
         name: &str,
         kind: PluginKind,
-        component: wasmtime::component::Component,
+        compiled: Compiled,
         version: PluginVersion,
-        cache_outcome: CacheOutcome,
         spec: LoadSpec,
         started: Instant,
     ) -> Result<Arc<LoadedPlugin>, LoadError> {
@@ -350,7 +355,17 @@ impl PluginRuntime {
             capabilities,
             ..
         } = spec;
+        let Compiled {
+            component,
+            boundary,
+            cache_outcome,
+        } = compiled;
         check_world(&self.engine, &component, kind)?;
+        if boundary == Boundary::Json && kind != PluginKind::Projector {
+            return Err(LoadError::Boundary(format!(
+                "it declares JSON at its boundary, which only projectors are given (this is a {kind})"
+            )));
+        }
         let pre = self.linkers[kind_index(kind)]
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld {
@@ -381,6 +396,7 @@ impl PluginRuntime {
             epoch_tick: self.epoch_tick,
             _ticker: self.ticker.clone(),
             cache_outcome,
+            boundary,
             load_time: started.elapsed(),
         });
         // Instantiating once proves the component starts (start functions, memory limits).
@@ -390,6 +406,13 @@ impl PluginRuntime {
             .map_err(|f| LoadError::Instantiate(f.to_string()))?;
         Ok(plugin)
     }
+}
+
+/// A compiled component as the cache (or the compiler) handed it over.
+struct Compiled {
+    component: Component,
+    boundary: Boundary,
+    cache_outcome: CacheOutcome,
 }
 
 /// Reads a component file, naming it in the error.
@@ -518,6 +541,8 @@ pub struct LoadedPlugin {
     /// Keeps the epoch ticker alive while this plugin can be called.
     _ticker: Arc<Ticker>,
     pub cache_outcome: CacheOutcome,
+    /// How values cross its boundary, as the component declares (`boundary`).
+    pub boundary: Boundary,
     /// Time to read, compile or load, and validate.
     pub load_time: Duration,
 }

@@ -27,6 +27,8 @@ pub(crate) struct HostState {
     /// Reseeded from each call's input, unless real randomness is granted.
     pub random: SeededRandom,
     pub read_model: Option<ReadModelSession>,
+    /// The component declared JSON at its boundary: read-model values cross as JSON.
+    pub json: bool,
     /// A budget the current call's output ran over (a read-model write refused), so the
     /// failure is classified `bad-output`.
     pub output_breach: Option<OutputBreach>,
@@ -111,6 +113,7 @@ impl HostState {
             clock,
             random,
             read_model: None,
+            json: false,
             output_breach: None,
             log_budget,
             stderr_tail,

@@ -10,6 +10,7 @@ use wasmtime::{Engine, Store};
 use super::bindings::{
     aggregate, policy, projector, read_model_evolution, saga, schema_evolution, types,
 };
+use super::boundary::{Boundary, to_json};
 use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind, InstantiateError};
 use super::host::read_model::ReadModelSession;
@@ -477,7 +478,21 @@ impl ProjectorInstance {
         if events.is_empty() {
             return (Ok(()), Some(session));
         }
-        let wit = self.0.wit_events(events);
+        let mut wit = self.0.wit_events(events);
+        if self.0.plugin.boundary == Boundary::Json {
+            for (i, event) in wit.iter_mut().enumerate() {
+                match to_json(&event.payload) {
+                    Ok(json) => event.payload = json,
+                    Err(e) => {
+                        self.0.keep_scratch(wit);
+                        let message = format!("the payload cannot be handed over as JSON: {e}");
+                        let mut failure = CallFailure::new(FailureKind::Host, message);
+                        failure.event_index = u32::try_from(i).ok();
+                        return (Err(failure), Some(session));
+                    }
+                }
+            }
+        }
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let mut session = session;
         session.apply_limits(self.0.limits());

@@ -209,13 +209,12 @@ fn compiled_artifacts_are_cached_and_a_corrupt_entry_is_recompiled() {
     assert_eq!(second.cache_outcome, CacheOutcome::Hit);
     assert_eq!(first.version, second.version);
 
-    // Flip one byte in the middle of the cached artifact.
+    // Flip one byte in the middle of the cached artifact (not its check file).
     let entry = std::fs::read_dir(cache.path())
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
     let mut bytes = std::fs::read(&entry).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

@@ -5,6 +5,7 @@
 
 mod bank_account;
 mod booking;
+mod boundary_echo;
 mod budget_aggregate;
 mod budget_projector;
 mod counter_plugin;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::log::{ReadCheck, ReadModelView, ReadModelWrite, ValueDigest};
 use crate::plugin::bindings::read_model::Host;
+use crate::plugin::boundary::{from_json, to_json};
 use crate::plugin::limits::OutputBreach;
 use crate::plugin::state::HostState;
 
@@ -271,12 +272,48 @@ fn session(state: &mut HostState) -> wasmtime::Result<&mut ReadModelSession> {
         .ok_or_else(|| wasmtime::Error::msg("read-model used outside of a projector batch"))
 }
 
+/// A stored value as the guest reads it: as stored, or as JSON when it declared JSON.
+fn outgoing(json: bool, key: &str, value: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    if !json {
+        return Ok(value);
+    }
+    to_json(&value).map_err(|e| {
+        wasmtime::Error::msg(format!(
+            "read-model value for {:?} cannot be handed over as JSON: {e}",
+            short(key)
+        ))
+    })
+}
+
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        session(self)?.get(&key).map_err(wasmtime::Error::msg)
+        let json = self.json;
+        let value = session(self)?.get(&key).map_err(wasmtime::Error::msg)?;
+        value.map(|v| outgoing(json, &key, v)).transpose()
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        let value = if self.json {
+            // Bounded before it is transcoded, as after (the MessagePack may be longer: floats).
+            let max = session(self)?.max_value_bytes;
+            if value.len() > max {
+                let why = format!(
+                    "read-model value for {:?} is {} bytes of JSON, over the limit of {max} (max_output_bytes)",
+                    short(&key),
+                    value.len()
+                );
+                return Err(refused(self, why));
+            }
+            match from_json(&value) {
+                Ok(v) => v,
+                Err(e) => {
+                    let why = format!("read-model value for {:?} is not a value: {e}", short(&key));
+                    return Err(refused(self, why));
+                }
+            }
+        } else {
+            value
+        };
         match session(self)?.put(key, value) {
             Ok(()) => Ok(()),
             Err(why) => Err(refused(self, why)),
@@ -296,8 +333,12 @@ impl Host for HostState {
         start_after: Option<String>,
         limit: u32,
     ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
+        let json = self.json;
         session(self)?
             .scan_prefix(&prefix, start_after.as_deref(), limit)
-            .map_err(wasmtime::Error::msg)
+            .map_err(wasmtime::Error::msg)?
+            .into_iter()
+            .map(|(k, v)| outgoing(json, &k, v).map(|v| (k, v)))
+            .collect()
     }
 }
