@@ -1035,7 +1035,11 @@ impl Host {
         let mut commits = self.log.commits();
         loop {
             commits.borrow_and_update();
-            if self.is_idle()? {
+            // `is_idle` reads the groups' lags one after another, not in one snapshot: a policy
+            // may append its command's events and commit its offset between two of the reads,
+            // so both lags read 0 while the new events wait. Idle counts only if nothing was
+            // committed while it was being checked.
+            if self.is_idle()? && !commits.has_changed().unwrap_or(false) {
                 return Ok(());
             }
             // A closed watch cannot happen while we hold the log; the timeout covers it anyway.
