@@ -810,11 +810,34 @@ impl Lane {
         Ok(Step::Idle { next_retry })
     }
 
+    /// The log time up to which this lane has handled its events: the `occurred_at` of the
+    /// oldest unread event of a partition it can process now, or `now` when it has read them
+    /// all. Timers are fired as of this time, so events and timers are handled in time order:
+    /// an answer appended before a step's deadline wins over its timeout even when the host
+    /// was down at the deadline and a restart finds both due. A partition waiting on a dead
+    /// letter or a retry's backoff does not hold timers back.
+    fn timer_horizon(&self, now: u64) -> Result<u64, ConsumerError> {
+        let mut horizon = now;
+        for p in &self.partitions {
+            if p.blocked_at.is_some() || p.retry.is_some() {
+                continue;
+            }
+            if let Some(e) = self
+                .log
+                .read_partition(&p.topic, p.partition, p.next(), 1)?
+                .first()
+            {
+                horizon = horizon.min(e.occurred_at);
+            }
+        }
+        Ok(horizon)
+    }
+
     /// Fires the handler's next due timer on one of this lane's partitions; `None` when none
     /// is due (`next_timer` then says when one will be).
     fn fire_timer(&mut self) -> Result<Option<Step>, ConsumerError> {
         let owned = self.partitions();
-        let now = now_millis();
+        let now = self.timer_horizon(now_millis())?;
         let fired = match self
             .handler
             .timers(ctx(&self.log, &self.config), &owned, now)
