@@ -1,8 +1,8 @@
 // Shared by every kind of the SDK: the codecs and the envelope
 // wrappers. An aggregate's, policy's and saga's values cross the boundary as MessagePack (@msgpack/msgpack, pure JS,
-// bundled into the component); a projector's as JSON, which QuickJS parses natively: its
-// component declares so (scripts/componentize adds the `factline:boundary` section) and the host
-// transcodes, losslessly (host/src/plugin/boundary.rs). The stored format stays MessagePack.
+// bundled into the component); a projector's as JSON text, which QuickJS parses natively: it is
+// built for the `json-projector` world and the host transcodes, losslessly
+// (host/src/plugin/boundary.rs). The stored format stays MessagePack.
 import "./text-encoding.js";
 import { Decoder, Encoder, ExtData } from "@msgpack/msgpack";
 import * as logging from "factline:plugin/logging@0.1.0";
@@ -20,16 +20,6 @@ export function encode(value) {
 export function decode(bytes) {
   const value = bytes && bytes.length ? decoder.decode(bytes) : null;
   return value ?? {};
-}
-
-// The host's JSON is ASCII, so bytes are characters one to one (no UTF-8 decoding in JS).
-function ascii(bytes) {
-  let text = "";
-  for (let i = 0; i < bytes.length; i += 8192) {
-    const part = bytes.subarray ? bytes.subarray(i, i + 8192) : bytes.slice(i, i + 8192);
-    text += String.fromCharCode.apply(null, part);
-  }
-  return text;
 }
 
 // The host's one-key `$` escapes (binary, extension values, maps with non-string keys) back to
@@ -51,12 +41,6 @@ function revive(_key, value) {
 export function parseJson(text) {
   // No escape in the text (the common case): the native parser alone, no reviver per value.
   return text.includes('"$') ? JSON.parse(text, revive) : JSON.parse(text);
-}
-
-/** The host's JSON to JS, as `decode` reads the same MessagePack; empty or null: `{}`. */
-export function decodeJson(bytes) {
-  if (!bytes || !bytes.length) return {};
-  return parseJson(ascii(bytes)) ?? {};
 }
 
 // What JSON cannot say plainly, as the host's escapes; `undefined` is nil, as MessagePack has it.
@@ -81,20 +65,6 @@ function replace(_key, value) {
 export function stringifyJson(value) {
   return JSON.stringify(value, replace);
 }
-
-/** The bytes of `stringifyJson`'s text, in ASCII (no UTF-8 encoder in the interpreter). */
-export function asciiBytes(text) {
-  const out = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    // Past ASCII (only inside strings): as `\u` escapes, each character is one byte.
-    if (c > 0x7f) return asciiBytes(text.replace(/[^\x00-\x7f]/g, unicodeEscape));
-    out[i] = c;
-  }
-  return out;
-}
-
-const unicodeEscape = (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0");
 
 /** Logs through the host's tracing, tagged with the plugin: level trace|debug|info|warn|error. */
 export function log(message, level = "info") {

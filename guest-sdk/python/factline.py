@@ -17,10 +17,11 @@ The kinds: ``aggregate`` (``AggregateHandler``), ``projector`` (``ProjectorHandl
 
 Payloads, states and read-model values are stored as MessagePack; the plugin sees dicts, lists,
 strings and ints. An aggregate's, policy's and saga's values cross as MessagePack (``umsgpack``, pure Python, bundled
-into the component). A projector's cross as JSON, which CPython decodes in C: its component
-declares so (``scripts/componentize`` adds the ``factline:boundary`` section) and the host
-transcodes, losslessly (``host/src/plugin/boundary.rs``: bytes, extension values and maps with
-non-string keys travel as one-key ``$`` objects, which ``decode_json``/``encode_json`` undo). A ``Rejection`` raised by
+into the component). A projector's cross as JSON text, which CPython decodes in C: it is built
+for the ``json-projector`` world (``scripts/componentize`` picks it), so a whole batch arrives as
+one string and read-model values as strings, and the host transcodes, losslessly
+(``host/src/plugin/boundary.rs``: bytes, extension values and maps with non-string keys travel
+as one-key ``$`` objects, which ``decode_json``/``encode_json`` undo). A ``Rejection`` raised by
 ``decide`` is a business "no" (never retried); any other exception is a failure the host retries
 and then parks, with the index of the event that raised it; in a policy or saga the message also
 names the handler and the event (``react on event `order.cancelled` <id>: KeyError: ...``).
@@ -79,13 +80,12 @@ def _unescape(obj):
 _UNESCAPING = json.JSONDecoder(object_hook=_unescape)
 
 
-def decode_json(data):
-    """The host's JSON to Python, as ``decode`` reads the same MessagePack; empty or null: ``{}``."""
-    if not data:
+def decode_json(text):
+    """The host's JSON text to Python, as ``decode`` reads the same MessagePack; empty or
+    null: ``{}``."""
+    if not text:
         return {}
-    # The host's JSON is ASCII (no encoding to detect). No escape in the text (the common
-    # case): the C decoder alone, no hook called per object.
-    text = data.decode("ascii")
+    # No escape in the text (the common case): the C decoder alone, no hook called per object.
     value = _UNESCAPING.decode(text) if '"$' in text else json.loads(text)
     return {} if value is None else value
 
@@ -132,10 +132,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_def
 
 
 def encode_json(value):
-    """Python to the JSON the host stores as the MessagePack ``encode`` would write."""
+    """Python to the JSON text the host stores as the MessagePack ``encode`` would write."""
     if type(value) in _NESTED and not _plain(value):
         value = _escaped(value)
-    return _ENCODER.encode(value).encode("ascii")
+    return _ENCODER.encode(value)
 
 
 def log(message, level="info"):
@@ -157,6 +157,21 @@ class Event:
         self.occurred_at = raw.occurred_at
         self.schema_version = raw.schema_version
         self.payload = decode_payload(raw.payload)
+
+
+def _json_event(fields):
+    """An ``Event`` from one object of a ``json-projector`` batch (its ``raw`` is the object)."""
+    event = Event.__new__(Event)
+    event.raw = fields
+    event.id = fields["event_id"]
+    event.type = fields["event_type"]
+    event.stream = fields["stream"]
+    event.version = fields["stream_version"]
+    event.occurred_at = fields["occurred_at"]
+    event.schema_version = fields["schema_version"]
+    payload = fields["payload"]
+    event.payload = {} if payload is None else payload
+    return event
 
 
 class Command:
@@ -243,7 +258,7 @@ def _new_event(event_type, payload, schema_version=1):
 
 class ReadModel:
     """The projector's key-value store; values are MessagePack-able Python values (they cross
-    the boundary as JSON, see the module's doc).
+    the boundary as JSON text, see the module's doc).
 
     A batch's writes are kept here, encoded, and handed to the host once per key when the batch
     ends (or before a scan): a row read and rewritten by every event of a batch crosses the
@@ -284,9 +299,9 @@ class ReadModel:
 
 def projector(project, event_types=()):
     """The ``ProjectorHandler`` class for ``project(event, model)``; no event types: all."""
-    from wit_world.imports import read_model
+    from wit_world.imports import json_read_model
 
-    model = ReadModel(read_model)
+    model = ReadModel(json_read_model)
     types = list(event_types)
 
     class ProjectorHandler:
@@ -295,12 +310,14 @@ def projector(project, event_types=()):
 
         def project(self, events):
             model._pending.clear()
-            for index, raw in enumerate(events):
-                try:
-                    project(Event(raw, decode_json), model)
-                except Exception as error:
-                    model._pending.clear()
-                    raise _failure(index, error)
+            index = None
+            try:
+                # The batch is one JSON array: one parse in C for all its events.
+                for index, fields in enumerate(decode_json(events)):
+                    project(_json_event(fields), model)
+            except Exception as error:
+                model._pending.clear()
+                raise _failure(index, error)
             model._flush()
 
     return ProjectorHandler

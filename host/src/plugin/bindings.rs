@@ -34,6 +34,20 @@ pub mod projector {
     });
 }
 
+/// A projector whose batches and read-model values are JSON text (world `json-projector`); its
+/// optional `read-model-evolution` export is the same as a `projector`'s.
+pub mod json_projector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "factline:plugin/json-projector",
+        imports: { "factline:plugin/json-read-model": trappable },
+        with: {
+            "factline:plugin/types": super::aggregate::factline::plugin::types,
+            "factline:plugin/logging": super::aggregate::factline::plugin::logging,
+        },
+    });
+}
+
 /// Only for the optional `read-model-evolution` export of a projector (world
 /// `versioned-projector`); the projector exports themselves come from `projector`.
 pub mod projector_evolution {
@@ -73,5 +87,6 @@ pub mod saga {
 pub use aggregate::factline::plugin::logging;
 pub use aggregate::factline::plugin::types;
 pub use evolution::exports::factline::plugin::schema_evolution;
+pub use json_projector::factline::plugin::json_read_model;
 pub use projector::factline::plugin::read_model;
 pub use projector_evolution::exports::factline::plugin::read_model_evolution;

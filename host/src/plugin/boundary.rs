@@ -25,6 +25,8 @@ use std::fmt::Write as _;
 
 use rmpv::Value;
 
+use crate::event::Event;
+
 /// Name of the custom section by which a component declares its boundary encoding.
 pub const SECTION: &str = "factline:boundary";
 
@@ -145,8 +147,20 @@ pub enum TranscodeError {
 
 /// MessagePack bytes as JSON text (empty stays empty: a payload without a body).
 pub fn to_json(msgpack: &[u8]) -> Result<Vec<u8>, TranscodeError> {
+    to_json_text(msgpack).map(String::into_bytes)
+}
+
+/// [`to_json`] as a string.
+pub(crate) fn to_json_text(msgpack: &[u8]) -> Result<String, TranscodeError> {
+    let mut out = String::with_capacity(msgpack.len() * 2);
+    append_json(&mut out, msgpack)?;
+    Ok(out)
+}
+
+/// Appends `msgpack` as JSON to `out` (nothing for empty bytes).
+fn append_json(out: &mut String, msgpack: &[u8]) -> Result<(), TranscodeError> {
     if msgpack.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let mut rest = msgpack;
     let value = rmpv::decode::read_value_ref(&mut rest)
@@ -157,9 +171,56 @@ pub fn to_json(msgpack: &[u8]) -> Result<Vec<u8>, TranscodeError> {
             rest.len()
         )));
     }
-    let mut out = String::with_capacity(msgpack.len() * 2);
-    write_json(&mut out, &value, 0)?;
-    Ok(out.into_bytes())
+    write_json(out, &value, 0)
+}
+
+/// A batch of events as one JSON array, as a `json-projector` takes it (`wit/factline.wit`):
+/// one object per event with the envelope's fields, `payload` as JSON (`null` when empty) and
+/// `metadata` as `[[key, value], ...]`. A payload that has no JSON form fails with its index.
+pub(crate) fn events_json(events: &[Event]) -> Result<String, (usize, TranscodeError)> {
+    let guess: usize = events.iter().map(|e| 320 + 2 * e.payload.len()).sum();
+    let mut out = String::with_capacity(guess);
+    out.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let id = e.event_id.hyphenated();
+        let _ = write!(out, "{{\"event_id\":\"{id}\",\"event_type\":");
+        write_string(&mut out, &e.event_type);
+        out.push_str(",\"stream\":");
+        write_string(&mut out, &e.stream);
+        let _ = write!(out, ",\"stream_version\":{},\"topic\":", e.stream_version);
+        write_string(&mut out, &e.topic);
+        let _ = write!(
+            out,
+            ",\"partition\":{},\"offset\":{},\"occurred_at\":{},\"correlation_id\":",
+            e.partition, e.offset, e.occurred_at
+        );
+        write_string(&mut out, &e.correlation_id);
+        out.push_str(",\"causation_id\":");
+        write_string(&mut out, &e.causation_id);
+        let _ = write!(out, ",\"schema_version\":{},\"payload\":", e.schema_version);
+        if e.payload.is_empty() {
+            out.push_str("null");
+        } else {
+            append_json(&mut out, &e.payload).map_err(|why| (i, why))?;
+        }
+        out.push_str(",\"metadata\":[");
+        for (j, (k, v)) in e.metadata.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push('[');
+            write_string(&mut out, k);
+            out.push(',');
+            write_string(&mut out, v);
+            out.push(']');
+        }
+        out.push_str("]}");
+    }
+    out.push(']');
+    Ok(out)
 }
 
 fn write_json(

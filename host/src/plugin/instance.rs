@@ -93,6 +93,10 @@ impl<P: WorldPre> Core<P> {
             .finish()
     }
 
+    pub(crate) fn pre(&self) -> &P {
+        &self.pre
+    }
+
     pub(crate) fn limits(&self) -> &Limits {
         &self.plugin.limits
     }

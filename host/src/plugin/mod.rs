@@ -213,6 +213,11 @@ impl PluginRuntime {
                     wasmtime::component::HasSelf<HostState>,
                 >(linker, |s| s)
                 .map_err(engine_err)?;
+                bindings::json_read_model::add_to_linker::<
+                    HostState,
+                    wasmtime::component::HasSelf<HostState>,
+                >(linker, |s| s)
+                .map_err(engine_err)?;
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -360,7 +365,9 @@ impl PluginRuntime {
             boundary,
             cache_outcome,
         } = compiled;
-        check_world(&self.engine, &component, kind)?;
+        let json_world = check_world(&self.engine, &component, kind)?;
+        // A `json-projector` takes JSON whatever its sections say.
+        let boundary = if json_world { Boundary::Json } else { boundary };
         if boundary == Boundary::Json && kind != PluginKind::Projector {
             return Err(LoadError::Boundary(format!(
                 "it declares JSON at its boundary, which only projectors are given (this is a {kind})"
@@ -372,7 +379,7 @@ impl PluginRuntime {
                 kind,
                 detail: format!("{e:#}"),
             })?;
-        let pre = KindPre::new(kind, pre)?;
+        let pre = KindPre::new(kind, pre, json_world)?;
         let log_budget = {
             let mut budgets = self.log_budgets.lock().unwrap_or_else(|p| p.into_inner());
             let budget = budgets.entry(name.to_owned()).or_insert_with(|| {
@@ -434,12 +441,27 @@ const WASI_PREFIXES: [&str; 6] = [
     "wasi:sockets/",
 ];
 
+/// The export of a projector built for the `json-projector` world (instead of
+/// [`PluginKind::export_interface`]'s).
+const JSON_PROJECTOR_EXPORT: &str = "factline:plugin/json-projector-handler@0.1.0";
+
 /// Refuses a component of another world, or one that imports what its kind is not given,
-/// naming the export or import. `instantiate_pre` then type-checks the details.
-fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Result<(), LoadError> {
+/// naming the export or import. `instantiate_pre` then type-checks the details. True for a
+/// projector of the `json-projector` world.
+fn check_world(
+    engine: &Engine,
+    component: &Component,
+    kind: PluginKind,
+) -> Result<bool, LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
-    let wanted = kind.export_interface();
+    let json_world =
+        kind == PluginKind::Projector && exports.iter().any(|e| e == JSON_PROJECTOR_EXPORT);
+    let wanted = if json_world {
+        JSON_PROJECTOR_EXPORT
+    } else {
+        kind.export_interface()
+    };
     let missing = || LoadError::WrongWorld {
         kind,
         detail: format!(
@@ -459,7 +481,9 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
         let allowed = WASI_PREFIXES.iter().any(|p| name.starts_with(p))
             || name.starts_with("factline:plugin/logging@")
             || name.starts_with("factline:plugin/types@")
-            || (kind == PluginKind::Projector && name.starts_with("factline:plugin/read-model@"));
+            || (kind == PluginKind::Projector
+                && (name.starts_with("factline:plugin/read-model@")
+                    || name.starts_with("factline:plugin/json-read-model@")));
         if !allowed {
             return Err(LoadError::ForbiddenImport {
                 kind,
@@ -470,7 +494,7 @@ fn check_world(engine: &Engine, component: &Component, kind: PluginKind) -> Resu
     if !exports.iter().any(|e| e == wanted) {
         return Err(missing());
     }
-    Ok(())
+    Ok(json_world)
 }
 
 /// The typed pre-instance of the plugin's world (type-checked once per plugin version). Shared
@@ -483,7 +507,11 @@ pub(crate) enum KindPre {
 }
 
 impl KindPre {
-    fn new(kind: PluginKind, pre: InstancePre<HostState>) -> Result<Self, LoadError> {
+    fn new(
+        kind: PluginKind,
+        pre: InstancePre<HostState>,
+        json_world: bool,
+    ) -> Result<Self, LoadError> {
         let wrong = |e: wasmtime::Error| LoadError::WrongWorld {
             kind,
             detail: format!("{e:#}"),
@@ -500,10 +528,16 @@ impl KindPre {
             PluginKind::Projector => {
                 // The `read-model-evolution` export is optional.
                 let evolution = bindings::read_model_evolution::GuestIndices::new(&pre).ok();
-                KindPre::Projector(Arc::new(worlds::ProjectorPre {
-                    handler: bindings::projector::ProjectorPre::new(pre).map_err(wrong)?,
-                    evolution,
-                }))
+                let handler = if json_world {
+                    worlds::ProjectorWorldPre::Json(
+                        bindings::json_projector::JsonProjectorPre::new(pre).map_err(wrong)?,
+                    )
+                } else {
+                    worlds::ProjectorWorldPre::Bytes(
+                        bindings::projector::ProjectorPre::new(pre).map_err(wrong)?,
+                    )
+                };
+                KindPre::Projector(Arc::new(worlds::ProjectorPre { handler, evolution }))
             }
             PluginKind::Policy => KindPre::Policy(Arc::new(
                 bindings::policy::PolicyPre::new(pre).map_err(wrong)?,

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use wasmtime::{Engine, Store};
 
 use super::bindings::{
-    aggregate, policy, projector, read_model_evolution, saga, schema_evolution, types,
+    aggregate, json_projector, policy, projector, read_model_evolution, saga, schema_evolution,
+    types,
 };
-use super::boundary::{Boundary, to_json};
+use super::boundary::{Boundary, events_json, to_json};
 use super::capabilities::seed_of;
 use super::error::{CallFailure, FailureKind, InstantiateError};
 use super::host::read_model::ReadModelSession;
@@ -412,14 +413,26 @@ impl AggregateInstance {
 
 // ---- projector ----------------------------------------------------------------------------
 
-/// A projector's pre-instance, with the optional `read-model-evolution` export's indices.
+/// A projector's pre-instance: its world's (bytes or JSON text at the boundary), with the
+/// optional `read-model-evolution` export's indices.
 pub(crate) struct ProjectorPre {
-    pub(crate) handler: projector::ProjectorPre<HostState>,
+    pub(crate) handler: ProjectorWorldPre,
     pub(crate) evolution: Option<read_model_evolution::GuestIndices>,
 }
 
+/// The two projector worlds: `projector` (values as bytes) and `json-projector` (JSON text).
+pub(crate) enum ProjectorWorldPre {
+    Bytes(projector::ProjectorPre<HostState>),
+    Json(json_projector::JsonProjectorPre<HostState>),
+}
+
+enum ProjectorHandler {
+    Bytes(projector::Projector),
+    Json(json_projector::JsonProjector),
+}
+
 pub(crate) struct ProjectorExports {
-    handler: projector::Projector,
+    handler: ProjectorHandler,
     evolution: Option<read_model_evolution::Guest>,
 }
 
@@ -427,12 +440,25 @@ impl WorldPre for ProjectorPre {
     type Exports = ProjectorExports;
 
     fn engine(&self) -> &Engine {
-        self.handler.engine()
+        match &self.handler {
+            ProjectorWorldPre::Bytes(pre) => pre.engine(),
+            ProjectorWorldPre::Json(pre) => pre.engine(),
+        }
     }
 
     fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<ProjectorExports> {
-        let instance = self.handler.instance_pre().instantiate(&mut *store)?;
-        let handler = projector::Projector::new(&mut *store, &instance)?;
+        let (instance, handler) = match &self.handler {
+            ProjectorWorldPre::Bytes(pre) => {
+                let instance = pre.instance_pre().instantiate(&mut *store)?;
+                let handler = projector::Projector::new(&mut *store, &instance)?;
+                (instance, ProjectorHandler::Bytes(handler))
+            }
+            ProjectorWorldPre::Json(pre) => {
+                let instance = pre.instance_pre().instantiate(&mut *store)?;
+                let handler = json_projector::JsonProjector::new(&mut *store, &instance)?;
+                (instance, ProjectorHandler::Json(handler))
+            }
+        };
         let evolution = self
             .evolution
             .as_ref()
@@ -450,11 +476,15 @@ world_instance!(ProjectorInstance, ProjectorPre, Projector);
 impl ProjectorInstance {
     /// Event types the projector handles; empty means all.
     pub fn event_types(&mut self) -> Result<Vec<String>, CallFailure> {
-        self.0.call("event-types", 0, 0, |store, ex| {
-            ex.handler
-                .factline_plugin_projector_handler()
-                .call_event_types(store)
-        })
+        self.0
+            .call("event-types", 0, 0, |store, ex| match &ex.handler {
+                ProjectorHandler::Bytes(h) => h
+                    .factline_plugin_projector_handler()
+                    .call_event_types(store),
+                ProjectorHandler::Json(h) => h
+                    .factline_plugin_json_projector_handler()
+                    .call_event_types(store),
+            })
     }
 
     /// The declared read-model version; 1 for a component without the `read-model-evolution`
@@ -478,21 +508,27 @@ impl ProjectorInstance {
         if events.is_empty() {
             return (Ok(()), Some(session));
         }
-        let mut wit = self.0.wit_events(events);
-        if self.0.plugin.boundary == Boundary::Json {
-            for (i, event) in wit.iter_mut().enumerate() {
-                match to_json(&event.payload) {
-                    Ok(json) => event.payload = json,
-                    Err(e) => {
-                        self.0.keep_scratch(wit);
-                        let message = format!("the payload cannot be handed over as JSON: {e}");
-                        let mut failure = CallFailure::new(FailureKind::Host, message);
-                        failure.event_index = u32::try_from(i).ok();
-                        return (Err(failure), Some(session));
+        let json_world = matches!(self.0.pre().handler, ProjectorWorldPre::Json(_));
+        let input = if json_world {
+            match events_json(events) {
+                Ok(text) => ProjectInput::Text(text),
+                Err((i, e)) => return (Err(untranscodable(i, e)), Some(session)),
+            }
+        } else {
+            let mut wit = self.0.wit_events(events);
+            if self.0.plugin.boundary == Boundary::Json {
+                for (i, event) in wit.iter_mut().enumerate() {
+                    match to_json(&event.payload) {
+                        Ok(json) => event.payload = json,
+                        Err(e) => {
+                            self.0.keep_scratch(wit);
+                            return (Err(untranscodable(i, e)), Some(session));
+                        }
                     }
                 }
             }
-        }
+            ProjectInput::Records(wit)
+        };
         let now = events.last().map(|e| e.occurred_at).unwrap_or(0);
         let mut session = session;
         session.apply_limits(self.0.limits());
@@ -501,14 +537,21 @@ impl ProjectorInstance {
             .0
             .call("project", now, batch_seed(events), |store, ex| {
                 store.data_mut().read_model = session.take();
-                let r = ex
-                    .handler
-                    .factline_plugin_projector_handler()
-                    .call_project(&mut *store, &wit);
+                let r = match (&ex.handler, &input) {
+                    (ProjectorHandler::Bytes(h), ProjectInput::Records(wit)) => h
+                        .factline_plugin_projector_handler()
+                        .call_project(&mut *store, wit),
+                    (ProjectorHandler::Json(h), ProjectInput::Text(text)) => h
+                        .factline_plugin_json_projector_handler()
+                        .call_project(&mut *store, text),
+                    _ => unreachable!("the input is built for the instance's world"),
+                };
                 session = store.data_mut().read_model.take();
                 r
             });
-        self.0.keep_scratch(wit);
+        if let ProjectInput::Records(wit) = input {
+            self.0.keep_scratch(wit);
+        }
         let outcome = match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(f)) => Err(self.0.guest_failure(f)),
@@ -516,6 +559,20 @@ impl ProjectorInstance {
         };
         (outcome, session)
     }
+}
+
+/// A batch as the projector's world takes it.
+enum ProjectInput {
+    Records(Vec<types::Event>),
+    Text(String),
+}
+
+/// Event `i`'s stored payload has no JSON form (a NaN, say): the host cannot hand it over.
+fn untranscodable(i: usize, e: super::boundary::TranscodeError) -> CallFailure {
+    let message = format!("the payload cannot be handed over as JSON: {e}");
+    let mut failure = CallFailure::new(FailureKind::Host, message);
+    failure.event_index = u32::try_from(i).ok();
+    failure
 }
 
 // ---- policy -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::log::{ReadCheck, ReadModelView, ReadModelWrite, ValueDigest};
 use crate::plugin::bindings::read_model::Host;
-use crate::plugin::boundary::{from_json, to_json};
+use crate::plugin::boundary::{from_json, to_json_text};
 use crate::plugin::limits::OutputBreach;
 use crate::plugin::state::HostState;
 
@@ -265,19 +265,16 @@ fn refused(state: &mut HostState, why: String) -> wasmtime::Error {
     wasmtime::Error::msg(why)
 }
 
-fn session(state: &mut HostState) -> wasmtime::Result<&mut ReadModelSession> {
+pub(super) fn session(state: &mut HostState) -> wasmtime::Result<&mut ReadModelSession> {
     state
         .read_model
         .as_mut()
         .ok_or_else(|| wasmtime::Error::msg("read-model used outside of a projector batch"))
 }
 
-/// A stored value as the guest reads it: as stored, or as JSON when it declared JSON.
-fn outgoing(json: bool, key: &str, value: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-    if !json {
-        return Ok(value);
-    }
-    to_json(&value).map_err(|e| {
+/// A stored value as JSON text, as a JSON-speaking guest reads it.
+pub(super) fn outgoing_json(key: &str, value: &[u8]) -> wasmtime::Result<String> {
+    to_json_text(value).map_err(|e| {
         wasmtime::Error::msg(format!(
             "read-model value for {:?} cannot be handed over as JSON: {e}",
             short(key)
@@ -285,46 +282,61 @@ fn outgoing(json: bool, key: &str, value: Vec<u8>) -> wasmtime::Result<Vec<u8>> 
     })
 }
 
+/// A value a JSON-speaking guest writes: bounded before it is transcoded, as after (the
+/// MessagePack may be longer: floats), then put like any other.
+pub(super) fn put_json(state: &mut HostState, key: String, json: &[u8]) -> wasmtime::Result<()> {
+    let max = session(state)?.max_value_bytes;
+    if json.len() > max {
+        let why = format!(
+            "read-model value for {:?} is {} bytes of JSON, over the limit of {max} (max_output_bytes)",
+            short(&key),
+            json.len()
+        );
+        return Err(refused(state, why));
+    }
+    match from_json(json) {
+        Ok(value) => put(state, key, value),
+        Err(e) => {
+            let why = format!("read-model value for {:?} is not a value: {e}", short(&key));
+            Err(refused(state, why))
+        }
+    }
+}
+
+fn put(state: &mut HostState, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+    match session(state)?.put(key, value) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(refused(state, why)),
+    }
+}
+
+pub(super) fn delete(state: &mut HostState, key: String) -> wasmtime::Result<()> {
+    match session(state)?.delete(key) {
+        Ok(()) => Ok(()),
+        Err(why) => Err(refused(state, why)),
+    }
+}
+
 impl Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         let json = self.json;
         let value = session(self)?.get(&key).map_err(wasmtime::Error::msg)?;
-        value.map(|v| outgoing(json, &key, v)).transpose()
+        match value {
+            Some(v) if json => outgoing_json(&key, &v).map(|t| Some(t.into_bytes())),
+            v => Ok(v),
+        }
     }
 
     fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        let value = if self.json {
-            // Bounded before it is transcoded, as after (the MessagePack may be longer: floats).
-            let max = session(self)?.max_value_bytes;
-            if value.len() > max {
-                let why = format!(
-                    "read-model value for {:?} is {} bytes of JSON, over the limit of {max} (max_output_bytes)",
-                    short(&key),
-                    value.len()
-                );
-                return Err(refused(self, why));
-            }
-            match from_json(&value) {
-                Ok(v) => v,
-                Err(e) => {
-                    let why = format!("read-model value for {:?} is not a value: {e}", short(&key));
-                    return Err(refused(self, why));
-                }
-            }
+        if self.json {
+            put_json(self, key, &value)
         } else {
-            value
-        };
-        match session(self)?.put(key, value) {
-            Ok(()) => Ok(()),
-            Err(why) => Err(refused(self, why)),
+            put(self, key, value)
         }
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        match session(self)?.delete(key) {
-            Ok(()) => Ok(()),
-            Err(why) => Err(refused(self, why)),
-        }
+        delete(self, key)
     }
 
     fn scan_prefix(
@@ -334,11 +346,14 @@ impl Host for HostState {
         limit: u32,
     ) -> wasmtime::Result<Vec<(String, Vec<u8>)>> {
         let json = self.json;
-        session(self)?
+        let rows = session(self)?
             .scan_prefix(&prefix, start_after.as_deref(), limit)
-            .map_err(wasmtime::Error::msg)?
-            .into_iter()
-            .map(|(k, v)| outgoing(json, &k, v).map(|v| (k, v)))
+            .map_err(wasmtime::Error::msg)?;
+        if !json {
+            return Ok(rows);
+        }
+        rows.into_iter()
+            .map(|(k, v)| outgoing_json(&k, &v).map(|t| (k, t.into_bytes())))
             .collect()
     }
 }
