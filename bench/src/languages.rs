@@ -71,6 +71,7 @@ pub fn run(builds: &[Build], events: u64) -> anyhow::Result<()> {
         "vs first"
     );
     let mut first_rate = None;
+    let mut first_rows = None;
     for (i, build) in builds.iter().enumerate() {
         let size = std::fs::metadata(&build.path)?.len();
         let cache = dir.path().join(format!("cache-{i}"));
@@ -78,6 +79,23 @@ pub fn run(builds: &[Build], events: u64) -> anyhow::Result<()> {
         let cached = load(&build.path, &cache)?;
         let memory = memory_per_instance(&cached, &log)?;
         let elapsed = project(&log, &format!("bench-{i}"), &cached)?;
+        // A build that fails (or differs) is not measured: its events would be parked or wrong.
+        let parked = log.dead_letters(Some(&format!("bench-{i}")))?;
+        anyhow::ensure!(
+            parked.is_empty(),
+            "{}: {} events parked, first: {}",
+            build.label,
+            parked.len(),
+            parked[0].message
+        );
+        let rows =
+            factline_host::query_read_model_prefix(&log, &format!("bench-{i}"), "", 1 << 20)?;
+        let first = first_rows.get_or_insert_with(|| rows.clone());
+        anyhow::ensure!(
+            *first == rows,
+            "{}: its read model differs from the first build's",
+            build.label
+        );
         let rate = total as f64 / elapsed.as_secs_f64();
         let first = *first_rate.get_or_insert(rate);
         println!(
