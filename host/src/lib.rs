@@ -34,7 +34,7 @@ mod telemetry;
 pub use aggregate::{
     AggregateHandler, AggregateOptions, AsOf, CommandError, CommandOutcome, CommandRequest,
 };
-pub use config::{Config, ConfigError, PluginConfig, Role, TelemetryConfig};
+pub use config::{Config, ConfigError, OutboxConfig, PluginConfig, Role, TelemetryConfig};
 pub use consumer::{
     BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
     Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,
@@ -64,6 +64,8 @@ pub use log::{
     OpenError, ReadError, Snapshot, SnapshotBound, TopicConfig, TopicInfo, TopicSummary, inspect,
     murmur2, partition_for, rebuild_group,
 };
+#[cfg(feature = "kafka")]
+pub use outbox::{KafkaRelay, KafkaRelayConfig, MAX_RECORD_BYTES as MAX_KAFKA_RECORD_BYTES};
 pub use outbox::{LogRelay, Relay, RelayError, RelayProjection};
 pub use plugin::content_hash;
 pub use plugin::{

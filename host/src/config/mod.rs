@@ -40,10 +40,26 @@ pub struct Config {
     pub watch_plugins: bool,
     pub topics: Vec<TopicConfig>,
     pub plugins: Vec<PluginConfig>,
+    /// `[[outbox]]`: relays publishing topics to an external Kafka topic.
+    pub outboxes: Vec<OutboxConfig>,
     pub telemetry: TelemetryConfig,
     /// The text this was parsed from with the admin token's value replaced by `"redacted"`:
     /// what a dead-letter export carries, so its replay configures the group the same way.
     pub shareable_text: String,
+}
+
+/// One `[[outbox]]` entry: a consumer group (named after the entry) publishing its topics'
+/// events to a Kafka topic. It blocks on an event it cannot publish (after its retries), since
+/// skipping one would break the order an outside consumer sees.
+#[derive(Clone, Debug)]
+pub struct OutboxConfig {
+    pub group: GroupConfig,
+    /// Only these event types; `None`: every event of the topics.
+    pub event_types: Option<Vec<String>>,
+    pub bootstrap_servers: String,
+    pub kafka_topic: String,
+    /// Partitions of the Kafka topic when the relay creates it: the most of its topics'.
+    pub kafka_partitions: u32,
 }
 
 /// `[telemetry]`: where spans go.

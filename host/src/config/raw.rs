@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, PluginConfig,
-    Role, TelemetryConfig,
+    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, OutboxConfig,
+    PluginConfig, Role, TelemetryConfig,
 };
 use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
 use crate::log::TopicConfig;
@@ -32,7 +32,21 @@ struct RawConfig {
     #[serde(default)]
     plugins: Vec<RawPlugin>,
     #[serde(default)]
+    outbox: Vec<RawOutbox>,
+    #[serde(default)]
     telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutbox {
+    name: Spanned<String>,
+    topics: Spanned<Vec<Spanned<String>>>,
+    event_types: Option<Spanned<Vec<String>>>,
+    bootstrap_servers: Spanned<String>,
+    kafka_topic: Spanned<String>,
+    batch_size: Option<Spanned<usize>>,
+    retry: Option<Spanned<RawRetry>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -339,6 +353,12 @@ pub(super) fn parse(
         });
     }
 
+    let outboxes = raw
+        .outbox
+        .iter()
+        .map(|o| outbox(&c, o, &topics, &plugin_names))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let workers = match &raw.workers {
         Some(w) => positive(&c, w, "workers", None)?,
         None => std::thread::available_parallelism().map_or(4, |n| n.get()),
@@ -384,8 +404,121 @@ pub(super) fn parse(
         watch_plugins: raw.watch_plugins.unwrap_or(true),
         topics,
         plugins,
+        outboxes,
         telemetry: TelemetryConfig { otlp_endpoint },
         shareable_text,
+    })
+}
+
+/// Longest a relay keeps retrying a publish (a broker outage) before it blocks its partition:
+/// 100 ms doubling to 10 s, 120 attempts, about 19 minutes.
+const OUTBOX_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(10),
+    max_attempts: 120,
+};
+
+fn outbox(
+    c: &Checker<'_>,
+    o: &RawOutbox,
+    topics: &[TopicConfig],
+    plugin_names: &HashSet<String>,
+) -> Result<OutboxConfig, ConfigError> {
+    let name = o.name.get_ref();
+    if name.is_empty() || name.contains('@') {
+        return Err(c.error(
+            o.name.span(),
+            "`name` of an [[outbox]]: needs a name without '@' (it names the relay's consumer group)",
+        ));
+    }
+    if plugin_names.contains(name) {
+        return Err(c.error(
+            o.name.span(),
+            format!("`name`: outbox {name:?} has the name of a plugin; their consumer groups would share offsets"),
+        ));
+    }
+    if !cfg!(feature = "kafka") {
+        return Err(c.error(
+            o.name.span(),
+            format!("outbox {name:?}: this factline was built without the `kafka` feature (cargo build --features kafka)"),
+        ));
+    }
+    if o.topics.get_ref().is_empty() {
+        return Err(c.error(
+            o.topics.span(),
+            format!("`topics` of outbox {name:?} is empty"),
+        ));
+    }
+    let mut subscribed: Vec<String> = Vec::new();
+    let mut partitions = 1;
+    for t in o.topics.get_ref() {
+        let Some(topic) = topics.iter().find(|d| d.name == *t.get_ref()) else {
+            return Err(c.error(
+                t.span(),
+                format!(
+                    "`topics` of outbox {name:?}: topic {:?} is not declared in [[topics]]",
+                    t.get_ref()
+                ),
+            ));
+        };
+        partitions = partitions.max(topic.partitions);
+        if !subscribed.contains(t.get_ref()) {
+            subscribed.push(t.get_ref().clone());
+        }
+    }
+    for (key, value) in [
+        ("bootstrap_servers", &o.bootstrap_servers),
+        ("kafka_topic", &o.kafka_topic),
+    ] {
+        // Bounded: both end up in librdkafka's C strings and in every log line of the relay.
+        if value.get_ref().trim().is_empty()
+            || value.get_ref().len() > 1024
+            || value.get_ref().contains('\0')
+        {
+            return Err(c.error(
+                value.span(),
+                format!("`{key}` of outbox {name:?} must be 1 to 1024 characters, without NUL"),
+            ));
+        }
+    }
+    let kafka_topic = o.kafka_topic.get_ref();
+    // Kafka's own rule for topic names.
+    if kafka_topic.len() > 249
+        || !kafka_topic
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'))
+    {
+        return Err(c.error(
+            o.kafka_topic.span(),
+            format!("`kafka_topic` of outbox {name:?}: a Kafka topic name has at most 249 of [a-zA-Z0-9._-]"),
+        ));
+    }
+    let event_types = match &o.event_types {
+        Some(t) if t.get_ref().is_empty() => {
+            return Err(c.error(
+                t.span(),
+                format!(
+                    "`event_types` of outbox {name:?} is empty; remove it to relay every event type"
+                ),
+            ));
+        }
+        t => t.as_ref().map(|t| t.get_ref().clone()),
+    };
+    let mut group = GroupConfig::new(name.clone(), subscribed);
+    group.on_dead_letter = DeadLetterPolicy::Block;
+    group.retry = match &o.retry {
+        Some(r) => retry_policy(c, r, name)?,
+        None => OUTBOX_RETRY,
+    };
+    if let Some(b) = &o.batch_size {
+        group.batch_size = positive(c, b, "batch_size", Some(name))?;
+    }
+    Ok(OutboxConfig {
+        group,
+        event_types,
+        bootstrap_servers: o.bootstrap_servers.get_ref().clone(),
+        kafka_topic: kafka_topic.clone(),
+        kafka_partitions: partitions,
     })
 }
 

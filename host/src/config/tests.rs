@@ -372,3 +372,88 @@ fn the_otlp_endpoint_is_an_http_url_and_the_shareable_text_has_no_token() {
     let again = parse(&c.shareable_text).unwrap();
     assert_eq!(format!("{:?}", again.plugins), format!("{:?}", c.plugins));
 }
+
+const OUTBOX: &str = r#"
+[[outbox]]
+name = "ticks-out"
+topics = ["tick"]
+bootstrap_servers = "127.0.0.1:19092"
+kafka_topic = "ticks"
+"#;
+
+#[cfg(feature = "kafka")]
+#[test]
+fn an_outbox_is_a_blocking_group_publishing_to_kafka() {
+    let text = format!("{MINIMAL}{OUTBOX}event_types = [\"tick.counted\"]\nbatch_size = 10\n");
+    let c = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let [o] = c.outboxes.as_slice() else {
+        panic!("one outbox: {:?}", c.outboxes)
+    };
+    assert_eq!(o.group.name, "ticks-out");
+    assert_eq!(o.group.topics, ["tick"]);
+    assert_eq!(o.group.batch_size, 10);
+    assert_eq!(o.group.on_dead_letter, DeadLetterPolicy::Block);
+    assert_eq!(
+        o.event_types.as_deref(),
+        Some(&["tick.counted".to_owned()][..])
+    );
+    assert_eq!(
+        (
+            o.bootstrap_servers.as_str(),
+            o.kafka_topic.as_str(),
+            o.kafka_partitions
+        ),
+        ("127.0.0.1:19092", "ticks", 2)
+    );
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn outbox_mistakes_are_refused_on_their_line() {
+    for (edit, needle, message) in [
+        (
+            ("topics = [\"tick\"]", "topics = [\"tock\"]"),
+            "topics",
+            "not declared in [[topics]]",
+        ),
+        (
+            ("name = \"ticks-out\"", "name = \"counter\""),
+            "name = \"counter\"\n",
+            "has the name of a plugin",
+        ),
+        (
+            ("kafka_topic = \"ticks\"", "kafka_topic = \"ti cks\""),
+            "kafka_topic",
+            "Kafka topic name",
+        ),
+        (
+            ("topics = [\"tick\"]", "topics = []"),
+            "topics = []",
+            "is empty",
+        ),
+        (
+            (
+                "bootstrap_servers = \"127.0.0.1:19092\"",
+                "bootstrap_servers = \" \"",
+            ),
+            "bootstrap_servers",
+            "1 to 1024 characters",
+        ),
+    ] {
+        let outbox = OUTBOX.replace(edit.0, edit.1);
+        let text = format!("{MINIMAL}{outbox}");
+        let (error, at) = refused(&text);
+        assert!(error.contains(message), "{edit:?}: {error}");
+        let line = text
+            .rfind(needle)
+            .map(|i| text[..i].matches('\n').count() + 1);
+        assert_eq!(at.map(|a| a.line), line, "{edit:?}: {error}");
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+#[test]
+fn an_outbox_needs_the_kafka_feature() {
+    let (error, _) = refused(&format!("{MINIMAL}{OUTBOX}"));
+    assert!(error.contains("without the `kafka` feature"), "{error}");
+}

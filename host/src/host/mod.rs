@@ -68,6 +68,11 @@ pub enum HostError {
     Group { name: String, source: ConsumerError },
     #[error("starting saga {name:?}: {source}")]
     Saga { name: String, source: SagaError },
+    #[error("starting outbox {name:?}: {source}")]
+    Outbox {
+        name: String,
+        source: crate::outbox::RelayError,
+    },
     #[error("no plugin named {0:?} consumes partitions in this configuration")]
     NotAConsumer(String),
     #[error("reading the read-model record of projector {name:?}: {source}")]
@@ -277,6 +282,33 @@ impl Host {
                 }
             };
             groups.push((p.name.clone(), group));
+        }
+        // Relays need no plugin; building one connects to nothing yet (a broker that is down
+        // delays publishing, not the start).
+        #[cfg(feature = "kafka")]
+        for o in &config.outboxes {
+            let name = o.group.name.clone();
+            let relay = crate::outbox::KafkaRelay::new(crate::outbox::KafkaRelayConfig {
+                name: name.clone(),
+                bootstrap_servers: o.bootstrap_servers.clone(),
+                kafka_topic: o.kafka_topic.clone(),
+                partitions: o.kafka_partitions,
+            })
+            .map_err(|source| HostError::Outbox {
+                name: name.clone(),
+                source,
+            })?;
+            let projection = crate::outbox::RelayProjection::new(relay, o.event_types.clone());
+            let group = ConsumerGroup::new(
+                log.clone(),
+                o.group.clone(),
+                ProjectionHandler::boxed(projection),
+            )
+            .map_err(|source| HostError::Group {
+                name: name.clone(),
+                source,
+            })?;
+            groups.push((name, Some(group)));
         }
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
@@ -1092,10 +1124,13 @@ impl Host {
     }
 
     fn consumers(&self) -> impl Iterator<Item = (&str, &[String])> {
-        self.config.plugins.iter().filter_map(|p| {
-            let g = p.role.group()?;
-            Some((g.name.as_str(), g.topics.as_slice()))
-        })
+        let outboxes = self.config.outboxes.iter().map(|o| &o.group);
+        self.config
+            .plugins
+            .iter()
+            .filter_map(|p| p.role.group())
+            .chain(outboxes)
+            .map(|g| (g.name.as_str(), g.topics.as_slice()))
     }
 }
 

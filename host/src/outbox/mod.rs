@@ -8,12 +8,18 @@
 //! stable. [`LogRelay`] relays into another factline log, where idempotent appends make the
 //! resend harmless.
 
+#[cfg(feature = "kafka")]
+mod kafka;
+
 use std::collections::HashSet;
 
 use crate::event::{Event, ExpectedVersion};
 use crate::log::{AppendError, EventLog};
 use crate::plugin::{CallFailure, FailureKind, ReadModelSession};
 use crate::projector::Projection;
+
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaRelay, KafkaRelayConfig, MAX_RECORD_BYTES};
 
 /// Why a publish failed; the group retries it with backoff, then parks the event.
 #[derive(Debug, thiserror::Error)]
