@@ -111,7 +111,13 @@ impl Row {
 fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
     let host = start(runtime, host(dir.path(), plugins, "")?)?;
-    send(&host, "inventory", WAREHOUSE, "restock", json!({"product_id": "P1", "quantity": orders}))?;
+    send(
+        &host,
+        "inventory",
+        WAREHOUSE,
+        "restock",
+        json!({"product_id": "P1", "quantity": orders}),
+    )?;
     std::thread::scope(|s| -> anyhow::Result<()> {
         // The warehouse is one stream: its reservations go one after another.
         let reserving = s.spawn(|| {
@@ -122,7 +128,13 @@ fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> any
         clients(orders, |o| {
             let id = order_id(o);
             send(&host, "order", &id, "create", json!({"customer_id": "C1"}))?;
-            send(&host, "order", &id, "add-item", json!({"product_id": "P1", "quantity": 1, "unit_price": 100}))?;
+            send(
+                &host,
+                "order",
+                &id,
+                "add-item",
+                json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
+            )?;
             send(&host, "order", &id, "cancel", json!({"reason": "bench"}))
         })?;
         reserving.join().expect("reserving panicked")
@@ -156,12 +168,30 @@ fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> any
 fn saga(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Row> {
     let dir = tempfile::tempdir()?;
     let host = start(runtime, host(dir.path(), plugins, "")?)?;
-    send(&host, "inventory", WAREHOUSE, "restock", json!({"product_id": "P1", "quantity": orders}))?;
+    send(
+        &host,
+        "inventory",
+        WAREHOUSE,
+        "restock",
+        json!({"product_id": "P1", "quantity": orders}),
+    )?;
     clients(orders, |o| {
         let id = order_id(o);
         // A customer per order: each payment account is its own stream.
-        send(&host, "order", &id, "create", json!({"customer_id": format!("C{o}")}))?;
-        send(&host, "order", &id, "add-item", json!({"product_id": "P1", "quantity": 1, "unit_price": 100}))?;
+        send(
+            &host,
+            "order",
+            &id,
+            "create",
+            json!({"customer_id": format!("C{o}")}),
+        )?;
+        send(
+            &host,
+            "order",
+            &id,
+            "add-item",
+            json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
+        )?;
         send(&host, "order", &id, "confirm", json!({}))
     })?;
     runtime.block_on(host.shutdown());
@@ -211,7 +241,10 @@ fn catch_up(
         events: delta("events_consumed_total", Some(("group", name))),
         elapsed,
         done: 0,
-        busy: delta("event_processing_duration_seconds_sum", Some(("group", name))),
+        busy: delta(
+            "event_processing_duration_seconds_sum",
+            Some(("group", name)),
+        ),
         plugin: delta("plugin_call_duration_seconds_sum", None),
         own: delta("plugin_call_duration_seconds_sum", Some(("plugin", name))),
     };
@@ -290,11 +323,12 @@ fn send(
     Ok(())
 }
 
-/// The sums and counters of the process's metrics, by series (`name{labels}`).
-struct Metrics(BTreeMap<String, f64>);
+/// The sums and counters of the process's metrics, by series (`name{labels}`); the first read
+/// installs the host's recorder (handles made before it record nothing).
+pub(crate) struct Metrics(BTreeMap<String, f64>);
 
 impl Metrics {
-    fn read() -> anyhow::Result<Metrics> {
+    pub(crate) fn read() -> anyhow::Result<Metrics> {
         let handle = factline_host::install_metrics()
             .ok_or_else(|| anyhow::anyhow!("another metrics recorder is installed"))?;
         let text = factline_host::render_metrics(handle, || {});
@@ -310,16 +344,14 @@ impl Metrics {
     }
 
     /// The sum of `metric` over its series, those with `label` only if given.
-    fn sum(&self, metric: &str, label: Option<(&str, &str)>) -> f64 {
+    pub(crate) fn sum(&self, metric: &str, label: Option<(&str, &str)>) -> f64 {
         let label = label.map(|(k, v)| format!("{k}=\"{v}\""));
         self.0
             .iter()
             .filter(|(series, _)| {
                 series.split('{').next() == Some(metric)
                     && label.as_ref().is_none_or(|l| {
-                        series
-                            .split(['{', ',', '}'])
-                            .any(|part| part == l.as_str())
+                        series.split(['{', ',', '}']).any(|part| part == l.as_str())
                     })
             })
             .map(|(_, v)| v)
