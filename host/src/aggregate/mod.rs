@@ -215,8 +215,6 @@ impl AggregateHandler {
     /// Handles one command, in a `command` span carrying its ids; counted and timed.
     pub fn handle(&self, mut request: CommandRequest) -> Result<CommandOutcome, CommandError> {
         let started = std::time::Instant::now();
-        // An id made here was never used: no stored events can answer it.
-        let fresh = request.command_id.is_none();
         let command_id = *request.command_id.get_or_insert_with(Uuid::now_v7);
         // The defaults `decide_and_append` would pick, made here so the span shows them.
         let correlation_id = request
@@ -237,7 +235,7 @@ impl AggregateHandler {
             %causation_id,
         );
         let _entered = span.enter();
-        let result = self.decide_and_append(request, fresh);
+        let result = self.decide_and_append(request);
         let outcome = match &result {
             Ok(o) if o.deduplicated => telemetry::CommandOutcome::Deduplicated,
             Ok(_) => telemetry::CommandOutcome::Accepted,
@@ -260,15 +258,9 @@ impl AggregateHandler {
         result
     }
 
-    /// `fresh`: the command id was made for this command, so no redelivery lookup is needed
-    /// (the writer still checks the derived event ids, as for every caller-chosen id).
-    fn decide_and_append(
-        &self,
-        request: CommandRequest,
-        fresh: bool,
-    ) -> Result<CommandOutcome, CommandError> {
+    fn decide_and_append(&self, request: CommandRequest) -> Result<CommandOutcome, CommandError> {
         for attempt in 1..=self.options.max_attempts {
-            let planned = match self.plan_checked(&request, !fresh)? {
+            let planned = match self.plan(&request)? {
                 Planned::Done(outcome) => return Ok(outcome),
                 Planned::Append(p) => p,
             };
@@ -317,20 +309,10 @@ impl AggregateHandler {
     /// and state). After the commit, pass the stored events to [`AggregateHandler::committed`].
     /// The caller must supply `command_id` for the derived event ids to make a redelivery safe.
     pub fn plan(&self, request: &CommandRequest) -> Result<Planned, CommandError> {
-        self.plan_checked(request, request.command_id.is_some())
-    }
-
-    /// [`AggregateHandler::plan`]; `redelivery`: whether the command id may have been handled
-    /// before (one read of the event-id index when so).
-    fn plan_checked(
-        &self,
-        request: &CommandRequest,
-        redelivery: bool,
-    ) -> Result<Planned, CommandError> {
         let stream = self.stream_of(&request.id);
         self.log.locate(&stream)?;
         let command_id = request.command_id.unwrap_or_else(Uuid::now_v7);
-        if redelivery && let Some(done) = self.already_handled(&stream, command_id)? {
+        if let Some(done) = self.already_handled(&stream, command_id)? {
             return Ok(Planned::Done(done));
         }
         let input = CommandInput {
