@@ -109,15 +109,7 @@ impl Row {
 /// The policy: orders created, given an item, reserved in the warehouse and cancelled; then
 /// the policy releases every reservation.
 fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Row> {
-    let dir = tempfile::tempdir()?;
-    let host = start(runtime, host(dir.path(), plugins, "")?)?;
-    send(
-        &host,
-        "inventory",
-        WAREHOUSE,
-        "restock",
-        json!({"product_id": "P1", "quantity": orders}),
-    )?;
+    let (dir, host) = stocked(plugins, orders, runtime)?;
     std::thread::scope(|s| -> anyhow::Result<()> {
         // The warehouse is one stream: its reservations go one after another.
         let reserving = s.spawn(|| {
@@ -127,25 +119,13 @@ fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> any
         });
         clients(orders, |o| {
             let id = order_id(o);
-            send(&host, "order", &id, "create", json!({"customer_id": "C1"}))?;
-            send(
-                &host,
-                "order",
-                &id,
-                "add-item",
-                json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
-            )?;
+            open_order(&host, &id, "C1")?;
             send(&host, "order", &id, "cancel", json!({"reason": "bench"}))
         })?;
         reserving.join().expect("reserving panicked")
     })?;
-    runtime.block_on(host.shutdown());
-
-    let plugin = format!(
-        "[[plugins]]\nname = \"inventory-release\"\nkind = \"policy\"\ncomponent = {:?}\nsubscriptions = [\"order\"]\n",
-        component(plugins, "inventory_release.wasm")?
-    );
-    let (row, host) = catch_up(dir.path(), plugins, &plugin, "inventory-release", runtime)?;
+    let kind = ("inventory-release", "policy", "inventory_release.wasm");
+    let (row, host) = catch_up(host, dir.path(), plugins, kind, &["order"], runtime)?;
     let released = host
         .log()
         .read_stream(&format!("inventory-{WAREHOUSE}"), 1, usize::MAX)?
@@ -166,41 +146,15 @@ fn policy(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> any
 /// The saga: orders created, given an item and confirmed (`order.placed` starts an instance);
 /// then every instance runs its four steps.
 fn saga(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> anyhow::Result<Row> {
-    let dir = tempfile::tempdir()?;
-    let host = start(runtime, host(dir.path(), plugins, "")?)?;
-    send(
-        &host,
-        "inventory",
-        WAREHOUSE,
-        "restock",
-        json!({"product_id": "P1", "quantity": orders}),
-    )?;
+    let (dir, host) = stocked(plugins, orders, runtime)?;
     clients(orders, |o| {
         let id = order_id(o);
         // A customer per order: each payment account is its own stream.
-        send(
-            &host,
-            "order",
-            &id,
-            "create",
-            json!({"customer_id": format!("C{o}")}),
-        )?;
-        send(
-            &host,
-            "order",
-            &id,
-            "add-item",
-            json!({"product_id": "P1", "quantity": 1, "unit_price": 100}),
-        )?;
+        open_order(&host, &id, &format!("C{o}"))?;
         send(&host, "order", &id, "confirm", json!({}))
     })?;
-    runtime.block_on(host.shutdown());
-
-    let plugin = format!(
-        "[[plugins]]\nname = \"order-placement\"\nkind = \"saga\"\ncomponent = {:?}\nsubscriptions = {TOPICS:?}\n",
-        component(plugins, "order_placement.wasm")?
-    );
-    let (row, host) = catch_up(dir.path(), plugins, &plugin, "order-placement", runtime)?;
+    let kind = ("order-placement", "saga", "order_placement.wasm");
+    let (row, host) = catch_up(host, dir.path(), plugins, kind, TOPICS, runtime)?;
     let instances = factline_host::saga_instances(host.log(), Some("order-placement"))?;
     runtime.block_on(host.shutdown());
     let completed = instances
@@ -218,16 +172,23 @@ fn saga(plugins: &Path, orders: u64, runtime: &tokio::runtime::Runtime) -> anyho
     })
 }
 
-/// Starts the host with `plugin` (named `name`) over the backlog in `dir` and waits until it
-/// is idle; the row without its `done` count, and the host.
+/// Stops `setup`, starts the host with the plugin `(name, kind, component file)` subscribed
+/// to `topics` over the backlog in `dir` and waits until it is idle; the row without its `done`
+/// count, and the host.
 fn catch_up(
+    setup: Host,
     dir: &Path,
     plugins: &Path,
-    plugin: &str,
-    name: &str,
+    (name, kind, file): (&str, &str, &str),
+    topics: &[&str],
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<(Row, Host)> {
-    let config = host(dir, plugins, plugin)?;
+    runtime.block_on(setup.shutdown());
+    let plugin = format!(
+        "[[plugins]]\nname = {name:?}\nkind = {kind:?}\ncomponent = {:?}\nsubscriptions = {topics:?}\n",
+        component(plugins, file)?
+    );
+    let config = host(dir, plugins, &plugin)?;
     let before = Metrics::read()?;
     let started = Instant::now();
     let host = start(runtime, config)?;
@@ -249,6 +210,24 @@ fn catch_up(
         own: delta("plugin_call_duration_seconds_sum", Some(("plugin", name))),
     };
     Ok((row, host))
+}
+
+/// A fresh directory and a host of the aggregates alone over it, with `orders` of P1 in stock.
+fn stocked(
+    plugins: &Path,
+    orders: u64,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<(tempfile::TempDir, Host)> {
+    let dir = tempfile::tempdir()?;
+    let host = start(runtime, host(dir.path(), plugins, "")?)?;
+    send(
+        &host,
+        "inventory",
+        WAREHOUSE,
+        "restock",
+        json!({"product_id": "P1", "quantity": orders}),
+    )?;
+    Ok((dir, host))
 }
 
 /// The host, started on `runtime` (its groups run there).
@@ -283,6 +262,19 @@ fn component(plugins: &Path, file: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(std::fs::canonicalize(path)?)
+}
+
+/// Creates order `id` of `customer` with one P1 in it.
+fn open_order(host: &Host, id: &str, customer: &str) -> anyhow::Result<()> {
+    send(
+        host,
+        "order",
+        id,
+        "create",
+        json!({"customer_id": customer}),
+    )?;
+    let item = json!({"product_id": "P1", "quantity": 1, "unit_price": 100});
+    send(host, "order", id, "add-item", item)
 }
 
 fn order_id(o: u64) -> String {
