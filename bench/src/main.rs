@@ -9,6 +9,7 @@ mod accounts;
 mod gate;
 mod groups;
 mod http;
+mod kinds;
 mod languages;
 mod log;
 mod plugins;
@@ -88,6 +89,10 @@ enum Which {
     /// The deploy gate over the last 10,000 events of a projector (both versions) against the
     /// running version processing them live.
     Gate,
+    /// Policies and sagas through the host: the inventory-release policy and the
+    /// order-placement saga (happy path) catching up a backlog, events/s, commands or sagas
+    /// completed/s, and the share of the time spent in plugin calls.
+    Kinds(crate::kinds::Args),
     /// The host over loopback HTTP: concurrent clients sending order commands (p50/p99)
     /// against the raw append rate of the log, in one run.
     Http(crate::http::Args),
@@ -102,6 +107,7 @@ fn run(which: Which, plugins: &std::path::Path) -> anyhow::Result<()> {
         Which::Groups { events, lag } => groups::run(plugins, events, lag),
         Which::Reload { rounds } => reload::run(plugins, rounds),
         Which::Http(args) => crate::http::run(args, plugins),
+        Which::Kinds(args) => crate::kinds::run(plugins, args),
         Which::Rebuild { events } => rebuild::run(plugins, events),
         Which::Gate => gate::run(plugins),
     }

@@ -3,6 +3,7 @@
 //! one run; and commands/s through the order aggregate.
 
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use factline_host::{EventLog, LogOptions, TopicConfig};
 use factline_host::{Projection, ProjectionHandler, WasmProjection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::kinds::Metrics;
 
 /// The order-summary logic in native Rust, reading and writing the same MessagePack rows.
 struct NativeSummary;
@@ -148,6 +151,8 @@ pub(crate) fn order_events(i: u64) -> Vec<NewEvent> {
 }
 
 pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
+    // Before any plugin call: metric handles made earlier record nothing.
+    factline_host::install_metrics();
     let dir = tempfile::tempdir()?;
     let log = EventLog::open(
         dir.path(),
@@ -293,11 +298,29 @@ pub fn run(plugins: &Path, events: u64) -> anyhow::Result<()> {
     }
     let seq = n as f64 / start.elapsed().as_secs_f64();
     let c16 = concurrent_commands(&handler, 16, 2000)?;
+    // The 64-client row's group commits and plugin time, from the writer's counters and the
+    // host's own call metrics.
+    let stats = log.writer_stats();
+    let (t0, r0) = (
+        stats.transactions.load(Relaxed),
+        stats.requests.load(Relaxed),
+    );
+    let calls0 = Metrics::read()?.sum("plugin_call_duration_seconds_sum", None);
+    let started = Instant::now();
     let c64 = concurrent_commands(&handler, 64, 6400)?;
+    let wall = started.elapsed().as_secs_f64();
+    let calls = Metrics::read()?.sum("plugin_call_duration_seconds_sum", None) - calls0;
+    let per_txn = (stats.requests.load(Relaxed) - r0) as f64
+        / (stats.transactions.load(Relaxed) - t0).max(1) as f64;
     // The log alone with 64 appenders, in the same run: what the commands are measured against.
     let appends = crate::log::append_rate(&log, "order", 64, 100)?;
     println!(
         "\norder aggregate commands/s: sequential {seq:.0}, 16 concurrent clients {c16:.0}, 64 concurrent clients {c64:.0}"
+    );
+    println!(
+        "  64 clients: {per_txn:.1} appends per transaction; plugin calls {:.0}% of wall time (decide + evolve, over {} instances)",
+        100.0 * calls / wall,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     println!("log, 64 concurrent single-event appenders (tasks): {appends:.0}/s");
     let ratio = c64 / appends;
