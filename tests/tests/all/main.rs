@@ -20,6 +20,7 @@ mod http_clients;
 mod http_errors;
 mod inventory;
 mod inventory_release;
+mod kafka_log;
 mod log_crash;
 mod log_model;
 mod log_race;
