@@ -628,11 +628,14 @@ fn replica_consumer(shared: &Shared) -> Result<BaseConsumer, ClusterError> {
     Ok(consumer)
 }
 
+/// A record as polled: its Kafka offset and payload.
+type Polled = (i64, Option<Vec<u8>>);
+
 /// The replicator: every record of every partition, in order, into the local log.
 fn replicate(shared: &Shared, consumer: BaseConsumer) {
     let mut last_error = Instant::now() - Duration::from_secs(60);
     while !shared.stopping() {
-        let mut by_partition: BTreeMap<usize, Vec<(i64, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<usize, Vec<Polled>> = BTreeMap::new();
         let mut taken = 0;
         let mut timeout = Duration::from_millis(100);
         while taken < MAX_POLL_BATCH {
@@ -683,7 +686,7 @@ struct Batch {
 /// Applies records of partition `pi` in order: claims with a higher term replace the current
 /// one; appends count only under the current claim. Every replica decides the same. False when
 /// the local log refused the commit for good (nothing of it applied).
-fn apply_partition(shared: &Shared, pi: usize, records: Vec<(i64, Option<Vec<u8>>)>) -> bool {
+fn apply_partition(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
     let (mut claim, expected_next) = {
         let s = shared.lock();
         (s.parts[pi].claim.clone(), s.parts[pi].next)
@@ -695,12 +698,12 @@ fn apply_partition(shared: &Shared, pi: usize, records: Vec<(i64, Option<Vec<u8>
             continue;
         }
         match payload.as_deref().map(Record::decode) {
-            Some(Ok(Record::Claim(c))) => {
-                if c.term > claim.as_ref().map_or(0, |k| k.term) {
-                    claim = Some(c.clone());
-                    batch.claim = Some(c);
-                }
+            Some(Ok(Record::Claim(c))) if c.term > claim.as_ref().map_or(0, |k| k.term) => {
+                claim = Some(c.clone());
+                batch.claim = Some(c);
             }
+            // A claim of a term not above the current one changes nothing.
+            Some(Ok(Record::Claim(_))) => {}
             Some(Ok(Record::Append {
                 term,
                 host_id,
