@@ -10,6 +10,7 @@
 //! embedder, the `factline` binary, the benchmarks and the tests use.
 
 mod aggregate;
+mod cluster;
 mod config;
 mod consumer;
 mod dispatch;
@@ -32,9 +33,13 @@ mod scenario;
 mod telemetry;
 
 pub use aggregate::{
-    AggregateHandler, AggregateOptions, AsOf, CommandError, CommandOutcome, CommandRequest,
+    AggregateHandler, AggregateOptions, AppendPath, AsOf, CommandError, CommandOutcome,
+    CommandRequest,
 };
-pub use config::{Config, ConfigError, OutboxConfig, PluginConfig, Role, TelemetryConfig};
+pub use cluster::{ClusterError, ClusterStatus, PartitionStatus, Route as ClusterRoute};
+pub use config::{
+    Config, ConfigError, KafkaConfig, LogBackend, OutboxConfig, PluginConfig, Role, TelemetryConfig,
+};
 pub use consumer::{
     BatchContext, ConsumerError, ConsumerGroup, ConsumerPool, DeadLetterPolicy, DeliveryError,
     Effects, Fired, GroupConfig, GroupHandle, GroupMetrics, Handler, HandlerError, NextStep,

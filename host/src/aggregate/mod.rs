@@ -147,6 +147,20 @@ pub struct AggregateHandler {
     instruments: OnceLock<CommandInstruments>,
     /// The state schema of the plugin version (by content hash) last asked.
     state_schema: Mutex<Option<(String, u32)>>,
+    /// Where decided events go instead of the local log (a clustered log's owner path).
+    append_path: Option<Arc<dyn AppendPath>>,
+}
+
+/// Where a command's decided events are appended when not to the local log directly: a
+/// clustered log, which stores them in its replica before it answers, so the events read back
+/// afterwards from the local log are the ones appended.
+pub trait AppendPath: Send + Sync {
+    fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<crate::log::AppendResult, AppendError>;
 }
 
 impl std::fmt::Debug for AggregateHandler {
@@ -176,7 +190,14 @@ impl AggregateHandler {
             instances,
             instruments: OnceLock::new(),
             state_schema: Mutex::new(None),
+            append_path: None,
         })
+    }
+
+    /// Appends decided events through `path` rather than to the local log.
+    pub fn with_append_path(mut self, path: Arc<dyn AppendPath>) -> Self {
+        self.append_path = Some(path);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -273,7 +294,11 @@ impl AggregateHandler {
             } = &planned;
             // Before the append: a consumer may take the events the instant they commit.
             telemetry::appended(events.iter().filter_map(|e| e.event_id));
-            match self.log.append(stream, *expected, events.clone()) {
+            let appended = match &self.append_path {
+                Some(path) => path.append(stream, *expected, events.clone()),
+                None => self.log.append(stream, *expected, events.clone()),
+            };
+            match appended {
                 Ok(r) => {
                     let events = self.log.read_stream(
                         stream,

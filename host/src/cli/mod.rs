@@ -1,6 +1,7 @@
 //! Command-line interface: parse, then `match` on one command enum.
 
 mod client;
+mod cluster;
 mod demo;
 mod dlq;
 mod export;
@@ -66,6 +67,8 @@ enum Command {
     Projector(projector::Args),
     /// Consumer groups of a running host and their lag.
     Groups(groups::Args),
+    /// A clustered host's view of the cluster (`[log] backend = "kafka"`).
+    Cluster(cluster::Args),
     /// Topics, high-water marks, group offsets and dead letters of a stopped host's directory.
     Inspect(inspect::Args),
     /// Write a new plugin project (handler, scenarios, build script, host config) anywhere.
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins(args) => plugins::run(args),
         Command::Projector(args) => projector::run(args),
         Command::Groups(args) => groups::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Test(args) => test::run(args),
         Command::State(args) => state::run(args),

@@ -43,6 +43,8 @@ pub struct Config {
     /// `[[outbox]]`: relays publishing topics to an external Kafka topic.
     pub outboxes: Vec<OutboxConfig>,
     pub telemetry: TelemetryConfig,
+    /// `[log]`: the embedded redb log (default) or a Kafka-protocol cluster.
+    pub log: LogBackend,
     /// The text this was parsed from with the admin token's value replaced by `"redacted"`:
     /// what a dead-letter export carries, so its replay configures the group the same way.
     pub shareable_text: String,
@@ -60,6 +62,29 @@ pub struct OutboxConfig {
     pub kafka_topic: String,
     /// Partitions of the Kafka topic when the relay creates it: the most of its topics'.
     pub kafka_partitions: u32,
+}
+
+/// `[log] backend`: where the log lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LogBackend {
+    /// The embedded redb log in `data_dir` (the default).
+    #[default]
+    Redb,
+    /// A Kafka-protocol cluster; `data_dir` holds this host's replica (`docs/cluster.md`).
+    Kafka(KafkaConfig),
+}
+
+/// `[log] backend = "kafka"`: the cluster and this host's place in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    /// Unique per host: its static group membership and the name in its claims.
+    pub host_id: String,
+    /// Where the other hosts forward commands to this one (no trailing `/`).
+    pub advertise_url: String,
+    /// Kafka topic of factline topic `t`: `{topic_prefix}.{t}`; ownership group
+    /// `{topic_prefix}.owners`.
+    pub topic_prefix: String,
 }
 
 /// `[telemetry]`: where spans go.

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, Location, OutboxConfig,
-    PluginConfig, Role, TelemetryConfig,
+    AdminToken, Config, ConfigError, DEFAULT_HTTP_ADDRESS, HttpConfig, KafkaConfig, Location,
+    LogBackend, OutboxConfig, PluginConfig, Role, TelemetryConfig,
 };
 use crate::consumer::{DeadLetterPolicy, GroupConfig, RetryPolicy, StartFrom};
 use crate::log::TopicConfig;
@@ -35,6 +35,18 @@ struct RawConfig {
     outbox: Vec<RawOutbox>,
     #[serde(default)]
     telemetry: RawTelemetry,
+    log: Option<Spanned<RawLog>>,
+}
+
+/// `[log]`: which log the host writes (`docs/cluster.md`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    backend: Option<Spanned<String>>,
+    bootstrap_servers: Option<Spanned<String>>,
+    host_id: Option<Spanned<String>>,
+    advertise_url: Option<Spanned<String>>,
+    topic_prefix: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -389,6 +401,10 @@ pub(super) fn parse(
         }
         e => e.map(Spanned::into_inner),
     };
+    let log = match raw.log {
+        Some(l) => log_backend(&c, l, raw.http.address)?,
+        None => LogBackend::Redb,
+    };
     let data_dir = base.join(raw.data_dir.get_ref());
     Ok(Config {
         cache_dir: raw
@@ -406,6 +422,7 @@ pub(super) fn parse(
         plugins,
         outboxes,
         telemetry: TelemetryConfig { otlp_endpoint },
+        log,
         shareable_text,
     })
 }
@@ -520,6 +537,96 @@ fn outbox(
         kafka_topic: kafka_topic.clone(),
         kafka_partitions: partitions,
     })
+}
+
+/// `[log]`: the embedded redb log (default) or a Kafka-protocol cluster with its keys.
+fn log_backend(
+    c: &Checker<'_>,
+    raw: Spanned<RawLog>,
+    http: SocketAddr,
+) -> Result<LogBackend, ConfigError> {
+    let span = raw.span();
+    let l = raw.into_inner();
+    let backend = l.backend.as_ref().map(|b| b.get_ref().as_str());
+    match backend {
+        None | Some("redb") => {
+            let extra = [
+                &l.bootstrap_servers,
+                &l.host_id,
+                &l.advertise_url,
+                &l.topic_prefix,
+            ]
+            .into_iter()
+            .flatten()
+            .next();
+            if let Some(k) = extra {
+                return Err(c.error(
+                    k.span(),
+                    "this key belongs to `[log] backend = \"kafka\"`; the embedded log takes none",
+                ));
+            }
+            Ok(LogBackend::Redb)
+        }
+        Some("kafka") => {
+            let bootstrap_servers = l.bootstrap_servers.ok_or_else(|| {
+                c.error(
+                    span.clone(),
+                    "`[log] backend = \"kafka\"` needs `bootstrap_servers` (e.g. \"127.0.0.1:19092\")",
+                )
+            })?;
+            if bootstrap_servers.get_ref().trim().is_empty() {
+                return Err(c.error(bootstrap_servers.span(), "`bootstrap_servers` is empty"));
+            }
+            let host_id = l.host_id.ok_or_else(|| {
+                c.error(
+                    span.clone(),
+                    "`[log] backend = \"kafka\"` needs `host_id`, unique per host of the cluster",
+                )
+            })?;
+            let valid_name = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 64
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            };
+            if !valid_name(host_id.get_ref()) {
+                return Err(c.error(
+                    host_id.span(),
+                    "`host_id` must be 1..=64 characters of A-Z, a-z, 0-9, `.`, `_` and `-`",
+                ));
+            }
+            let advertise_url = match l.advertise_url {
+                Some(u) if !u.get_ref().starts_with("http://") => {
+                    return Err(c.error(
+                        u.span(),
+                        "`advertise_url` must be an http:// URL where the other hosts reach this one's API",
+                    ));
+                }
+                Some(u) => u.into_inner().trim_end_matches('/').to_owned(),
+                None => format!("http://{http}"),
+            };
+            let topic_prefix = match l.topic_prefix {
+                Some(p) if !valid_name(p.get_ref()) => {
+                    return Err(c.error(
+                        p.span(),
+                        "`topic_prefix` must be 1..=64 characters of A-Z, a-z, 0-9, `.`, `_` and `-` (a Kafka topic name part)",
+                    ));
+                }
+                Some(p) => p.into_inner(),
+                None => "factline".to_owned(),
+            };
+            Ok(LogBackend::Kafka(KafkaConfig {
+                bootstrap_servers: bootstrap_servers.into_inner(),
+                host_id: host_id.into_inner(),
+                advertise_url,
+                topic_prefix,
+            }))
+        }
+        Some(other) => Err(c.error(
+            l.backend.as_ref().map_or(span, |b| b.span()),
+            format!("`[log] backend` is {other:?}; expected \"redb\" (the default) or \"kafka\""),
+        )),
+    }
 }
 
 fn positive(

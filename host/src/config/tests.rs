@@ -457,3 +457,84 @@ fn an_outbox_needs_the_kafka_feature() {
     let (error, _) = refused(&format!("{MINIMAL}{OUTBOX}"));
     assert!(error.contains("without the `kafka` feature"), "{error}");
 }
+
+#[test]
+fn the_log_is_embedded_unless_kafka_is_configured() {
+    assert_eq!(parse(MINIMAL).unwrap().log, LogBackend::Redb);
+    let kafka = MINIMAL.replace(
+        "data_dir = \"data\"\n",
+        "data_dir = \"data\"\n[http]\naddress = \"127.0.0.1:7071\"\n[log]\nbackend = \"kafka\"\nbootstrap_servers = \"127.0.0.1:19092\"\nhost_id = \"h1\"\n",
+    );
+    assert_eq!(
+        parse(&kafka).unwrap().log,
+        LogBackend::Kafka(KafkaConfig {
+            bootstrap_servers: "127.0.0.1:19092".into(),
+            host_id: "h1".into(),
+            advertise_url: "http://127.0.0.1:7071".into(),
+            topic_prefix: "factline".into(),
+        })
+    );
+    let explicit = kafka.replace(
+        "host_id = \"h1\"\n",
+        "host_id = \"h1\"\nadvertise_url = \"http://10.0.0.1:7071/\"\ntopic_prefix = \"shop\"\n",
+    );
+    let LogBackend::Kafka(k) = parse(&explicit).unwrap().log else {
+        panic!("kafka expected");
+    };
+    assert_eq!(
+        (k.advertise_url.as_str(), k.topic_prefix.as_str()),
+        ("http://10.0.0.1:7071", "shop")
+    );
+}
+
+#[test]
+fn kafka_settings_are_checked_with_their_line() {
+    let base = "data_dir = \"data\"\n[log]\n";
+    for (body, needle, message) in [
+        ("backend = \"nats\"\n", "backend", "expected \"redb\""),
+        (
+            "backend = \"kafka\"\nhost_id = \"h1\"\n",
+            "[log]",
+            "needs `bootstrap_servers`",
+        ),
+        (
+            "backend = \"kafka\"\nbootstrap_servers = \"b:9092\"\n",
+            "[log]",
+            "needs `host_id`",
+        ),
+        (
+            "backend = \"kafka\"\nbootstrap_servers = \"b:9092\"\nhost_id = \"h 1\"\n",
+            "host_id",
+            "`host_id` must be",
+        ),
+        (
+            "backend = \"kafka\"\nbootstrap_servers = \"b:9092\"\nhost_id = \"h1\"\nadvertise_url = \"https://x\"\n",
+            "advertise_url",
+            "must be an http:// URL",
+        ),
+        (
+            "backend = \"kafka\"\nbootstrap_servers = \"b:9092\"\nhost_id = \"h1\"\ntopic_prefix = \"a/b\"\n",
+            "topic_prefix",
+            "`topic_prefix` must be",
+        ),
+        (
+            "bootstrap_servers = \"b:9092\"\n",
+            "bootstrap_servers",
+            "belongs to `[log] backend = \"kafka\"`",
+        ),
+        (
+            "backend = \"kafka\"\nbrokers = \"b\"\n",
+            "brokers",
+            "unknown field",
+        ),
+    ] {
+        let text = format!("{base}{body}");
+        let (e, at) = refused(&text);
+        assert!(e.contains(message), "{body}: {e}");
+        assert_eq!(
+            at.map(|a| a.line),
+            Some(line_of(&text, needle)),
+            "{body}: {e}"
+        );
+    }
+}

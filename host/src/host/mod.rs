@@ -80,6 +80,37 @@ pub enum HostError {
         name: String,
         source: ProjectionError,
     },
+    #[error("joining the cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+}
+
+#[cfg(feature = "kafka")]
+type ClusterHandle = Option<Arc<crate::cluster::Cluster>>;
+#[cfg(not(feature = "kafka"))]
+type ClusterHandle = ();
+
+/// Joins the cluster when `[log] backend = "kafka"` (refused by a build without the feature).
+fn start_cluster(config: &Config, log: &EventLog) -> Result<ClusterHandle, HostError> {
+    use crate::config::LogBackend;
+    match &config.log {
+        LogBackend::Redb => Ok(ClusterHandle::default()),
+        #[cfg(feature = "kafka")]
+        LogBackend::Kafka(k) => {
+            // Joining blocks on the runtime (metadata, topic checks): from a thread outside it.
+            let runtime = tokio::runtime::Handle::current();
+            let joined = std::thread::scope(|s| {
+                s.spawn(|| crate::cluster::Cluster::start(k, log, runtime))
+                    .join()
+                    .expect("joining the cluster panicked")
+            })?;
+            Ok(Some(joined))
+        }
+        #[cfg(not(feature = "kafka"))]
+        LogBackend::Kafka(_) => {
+            let _ = log;
+            Err(crate::cluster::ClusterError::NotBuilt.into())
+        }
+    }
 }
 
 /// Why a rebuild was not started.
@@ -149,6 +180,9 @@ pub struct Host {
     sagas: BTreeMap<String, Arc<SagaVersions>>,
     /// Commands sent to [`Host::command`] take turns per stream.
     commands: StreamQueue,
+    /// The clustered log's replica, ownership and owner path (`[log] backend = "kafka"`).
+    #[cfg(feature = "kafka")]
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -171,6 +205,21 @@ impl Host {
         }
         // Before anything makes metric handles (handles made earlier would stay no-ops).
         crate::telemetry::install();
+        if let crate::config::LogBackend::Kafka(_) = &config.log {
+            // Their effects commit with their offsets in the local log only: on a clustered
+            // log they would diverge between replicas.
+            if let Some(p) = config
+                .plugins
+                .iter()
+                .find(|p| matches!(p.kind(), PluginKind::Policy | PluginKind::Saga))
+            {
+                return Err(crate::cluster::ClusterError::UnsupportedKind {
+                    plugin: p.name.clone(),
+                    kind: p.kind().to_string(),
+                }
+                .into());
+            }
+        }
         let log = EventLog::open(
             &config.data_dir,
             LogOptions::with_topics(config.topics.iter().cloned()),
@@ -212,6 +261,8 @@ impl Host {
             plugins.push(loaded);
         }
 
+        #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+        let cluster = start_cluster(&config, &log)?;
         let mut aggregates = BTreeMap::new();
         let mut upcasters = Upcasters::default();
         for (p, loaded) in config.plugins.iter().zip(&plugins) {
@@ -226,6 +277,11 @@ impl Host {
             upcasters.add(&options.topic, loaded).map_err(instantiate)?;
             let handler =
                 AggregateHandler::new(log.clone(), loaded.clone(), options).map_err(instantiate)?;
+            #[cfg(feature = "kafka")]
+            let handler = match &cluster {
+                Some(c) => handler.with_append_path(c.clone()),
+                None => handler,
+            };
             aggregates.insert(p.name.clone(), Arc::new(handler));
         }
         if !upcasters.is_empty() {
@@ -337,6 +393,8 @@ impl Host {
             dispatcher,
             commands: StreamQueue::new(),
             sagas,
+            #[cfg(feature = "kafka")]
+            cluster,
         };
         for (name, plugin, _) in pending_rebuilds {
             host.spawn_rebuild(
@@ -1119,8 +1177,35 @@ impl Host {
             reports.push(report);
         }
         drop(self.aggregates);
+        #[cfg(feature = "kafka")]
+        if let Some(c) = self.cluster {
+            tokio::task::spawn_blocking(move || c.shutdown())
+                .await
+                .expect("leaving the cluster panicked");
+        }
         drop(self.log);
         reports
+    }
+
+    /// Where a command for aggregate `aggregate`'s instance `id` is decided: `None` here (the
+    /// embedded log, or a name or id the command path refuses itself).
+    pub fn route(&self, aggregate: &str, id: &str) -> Option<crate::cluster::Route> {
+        #[cfg(feature = "kafka")]
+        if let Some(c) = &self.cluster {
+            let stream = self.aggregates.get(aggregate)?.stream_of(id);
+            return c.route(&stream).ok();
+        }
+        let _ = (aggregate, id);
+        None
+    }
+
+    /// The cluster as this host's replica sees it (`None` on the embedded log).
+    pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
+        #[cfg(feature = "kafka")]
+        if let Some(c) = &self.cluster {
+            return Some(c.status());
+        }
+        None
     }
 
     fn consumers(&self) -> impl Iterator<Item = (&str, &[String])> {

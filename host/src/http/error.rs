@@ -49,6 +49,16 @@ impl ApiError {
         }
     }
 
+    /// A clustered log cannot decide the command now (no owner, fenced, owner unreachable):
+    /// nothing was acknowledged; retry with the same command id (`Retry-After`).
+    pub(super) fn unavailable(kind: &str, e: impl std::fmt::Display) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: json!({ "error": kind, "code": kind, "message": e.to_string() }),
+            retry_after: Some(1),
+        }
+    }
+
     /// Too many commands wait for the stream (429, `Retry-After`): nothing was decided.
     pub(super) fn busy(e: crate::host::Busy) -> Self {
         ApiError {

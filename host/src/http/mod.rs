@@ -31,6 +31,7 @@
 //! layer, before any extractor reads the body.
 
 mod error;
+mod forward;
 #[cfg(test)]
 mod fuzz;
 mod serve;
@@ -125,6 +126,7 @@ fn routes() -> (Routes, Routes) {
         .post("/v1/admin/projectors/{name}/rebuild", rebuild_projector)
         .get("/v1/admin/groups", groups)
         .get("/v1/admin/topics", topics)
+        .get("/v1/cluster", cluster)
         .get("/v1/admin/sagas", sagas)
         .get("/v1/admin/sagas/{saga}/{id}", saga_instance)
         .get("/v1/admin/dlq", dead_letters)
@@ -340,7 +342,16 @@ async fn send_command(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = parse_command_body(&body.map_err(body_error)?)?;
+    let body = body.map_err(body_error)?;
+    if let Some(route) = host.route(&aggregate, &id) {
+        let path = format!("/v1/aggregates/{aggregate}/{id}");
+        if let forward::Decision::Answer(r) =
+            forward::route(&host, route, path, &headers, body.clone()).await?
+        {
+            return Ok(r);
+        }
+    }
+    let body = parse_command_body(&body)?;
     let expected = expected_version(body.expected_version.as_ref(), &headers)?;
     let request = CommandRequest {
         id,
@@ -418,6 +429,9 @@ async fn send_command(
         }
         CommandError::Append(e @ (AppendError::Storage(_) | AppendError::Closed)) => {
             ApiError::storage_unavailable(e)
+        }
+        CommandError::Append(e @ AppendError::Unavailable(_)) => {
+            ApiError::unavailable("log-unavailable", e)
         }
         CommandError::Read(e @ ReadError::Storage(_)) => ApiError::storage_unavailable(e),
         // What the plugin decided and the log refuses (event type, size): the plugin's fault.
@@ -840,6 +854,18 @@ async fn topics(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> 
         }));
     }
     Ok(Json(json!({ "topics": topics })))
+}
+
+/// The cluster as this host's replica sees it; 404 on the embedded log.
+async fn cluster(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {
+    match host.cluster_status() {
+        Some(s) => Ok(Json(serde_json::to_value(s).map_err(internal)?)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not-clustered",
+            "this host runs the embedded log (`[log] backend = \"redb\"`)",
+        )),
+    }
 }
 
 async fn dead_letters(State(host): State<Arc<Host>>) -> Result<Json<Value>, ApiError> {

@@ -295,7 +295,12 @@ pub(crate) fn apply(
     txn_overlay.absorb(overlay);
     let mut results = Vec::with_capacity(plans.len());
     for (req, plan) in prepared.appends.iter().zip(plans) {
-        results.push(append::write(log, req, plan, now)?);
+        results.push(append::write(
+            log,
+            req,
+            plan,
+            req.occurred_at.unwrap_or(now),
+        )?);
     }
     for w in &c.read_model_writes {
         let k = (w.scope.as_str(), w.key.as_str());

@@ -75,12 +75,20 @@ pub enum AppendError {
     /// The log was closed.
     #[error("the event log is closed")]
     Closed,
+    /// A clustered log cannot take the append now (no owner for its partition, this host was
+    /// fenced by a newer owner, the broker did not answer): nothing was acknowledged; retry the
+    /// same command (id) later, on any host.
+    #[error("the log cannot take this append now: {0}")]
+    Unavailable(String),
 }
 
 impl AppendError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, AppendError::Storage(_) | AppendError::Closed)
+        matches!(
+            self,
+            AppendError::Storage(_) | AppendError::Closed | AppendError::Unavailable(_)
+        )
     }
 }
 

@@ -402,7 +402,7 @@ impl EventLog {
     /// Commits a handler's batch: its effects and its offset advance, in one transaction
     /// (DESIGN §4 invariant 4). Blocks until durable.
     pub fn commit_handler(&self, commit: HandlerCommit) -> Result<Vec<AppendResult>, CommitError> {
-        let rx = self.submit_commit(commit)?;
+        let rx = self.submit_commit(commit, None)?;
         rx.blocking_recv().map_err(|_| CommitError::Closed)?
     }
 
@@ -411,13 +411,27 @@ impl EventLog {
         &self,
         commit: HandlerCommit,
     ) -> Result<Vec<AppendResult>, CommitError> {
-        let rx = self.submit_commit(commit)?;
+        let rx = self.submit_commit(commit, None)?;
         rx.await.map_err(|_| CommitError::Closed)?
+    }
+
+    /// [`EventLog::commit_handler`] for a replica of a clustered log: every append is stored
+    /// with the time its owner decided it (`occurred_at[i]` for `commit.appends[i]`), so every
+    /// host stores the same envelopes.
+    #[cfg(feature = "kafka")]
+    pub(crate) fn commit_replica(
+        &self,
+        commit: HandlerCommit,
+        occurred_at: &[u64],
+    ) -> Result<Vec<AppendResult>, CommitError> {
+        let rx = self.submit_commit(commit, Some(occurred_at))?;
+        rx.blocking_recv().map_err(|_| CommitError::Closed)?
     }
 
     fn submit_commit(
         &self,
         commit: HandlerCommit,
+        occurred_at: Option<&[u64]>,
     ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>, CommitError>>, CommitError> {
         let topic = self
             .topic(&commit.topic)
@@ -431,10 +445,13 @@ impl EventLog {
         let appends = commit
             .appends
             .iter()
-            .map(|(stream, expected, events)| {
-                self.prepare_append(stream, *expected, events.clone())
+            .enumerate()
+            .map(|(i, (stream, expected, events))| {
+                let mut request = self.prepare_append(stream, *expected, events.clone())?;
+                request.occurred_at = occurred_at.and_then(|t| t.get(i).copied());
+                Ok(request)
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, AppendError>>()?;
         let (tx, rx) = oneshot::channel();
         self.send(writer::Op::Commit(
             Box::new(effects::PreparedCommit {

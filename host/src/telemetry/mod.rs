@@ -20,6 +20,10 @@
 //! | `command_duration_seconds` | histogram | aggregate, plugin_version |
 //! | `plugin_call_duration_seconds` | histogram | plugin, version, function |
 //! | `plugin_call_failures_total` | counter | plugin, version, kind |
+//! | `factline_cluster_fenced_appends_total` | counter (Kafka backend) | topic, partition |
+//! | `factline_cluster_forwarded_commands_total` | counter (Kafka backend) | |
+//! | `factline_cluster_replication_lag` | gauge (Kafka backend) | topic, partition |
+//! | `factline_cluster_owned_partitions` | gauge (Kafka backend) | |
 
 mod trace;
 
@@ -48,6 +52,11 @@ pub const PLUGIN_LOG_DROPPED: &str = "plugin_log_lines_dropped_total";
 pub const STORAGE_FAILURES: &str = "storage_write_failures_total";
 pub const STORAGE_REOPENS: &str = "storage_reopens_total";
 pub const STORAGE_AVAILABLE: &str = "storage_available";
+/// The clustered log (`[log] backend = "kafka"`; names fixed in the cluster contract).
+pub const CLUSTER_FENCED: &str = "factline_cluster_fenced_appends_total";
+pub const CLUSTER_FORWARDED: &str = "factline_cluster_forwarded_commands_total";
+pub const CLUSTER_LAG: &str = "factline_cluster_replication_lag";
+pub const CLUSTER_OWNED: &str = "factline_cluster_owned_partitions";
 
 /// Histogram buckets in seconds: 50 µs (a cached plugin call) to 10 s (a call deadline).
 const BUCKETS: &[f64] = &[
@@ -131,6 +140,42 @@ fn describe() {
         STORAGE_AVAILABLE,
         "1 while the log accepts writes, 0 while it waits to reopen its database"
     );
+    describe_counter!(
+        CLUSTER_FENCED,
+        "Append records skipped because their owner had been fenced by a newer claim"
+    );
+    describe_counter!(
+        CLUSTER_FORWARDED,
+        "Commands this host forwarded to their partition's owner"
+    );
+    describe_gauge!(
+        CLUSTER_LAG,
+        "Kafka records of a partition not yet applied to this host's replica"
+    );
+    describe_gauge!(CLUSTER_OWNED, "Partitions this host owns now");
+}
+
+/// A fenced append record skipped by this host's replica.
+#[cfg(feature = "kafka")]
+pub fn cluster_fenced(topic: &str, partition: u32) {
+    metrics::counter!(CLUSTER_FENCED, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .increment(1);
+}
+
+/// A command forwarded to its owner.
+pub fn cluster_forwarded() {
+    metrics::counter!(CLUSTER_FORWARDED).increment(1);
+}
+
+#[cfg(feature = "kafka")]
+pub fn cluster_replication_lag(topic: &str, partition: u32, lag: u64) {
+    metrics::gauge!(CLUSTER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+#[cfg(feature = "kafka")]
+pub fn cluster_owned_partitions(n: usize) {
+    metrics::gauge!(CLUSTER_OWNED).set(n as f64);
 }
 
 /// A plugin log line dropped by its rate limit (rare once dropping: only past the budget).

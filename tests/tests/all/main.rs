@@ -26,6 +26,7 @@ mod http_errors;
 mod inventory;
 mod inventory_release;
 mod json_echo;
+mod kafka_log;
 mod log_crash;
 mod log_model;
 mod log_race;
