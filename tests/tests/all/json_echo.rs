@@ -11,7 +11,7 @@ use factline_host::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{log, msgpack, projector_group, runtime};
+use crate::support::{load, log, msgpack, projector_group, runtime};
 
 fn row(log: &factline_host::EventLog, key: &str) -> Value {
     let bytes = factline_host::query_read_model(log, "echo", key)
@@ -43,16 +43,13 @@ fn a_json_projector_gets_its_batch_as_one_json_array_and_its_json_is_stored_as_m
             vec![NewEvent::new("thing.happened", payloads[0].clone()), second],
         )
         .unwrap();
-    let rt = runtime();
-    let plugin = rt
-        .load(
-            "echo",
-            PluginKind::Projector,
-            &std::fs::read(factline_tests::JSON_ECHO).unwrap(),
-            Limits::default(),
-            None,
-        )
-        .unwrap();
+    let plugin = load(
+        &runtime(),
+        "echo",
+        PluginKind::Projector,
+        factline_tests::JSON_ECHO,
+        Limits::default(),
+    );
     assert_eq!(plugin.boundary, Boundary::Json, "the world declares JSON");
     let mut group = projector_group(&log, "echo", &["thing"], 16, &plugin);
     group.run_until_idle().unwrap();
@@ -114,16 +111,13 @@ fn a_json_projectors_oversized_or_malformed_write_is_its_bad_output_and_loses_no
         max_output_bytes: 1000,
         ..Limits::default()
     };
-    let rt = runtime();
-    let plugin = rt
-        .load(
-            "echo",
-            PluginKind::Projector,
-            &std::fs::read(factline_tests::JSON_ECHO).unwrap(),
-            limits,
-            None,
-        )
-        .unwrap();
+    let plugin = load(
+        &runtime(),
+        "echo",
+        PluginKind::Projector,
+        factline_tests::JSON_ECHO,
+        limits,
+    );
     let mut config = GroupConfig::new("echo", vec!["thing".into()]);
     config.retry = RetryPolicy {
         base: Duration::from_millis(1),
