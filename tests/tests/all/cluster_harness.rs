@@ -50,10 +50,6 @@ impl Node {
         self.process.is_some() && !self.paused
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().map(RunningHost::pid)
-    }
-
     /// What the host wrote on stderr (for failure messages).
     pub fn stderr(&self) -> String {
         self.process
@@ -179,26 +175,6 @@ impl Cluster {
             );
         }
         self.nodes[i].paused = false;
-    }
-
-    /// SIGSTOP: the process keeps its sockets and state but does nothing (a zombie owner).
-    pub fn pause(&mut self, i: usize) {
-        let pid = self.nodes[i].pid().expect("running");
-        signal(pid, "STOP");
-        self.nodes[i].paused = true;
-    }
-
-    /// SIGCONT after [`Cluster::pause`].
-    pub fn resume(&mut self, i: usize) {
-        let pid = self.nodes[i].pid().expect("running");
-        signal(pid, "CONT");
-        self.nodes[i].paused = false;
-    }
-
-    /// Kills host `i` and deletes its data directory (a lost disk).
-    pub fn wipe(&mut self, i: usize) {
-        self.kill(i);
-        std::fs::remove_dir_all(self.nodes[i].data_dir()).unwrap();
     }
 
     /// Stops every running host cleanly (their data directories stay for the oracle).
