@@ -27,13 +27,15 @@ use crate::telemetry::{self, CommandInstruments};
 use cache::{CachedState, StateCache};
 use pool::{InstancePool, Lease};
 
-/// A command for an aggregate instance.
-#[derive(Clone, Debug, Default)]
+/// A command for an aggregate instance (serializable: a clustered log forwards a policy's or
+/// saga's command to its owner as is).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct CommandRequest {
     /// Id within the aggregate, e.g. `ORD-1` (the stream is `<topic>-<id>`).
     pub id: String,
     pub command_type: String,
     /// MessagePack body.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// Makes redelivery safe; a fresh id is used when absent.
     pub command_id: Option<Uuid>,

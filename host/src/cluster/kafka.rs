@@ -24,6 +24,7 @@ use super::record::{Claim, Record};
 use super::{CLAIM_SCOPE, ClusterError, ClusterStatus, PartitionStatus, REPLICA_GROUP, Route};
 use crate::aggregate::AppendPath;
 use crate::config::KafkaConfig;
+use crate::consumer::CommitPath;
 use crate::event::{ExpectedVersion, NewEvent, now_millis};
 use crate::log::{
     AppendError, AppendResult, CommitError, EventLog, HandlerCommit, ReadModelWrite, TopicInfo,
@@ -52,6 +53,10 @@ enum Outcome {
     },
     /// The log refused it (expected version, overlapping ids, ...): what the owner answers.
     Refused(AppendError),
+    /// A consumer commit record was applied.
+    Committed,
+    /// A consumer commit record's own fences refused it on the replica.
+    CommitRefused(CommitError),
 }
 
 struct PartitionState {
@@ -332,6 +337,64 @@ impl Drop for Cluster {
     }
 }
 
+impl Shared {
+    /// The term of this host's claim on partition `pi`, if this host owns it now.
+    fn owned_term(&self, pi: usize) -> Result<u64, String> {
+        let me = &self.config.host_id;
+        let s = self.lock();
+        let p = &s.parts[pi];
+        if !p.owned_by(me) {
+            return Err(format!(
+                "host {me} does not own partition {}/{} (now: {})",
+                p.topic.name,
+                p.partition,
+                p.claim.as_ref().map_or("no owner", |c| c.host_id.as_str())
+            ));
+        }
+        Ok(p.term())
+    }
+
+    /// Produces `record` to partition `pi` and waits until this host's replica applied (or
+    /// refused, or fenced) it at its position.
+    fn produce_and_read_back(
+        &self,
+        pi: usize,
+        key: &str,
+        record: &[u8],
+    ) -> Result<Outcome, String> {
+        let offset = self.produce(pi, key, record)?;
+        let deadline = Instant::now() + READ_BACK_TIMEOUT;
+        let mut s = self.lock();
+        loop {
+            if let Some(outcome) = s.outcomes.remove(&(pi, offset)) {
+                return Ok(outcome);
+            }
+            let now = Instant::now();
+            if now >= deadline || self.stopping() {
+                return Err(format!(
+                    "the record was sent (offset {offset}) but not read back within {} s",
+                    READ_BACK_TIMEOUT.as_secs()
+                ));
+            }
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn fenced_message(&self, pi: usize, owner: Option<String>) -> String {
+        let s = self.lock();
+        format!(
+            "fenced: partition {}/{} was claimed by {} before this host's record",
+            s.parts[pi].topic.name,
+            s.parts[pi].partition,
+            owner.as_deref().unwrap_or("another host")
+        )
+    }
+}
+
 impl AppendPath for Cluster {
     /// The owner's append: one record with this host's claim, answered once the replica
     /// applied (or refused) it at its position in the partition.
@@ -342,27 +405,17 @@ impl AppendPath for Cluster {
         mut events: Vec<NewEvent>,
     ) -> Result<AppendResult, AppendError> {
         let pi = self.partition_of(stream)?;
-        let me = self.shared.config.host_id.clone();
-        let term = {
-            let s = self.shared.lock();
-            let p = &s.parts[pi];
-            if !p.owned_by(&me) {
-                return Err(AppendError::Unavailable(format!(
-                    "host {me} does not own partition {}/{} (now: {})",
-                    p.topic.name,
-                    p.partition,
-                    p.claim.as_ref().map_or("no owner", |c| c.host_id.as_str())
-                )));
-            }
-            p.term()
-        };
+        let term = self
+            .shared
+            .owned_term(pi)
+            .map_err(AppendError::Unavailable)?;
         // Every replica must store the same ids: the log would otherwise make its own.
         for e in &mut events {
             e.event_id.get_or_insert_with(uuid::Uuid::now_v7);
         }
         let record = Record::Append {
             term,
-            host_id: me,
+            host_id: self.shared.config.host_id.clone(),
             stream: stream.to_owned(),
             expected,
             occurred_at: now_millis(),
@@ -376,39 +429,120 @@ impl AppendPath for Cluster {
                 limit: MAX_RECORD_BYTES,
             });
         }
-        let offset = self
+        let outcome = self
             .shared
-            .produce(pi, stream, &record)
-            .map_err(AppendError::Unavailable)?;
-        let deadline = Instant::now() + READ_BACK_TIMEOUT;
-        let mut s = self.shared.lock();
-        loop {
-            if let Some(outcome) = s.outcomes.remove(&(pi, offset)) {
-                return match outcome {
-                    Outcome::Applied(r) => Ok(r),
-                    Outcome::Refused(e) => Err(e),
-                    Outcome::Fenced { owner } => Err(AppendError::Unavailable(format!(
-                        "fenced: partition {}/{} was claimed by {} before this host's append",
-                        s.parts[pi].topic.name,
-                        s.parts[pi].partition,
-                        owner.as_deref().unwrap_or("another host")
-                    ))),
-                };
-            }
-            let now = Instant::now();
-            if now >= deadline || self.shared.stopping() {
-                return Err(AppendError::Unavailable(format!(
-                    "the append was sent (offset {offset}) but not read back within {} s; retry with the same command id",
-                    READ_BACK_TIMEOUT.as_secs()
-                )));
-            }
-            s = self
-                .shared
-                .changed
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            .produce_and_read_back(pi, stream, &record)
+            .map_err(|e| {
+                AppendError::Unavailable(format!("{e}; retry with the same command id"))
+            })?;
+        match outcome {
+            Outcome::Applied(r) => Ok(r),
+            Outcome::Refused(e) => Err(e),
+            Outcome::Fenced { owner } => Err(AppendError::Unavailable(
+                self.shared.fenced_message(pi, owner),
+            )),
+            Outcome::Committed | Outcome::CommitRefused(_) => Err(AppendError::Unavailable(
+                "an append was answered as a commit".into(),
+            )),
         }
+    }
+}
+
+/// A consumer group's commits as records of the partitions it consumes (or of one home
+/// partition for all of them): see [`Cluster::commit_path`].
+struct ClusterCommits {
+    shared: Arc<Shared>,
+    home: Option<usize>,
+}
+
+impl std::fmt::Debug for ClusterCommits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCommits")
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommitPath for ClusterCommits {
+    fn commit(&self, commit: HandlerCommit) -> Result<Vec<AppendResult>, CommitError> {
+        if !commit.appends.is_empty() {
+            // Their commands go through their owners (`dispatch`), never in a commit.
+            return Err(CommitError::Unavailable(
+                "a consumer commit on the Kafka backend cannot carry appends".into(),
+            ));
+        }
+        let pi = match self.home {
+            Some(pi) => pi,
+            None => *self
+                .shared
+                .index
+                .get(&(commit.topic.clone(), commit.partition))
+                .ok_or_else(|| CommitError::UnknownTopic(commit.topic.clone()))?,
+        };
+        let term = self
+            .shared
+            .owned_term(pi)
+            .map_err(CommitError::Unavailable)?;
+        let key = commit.group.clone();
+        let record = Record::Commit {
+            term,
+            host_id: self.shared.config.host_id.clone(),
+            commit: Box::new(commit),
+        }
+        .encode();
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(CommitError::Invalid(AppendError::PayloadTooLarge {
+                index: 0,
+                size: record.len(),
+                limit: MAX_RECORD_BYTES,
+            }));
+        }
+        match self
+            .shared
+            .produce_and_read_back(pi, &key, &record)
+            .map_err(CommitError::Unavailable)?
+        {
+            Outcome::Committed => Ok(Vec::new()),
+            Outcome::CommitRefused(e) => Err(e),
+            Outcome::Fenced { owner } => Err(CommitError::Unavailable(
+                self.shared.fenced_message(pi, owner),
+            )),
+            Outcome::Applied(_) | Outcome::Refused(_) => Err(CommitError::Unavailable(
+                "a commit was answered as an append".into(),
+            )),
+        }
+    }
+}
+
+impl Cluster {
+    /// The commit path of a consumer group that runs only where its partitions are owned
+    /// (policies, sagas, relays): each commit is a record, fenced by the claim of the partition
+    /// it goes to, that every replica applies in order. `home: None`: a commit goes to the
+    /// partition it commits (a policy's or relay's: its state is per partition). `Some`:
+    /// every commit of the group goes to that one partition (a saga's: its instances span
+    /// partitions, so their writes need one order that every replica sees alike).
+    pub fn commit_path(&self, home: Option<(&str, u32)>) -> Arc<dyn CommitPath> {
+        let home = home.map(|(t, p)| self.shared.index[&(t.to_owned(), p)]);
+        Arc::new(ClusterCommits {
+            shared: self.shared.clone(),
+            home,
+        })
+    }
+
+    /// The partitions this host owns now: `(topic, partition)`.
+    pub fn owned(&self) -> Vec<(String, u32)> {
+        let s = self.shared.lock();
+        let me = &self.shared.config.host_id;
+        s.parts
+            .iter()
+            .filter(|p| p.owned_by(me))
+            .map(|p| (p.topic.name.clone(), p.partition))
+            .collect()
+    }
+
+    /// This host's id in the cluster.
+    pub fn host_id(&self) -> &str {
+        &self.shared.config.host_id
     }
 }
 
@@ -712,10 +846,7 @@ fn apply_partition(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
                 occurred_at,
                 events,
             })) => {
-                let current = claim
-                    .as_ref()
-                    .is_some_and(|c| c.term == term && c.host_id == host_id);
-                if !current {
+                if !is_current(claim.as_ref(), term, &host_id) {
                     batch.fenced.push((offset, host_id));
                 } else {
                     let first = events.first().and_then(|e| e.event_id);
@@ -733,6 +864,31 @@ fn apply_partition(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
                         .push((offset, host_id, stream, expected, occurred_at, events));
                 }
             }
+            Some(Ok(Record::Commit {
+                term,
+                host_id,
+                commit,
+            })) => {
+                if !is_current(claim.as_ref(), term, &host_id) {
+                    batch.fenced.push((offset, host_id));
+                } else {
+                    // What came before it is stored first, with this record as the next to
+                    // apply: a crash right after the commit applies it again, and its own
+                    // fences (offset, revisions, dead letters) refuse it then.
+                    batch.next = Some(offset as u64);
+                    let before = std::mem::take(&mut batch);
+                    if !commit_batch(shared, pi, before) {
+                        return false;
+                    }
+                    let Some(outcome) = apply_commit(shared, *commit) else {
+                        return false;
+                    };
+                    if host_id == shared.config.host_id {
+                        shared.lock().outcomes.insert((pi, offset), outcome);
+                        shared.changed.notify_all();
+                    }
+                }
+            }
             Some(Err(e)) => {
                 tracing::warn!(partition = pi, offset, error = %e, "skipping a record that is not a factline record");
             }
@@ -741,6 +897,30 @@ fn apply_partition(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
         batch.next = Some(offset as u64 + 1);
     }
     commit_batch(shared, pi, batch)
+}
+
+/// Whether a record of `(term, host_id)` was written under the partition's current claim.
+fn is_current(claim: Option<&Claim>, term: u64, host_id: &str) -> bool {
+    claim.is_some_and(|c| c.term == term && c.host_id == host_id)
+}
+
+/// Applies a consumer commit record to the local log, as its owner made it. `None` when the
+/// host stops before storage takes it (it is read again after a restart).
+fn apply_commit(shared: &Shared, commit: HandlerCommit) -> Option<Outcome> {
+    loop {
+        match shared.log.commit_handler(commit.clone()) {
+            Ok(_) => return Some(Outcome::Committed),
+            Err(e) if e.is_transient() => {
+                if shared.stopping() {
+                    return None;
+                }
+                tracing::warn!(error = %e, "replica commit failed; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            // Deterministic: every replica refuses it alike.
+            Err(e) => return Some(Outcome::CommitRefused(e)),
+        }
+    }
 }
 
 /// Commits a batch; false when the local log refused it for good.
@@ -821,7 +1001,7 @@ fn commit_batch(shared: &Shared, pi: usize, mut batch: Batch) -> bool {
     }
     for (offset, host) in &batch.fenced {
         telemetry::cluster_fenced(&topic, partition);
-        tracing::warn!(%topic, partition, offset, host = %host, "fenced append skipped: not the partition's current claim");
+        tracing::warn!(%topic, partition, offset, host = %host, "fenced record skipped: not the partition's current claim");
         if host == me {
             outcomes.push((
                 *offset,

@@ -1,8 +1,10 @@
-//! What a clustered log writes to Kafka: one record per claim or append, MessagePack.
+//! What a clustered log writes to Kafka: one record per claim, append or consumer commit,
+//! MessagePack.
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ExpectedVersion, NewEvent};
+use crate::log::HandlerCommit;
 
 /// One Kafka record of a factline topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +21,16 @@ pub enum Record {
         /// The owner's clock when it decided: every replica stores this time.
         occurred_at: u64,
         events: Vec<NewEvent>,
+    },
+    /// A consumer group's commit (a policy's, saga's or relay's offset, dead letters, saga
+    /// instances), decided by the owner of `(term, host_id)`. Applies iff that claim is the
+    /// partition's current one and the commit's own fences (offset, saga revisions, dead
+    /// letters) hold on the replica, which they do on every replica alike: these groups
+    /// commit nowhere else. It never carries appends (commands go through their owners).
+    Commit {
+        term: u64,
+        host_id: String,
+        commit: Box<HandlerCommit>,
     },
 }
 
@@ -80,6 +92,28 @@ mod tests {
             }],
         };
         assert_eq!(Record::decode(&append.encode()).unwrap(), append);
+        let commit = HandlerCommit {
+            group: "inventory-release".into(),
+            topic: "order".into(),
+            partition: 2,
+            expected_offset: Some(4),
+            next_offset: 9,
+            saga_writes: vec![crate::log::SagaWrite {
+                saga: "s".into(),
+                instance_id: "i".into(),
+                expected_revision: None,
+                record: vec![1, 2, 3],
+                correlations: vec!["c".into()],
+                timer: crate::log::TimerChange::Set(17),
+            }],
+            ..HandlerCommit::default()
+        };
+        let commit = Record::Commit {
+            term: 3,
+            host_id: "h1".into(),
+            commit: Box::new(commit),
+        };
+        assert_eq!(Record::decode(&commit.encode()).unwrap(), commit);
         assert!(Record::decode(b"\xc1").is_err());
     }
 }

@@ -29,6 +29,7 @@ use crate::log::{
 use crate::plugin::CallFailure;
 use crate::telemetry::BatchInstruments;
 
+use super::commits::CommitPath;
 use super::handler::{BatchContext, Effects, Handler, HandlerError, Output, Timers};
 use super::retry::{DeadLetterPolicy, DeliveryError, NextStep, RetryPolicy};
 
@@ -238,6 +239,8 @@ impl PartitionState {
 /// See the module docs for why lanes may run at once.
 pub struct ConsumerGroup {
     log: EventLog,
+    /// Where its commits go (the log itself, or a clustered log's partition records).
+    commits: Arc<dyn CommitPath>,
     config: Arc<GroupConfig>,
     lanes: Vec<Lane>,
     /// Which lane [`ConsumerGroup::step`] tries first, so one busy lane cannot starve the others.
@@ -288,6 +291,28 @@ impl ConsumerGroup {
         config: GroupConfig,
         handler: Box<dyn Handler>,
     ) -> Result<Self, ConsumerError> {
+        let commits = Arc::new(log.clone());
+        Self::open(log, config, handler, commits, true)
+    }
+
+    /// Opens the group with no partition assigned, committing through `commits`: a clustered
+    /// log assigns it the partitions this host owns ([`ConsumerGroup::assign`]).
+    pub fn unassigned(
+        log: EventLog,
+        config: GroupConfig,
+        handler: Box<dyn Handler>,
+        commits: Arc<dyn CommitPath>,
+    ) -> Result<Self, ConsumerError> {
+        Self::open(log, config, handler, commits, false)
+    }
+
+    fn open(
+        log: EventLog,
+        config: GroupConfig,
+        handler: Box<dyn Handler>,
+        commits: Arc<dyn CommitPath>,
+        assign_all: bool,
+    ) -> Result<Self, ConsumerError> {
         let mut all = Vec::new();
         for topic in &config.topics {
             let info = log
@@ -305,6 +330,7 @@ impl ConsumerGroup {
             .into_iter()
             .map(|handler| Lane {
                 log: log.clone(),
+                commits: commits.clone(),
                 config: config.clone(),
                 handler,
                 partitions: Vec::new(),
@@ -316,12 +342,15 @@ impl ConsumerGroup {
             .collect();
         let mut group = ConsumerGroup {
             log,
+            commits,
             config,
             lanes,
             cursor: 0,
             metrics,
         };
-        group.assign(&all)?;
+        if assign_all {
+            group.assign(&all)?;
+        }
         Ok(group)
     }
 
@@ -334,7 +363,7 @@ impl ConsumerGroup {
             if self.lanes.iter().any(|l| l.owns(topic, *partition)) {
                 continue;
             }
-            let state = open_partition(&self.log, &self.config, topic, *partition)?;
+            let state = open_partition(&self.log, &*self.commits, &self.config, topic, *partition)?;
             let lane = self.home_lane(topic, *partition)?;
             self.lanes[lane].partitions.push(state);
         }
@@ -561,6 +590,7 @@ impl ConsumerGroup {
     pub(super) fn into_parts(self) -> (Detached, Vec<Lane>) {
         let detached = Detached {
             log: self.log,
+            commits: self.commits,
             config: self.config,
             metrics: self.metrics,
         };
@@ -571,6 +601,7 @@ impl ConsumerGroup {
     pub(super) fn from_parts(detached: Detached, lanes: Vec<Lane>) -> Self {
         ConsumerGroup {
             log: detached.log,
+            commits: detached.commits,
             config: detached.config,
             lanes,
             cursor: 0,
@@ -583,6 +614,7 @@ impl ConsumerGroup {
 #[derive(Debug)]
 pub(super) struct Detached {
     log: EventLog,
+    commits: Arc<dyn CommitPath>,
     config: Arc<GroupConfig>,
     metrics: Arc<GroupMetrics>,
 }
@@ -615,6 +647,7 @@ enum Committed {
 /// time, round-robin, each partition in offset order.
 pub(super) struct Lane {
     log: EventLog,
+    commits: Arc<dyn CommitPath>,
     config: Arc<GroupConfig>,
     handler: Box<dyn Handler>,
     partitions: Vec<PartitionState>,
@@ -639,6 +672,7 @@ impl std::fmt::Debug for Lane {
 /// sight), the dead letter it is blocked on, and the failed attempts of its next event.
 fn open_partition(
     log: &EventLog,
+    commits: &dyn CommitPath,
     config: &GroupConfig,
     topic: &str,
     partition: u32,
@@ -650,7 +684,7 @@ fn open_partition(
             StartFrom::Offset(o) => o.min(hwm),
             _ => hwm,
         };
-        log.commit_handler(HandlerCommit {
+        commits.commit(HandlerCommit {
             group: config.name.clone(),
             topic: topic.to_owned(),
             partition,
@@ -864,7 +898,7 @@ impl Lane {
             keep_offset: true,
             ..Default::default()
         });
-        match self.log.commit_handler(commit) {
+        match self.commits.commit(commit) {
             Ok(_) => {}
             Err(e) if rerun(&e) => {}
             Err(e) => return Err(e.into()),
@@ -1004,7 +1038,7 @@ impl Lane {
             NextStep::RetryAfter(delay) => {
                 tracing::warn!(group = %self.config.name, topic = %p.topic, partition = p.partition, offset = from, attempts, ?delay, error = %failure, "event failed; retrying");
                 // Counted durably, so a crash does not hand the event a fresh budget.
-                self.log.commit_handler(HandlerCommit {
+                self.commits.commit(HandlerCommit {
                     group: self.config.name.clone(),
                     topic: p.topic.clone(),
                     partition: p.partition,
@@ -1130,7 +1164,7 @@ impl Lane {
     /// Commits. When the offset fence refuses it (another runner moved the partition), the
     /// stored offset is re-read and the partition continues from there.
     fn commit(&mut self, idx: usize, commit: HandlerCommit) -> Result<Committed, ConsumerError> {
-        match self.log.commit_handler(commit) {
+        match self.commits.commit(commit) {
             Ok(_) => Ok(Committed::Yes),
             Err(CommitError::OffsetMismatch { actual, .. }) => {
                 let p = &mut self.partitions[idx];
@@ -1217,7 +1251,7 @@ impl Lane {
     ) -> Result<RetryOutcome, ConsumerError> {
         let (idx, record, base) = self.parked(key)?;
         if record.blocking {
-            self.log.commit_handler(base)?;
+            self.commits.commit(base)?;
             let p = &mut self.partitions[idx];
             p.blocked_at = None;
             p.retry = None;
@@ -1241,7 +1275,7 @@ impl Lane {
                         CallFailure::new(r.kind, r.message.clone())
                     } else {
                         let (commit, _) = output.effects.commit(base.clone());
-                        match self.log.commit_handler(commit) {
+                        match self.commits.commit(commit) {
                             Ok(_) => return Ok(RetryOutcome::Reprocessed),
                             // Other lanes run meanwhile: re-run on fresh state, as a batch would.
                             Err(e) if rerun(&e) => {
@@ -1270,7 +1304,7 @@ impl Lane {
                 record.first_failed_at,
             );
             updated.blocking = false;
-            self.log.commit_handler(HandlerCommit {
+            self.commits.commit(HandlerCommit {
                 park: vec![updated],
                 ..base
             })?;
@@ -1289,7 +1323,7 @@ impl Lane {
             commit.expected_offset = Some(key.offset);
             commit.next_offset = key.offset + 1;
         }
-        self.log.commit_handler(commit)?;
+        self.commits.commit(commit)?;
         let p = &mut self.partitions[idx];
         if record.blocking {
             p.blocked_at = None;

@@ -8,11 +8,13 @@
 //! - `group`: one group's state machine over its assigned partitions, and the DLQ operations.
 //! - `runner`: the async pool that runs every group's lanes and wakes them on commits.
 
+mod commits;
 mod group;
 mod handler;
 mod retry;
 mod runner;
 
+pub use commits::CommitPath;
 pub(crate) use group::dry_run;
 pub use group::{
     ConsumerError, ConsumerGroup, GroupConfig, GroupMetrics, PartitionLag, Replay, RetryOutcome,

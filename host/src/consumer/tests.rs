@@ -132,8 +132,9 @@ fn open(dir: &std::path::Path) -> EventLog {
     EventLog::open(dir, o).unwrap()
 }
 
-fn group(log: &EventLog, shared: &Arc<Mutex<Shared>>, batch: usize) -> ConsumerGroup {
-    let config = GroupConfig {
+/// Group `g` on topic `t`, retrying at once up to `MAX_ATTEMPTS`.
+fn group_config(batch: usize) -> GroupConfig {
+    GroupConfig {
         batch_size: batch,
         retry: RetryPolicy {
             base: Duration::ZERO,
@@ -141,11 +142,19 @@ fn group(log: &EventLog, shared: &Arc<Mutex<Shared>>, batch: usize) -> ConsumerG
             max_attempts: MAX_ATTEMPTS,
         },
         ..GroupConfig::new("g", vec!["t".into()])
-    };
+    }
+}
+
+fn group(log: &EventLog, shared: &Arc<Mutex<Shared>>, batch: usize) -> ConsumerGroup {
     let projection = Counting {
         shared: shared.clone(),
     };
-    ConsumerGroup::new(log.clone(), config, ProjectionHandler::boxed(projection)).unwrap()
+    ConsumerGroup::new(
+        log.clone(),
+        group_config(batch),
+        ProjectionHandler::boxed(projection),
+    )
+    .unwrap()
 }
 
 proptest! {
@@ -903,4 +912,98 @@ fn a_running_group_is_revoked_and_assigned_through_its_handle() {
         .unwrap()
         .unwrap();
     assert_eq!(count, b"2");
+}
+
+/// Applies commits to the log and keeps a copy of each; `refuse` makes it answer as a clustered
+/// log that lost the partition.
+#[derive(Debug)]
+struct RecordingPath {
+    log: EventLog,
+    seen: Mutex<Vec<crate::log::HandlerCommit>>,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl CommitPath for RecordingPath {
+    fn commit(
+        &self,
+        commit: crate::log::HandlerCommit,
+    ) -> Result<Vec<crate::log::AppendResult>, crate::log::CommitError> {
+        if self.refuse.load(Ordering::Relaxed) {
+            return Err(crate::log::CommitError::Unavailable("not the owner".into()));
+        }
+        self.seen.lock().unwrap().push(commit.clone());
+        self.log.commit_handler(commit)
+    }
+}
+
+/// A group opened unassigned processes nothing until it is assigned partitions, and then every
+/// commit (batches, a retry's attempt count, a dead letter) goes through its commit path; a path
+/// that refuses leaves the offset where it was and the batch comes again.
+#[test]
+fn an_unassigned_group_commits_only_through_its_commit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let log = open(dir.path());
+    let stream = "t-a";
+    let (_, partition) = log.locate(stream).unwrap();
+    log.append(
+        stream,
+        ExpectedVersion::Any,
+        vec![NewEvent::new("ok", vec![0x80])],
+    )
+    .unwrap();
+    let path = Arc::new(RecordingPath {
+        log: log.clone(),
+        seen: Mutex::default(),
+        refuse: Default::default(),
+    });
+    let projection = Counting {
+        shared: shared.clone(),
+    };
+    let mut g = ConsumerGroup::unassigned(
+        log.clone(),
+        group_config(8),
+        ProjectionHandler::boxed(projection),
+        path.clone(),
+    )
+    .unwrap();
+    assert!(g.assigned().is_empty());
+    assert_eq!(g.run_until_idle().unwrap(), 0, "nothing is assigned");
+    assert!(path.seen.lock().unwrap().is_empty());
+
+    let mine = vec![("t".to_owned(), partition)];
+    g.assign(&mine).unwrap();
+    path.refuse.store(true, Ordering::Relaxed);
+    assert!(matches!(
+        g.step(),
+        Err(ConsumerError::Commit(crate::log::CommitError::Unavailable(
+            _
+        )))
+    ));
+    assert_eq!(log.group_offset("g", "t", partition).unwrap(), None);
+    path.refuse.store(false, Ordering::Relaxed);
+    log.append(
+        stream,
+        ExpectedVersion::Any,
+        vec![
+            NewEvent::new("poison", vec![0x80]),
+            NewEvent::new("ok", vec![0x80]),
+        ],
+    )
+    .unwrap();
+    g.run_until_idle().unwrap();
+    assert_eq!(log.group_offset("g", "t", partition).unwrap(), Some(3));
+    let seen = path.seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|c| c.attempt.is_some()),
+        "the poison event's attempts were counted through the path"
+    );
+    assert_eq!(
+        seen.iter().map(|c| c.park.len()).sum::<usize>(),
+        1,
+        "the poison event was parked through the path"
+    );
+    assert_eq!(seen.last().unwrap().next_offset, 3);
+    let view = log.read_models().unwrap();
+    assert_eq!(view.get("g", "count").unwrap().unwrap(), b"2");
 }

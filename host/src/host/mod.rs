@@ -183,6 +183,9 @@ pub struct Host {
     /// The clustered log's replica, ownership and owner path (`[log] backend = "kafka"`).
     #[cfg(feature = "kafka")]
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Moves the policy, saga and relay groups' partitions with this host's ownership.
+    #[cfg(feature = "kafka")]
+    ownership: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -205,21 +208,6 @@ impl Host {
         }
         // Before anything makes metric handles (handles made earlier would stay no-ops).
         crate::telemetry::install();
-        if let crate::config::LogBackend::Kafka(_) = &config.log {
-            // Their effects commit with their offsets in the local log only: on a clustered
-            // log they would diverge between replicas.
-            if let Some(p) = config
-                .plugins
-                .iter()
-                .find(|p| matches!(p.kind(), PluginKind::Policy | PluginKind::Saga))
-            {
-                return Err(crate::cluster::ClusterError::UnsupportedKind {
-                    plugin: p.name.clone(),
-                    kind: p.kind().to_string(),
-                }
-                .into());
-            }
-        }
         let log = EventLog::open(
             &config.data_dir,
             LogOptions::with_topics(config.topics.iter().cloned()),
@@ -288,8 +276,17 @@ impl Host {
             tracing::info!(?upcasters, "upcasters installed");
             log.set_upcaster(Some(Arc::new(upcasters)));
         }
-        // Consumers once every aggregate exists: policies and sagas send commands to them.
+        // Consumers once every aggregate exists: policies and sagas send commands to them (on a
+        // clustered log, to whichever host owns the target stream).
         let dispatcher = Dispatcher::new(aggregates.clone());
+        #[cfg(feature = "kafka")]
+        let dispatcher = match &cluster {
+            Some(c) => dispatcher.with_sender(Arc::new(crate::cluster::ClusterCommands::new(
+                c.clone(),
+                aggregates.clone(),
+            ))),
+            None => dispatcher,
+        };
         let mut sagas = BTreeMap::new();
         let mut groups = Vec::new();
         let mut pending_rebuilds = Vec::new();
@@ -303,6 +300,31 @@ impl Host {
                     name: p.name.clone(),
                     source,
                 })
+            };
+            // Policies and sagas on a clustered log run where their partitions are owned and
+            // commit through the cluster (`cluster_groups`).
+            let open_owned = |group: crate::consumer::GroupConfig,
+                              handler: Box<dyn Handler>,
+                              saga: bool| {
+                #[cfg(feature = "kafka")]
+                if let Some(c) = &cluster {
+                    let mut group = group;
+                    if saga && group.concurrency > 1 {
+                        // One lane: a step's answer must not be read before the record that
+                        // marks the step sent (they are two records here, not one commit).
+                        tracing::warn!(saga = %group.name, concurrency = group.concurrency, "a saga runs on one lane on the Kafka backend");
+                        group.concurrency = 1;
+                    }
+                    let home = saga.then(|| saga_home(&group));
+                    let commits = c.commit_path(home.as_ref().map(|(t, p)| (t.as_str(), *p)));
+                    return ConsumerGroup::unassigned(log.clone(), group, handler, commits)
+                        .map_err(|source| HostError::Group {
+                            name: p.name.clone(),
+                            source,
+                        });
+                }
+                let _ = saga;
+                open(group, handler)
             };
             let group = match &p.role {
                 Role::Aggregate { .. } => continue,
@@ -329,12 +351,12 @@ impl Host {
                 Role::Policy(group) => {
                     let handler = PolicyHandler::new(p.name.clone(), dispatcher.clone(), loaded)
                         .map_err(instantiate)?;
-                    Some(open(group.clone(), Box::new(handler))?)
+                    Some(open_owned(group.clone(), Box::new(handler), false)?)
                 }
                 Role::Saga(group) => {
                     let (handler, versions) = saga_handler(&log, &runtime, &dispatcher, p, loaded)?;
                     sagas.insert(p.name.clone(), versions);
-                    Some(open(group.clone(), Box::new(handler))?)
+                    Some(open_owned(group.clone(), Box::new(handler), true)?)
                 }
             };
             groups.push((p.name.clone(), group));
@@ -355,11 +377,17 @@ impl Host {
                 source,
             })?;
             let projection = crate::outbox::RelayProjection::new(relay, o.event_types.clone());
-            let group = ConsumerGroup::new(
-                log.clone(),
-                o.group.clone(),
-                ProjectionHandler::boxed(projection),
-            )
+            let handler = ProjectionHandler::boxed(projection);
+            // On a clustered log a relay publishes from the owner of each partition only.
+            let group = match &cluster {
+                Some(c) => ConsumerGroup::unassigned(
+                    log.clone(),
+                    o.group.clone(),
+                    handler,
+                    c.commit_path(None),
+                ),
+                None => ConsumerGroup::new(log.clone(), o.group.clone(), handler),
+            }
             .map_err(|source| HostError::Group {
                 name: name.clone(),
                 source,
@@ -368,7 +396,7 @@ impl Host {
         }
         // Groups start last: every plugin is loaded by now, so nothing below can fail.
         let pool = ConsumerPool::new(config.workers);
-        let groups = groups
+        let groups: Vec<Arc<GroupHandle>> = groups
             .into_iter()
             .map(|(name, g)| {
                 Arc::new(match g {
@@ -380,6 +408,10 @@ impl Host {
                 })
             })
             .collect();
+        #[cfg(feature = "kafka")]
+        let ownership = cluster
+            .as_ref()
+            .map(|c| cluster_groups(c.clone(), &config, &log, &groups));
         let host = Host {
             config,
             log,
@@ -395,6 +427,8 @@ impl Host {
             sagas,
             #[cfg(feature = "kafka")]
             cluster,
+            #[cfg(feature = "kafka")]
+            ownership: Mutex::new(ownership),
         };
         for (name, plugin, _) in pending_rebuilds {
             host.spawn_rebuild(
@@ -1140,6 +1174,15 @@ impl Host {
     /// Stops every group after its in-flight batch, then closes the log (the writer drains
     /// and joins once the last handle is gone). Returns what each group did.
     pub async fn shutdown(self) -> Vec<GroupReport> {
+        // It holds the groups' handles, which must be the last ones to stop them.
+        #[cfg(feature = "kafka")]
+        {
+            let task = lock(&self.ownership).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
+        }
         // Rebuilds stop at a batch boundary and resume at the next start.
         for r in lock(&self.rebuilds).values() {
             r.interrupt();
@@ -1286,6 +1329,90 @@ fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Saga `p`'s handler and the versions its lanes share with the host (pinned versions of
 /// in-flight instances restored from the artifact cache), sending commands through
 /// `dispatcher`.
+/// The partition whose owner runs a saga on a clustered log, and whose records carry all of the
+/// saga's commits: the first partition of its first topic.
+#[cfg(feature = "kafka")]
+fn saga_home(group: &crate::consumer::GroupConfig) -> (String, u32) {
+    (group.topics.first().cloned().unwrap_or_default(), 0)
+}
+
+/// On a clustered log, gives each policy and relay group the partitions of its topics this host
+/// owns, and each saga group all of its partitions while this host owns the saga's home
+/// partition (`saga_home`), as ownership moves (looked at every 200 ms). A group revoked late
+/// only loses a race: its commit records come after the new owner's claim, and every replica
+/// skips them.
+#[cfg(feature = "kafka")]
+fn cluster_groups(
+    cluster: Arc<crate::cluster::Cluster>,
+    config: &Config,
+    log: &EventLog,
+    handles: &[Arc<GroupHandle>],
+) -> tokio::task::JoinHandle<()> {
+    use std::collections::BTreeSet;
+    type Partitions = BTreeSet<(String, u32)>;
+    /// A group that runs where its partitions are owned: all of them, and its saga's home.
+    type Owned = (Arc<GroupHandle>, Partitions, Option<(String, u32)>);
+    let mut groups: Vec<Owned> = Vec::new();
+    let owned_kinds = config
+        .plugins
+        .iter()
+        .filter_map(|p| match &p.role {
+            Role::Policy(g) => Some((g, false)),
+            Role::Saga(g) => Some((g, true)),
+            _ => None,
+        })
+        .chain(config.outboxes.iter().map(|o| (&o.group, false)));
+    for (group, saga) in owned_kinds {
+        let Some(handle) = handles.iter().find(|h| h.name() == group.name) else {
+            continue;
+        };
+        let all: Partitions = group
+            .topics
+            .iter()
+            .filter_map(|t| log.topic(t))
+            .flat_map(|t| (0..t.partitions).map(move |p| (t.name.clone(), p)))
+            .collect();
+        groups.push((handle.clone(), all, saga.then(|| saga_home(group))));
+    }
+    tokio::spawn(async move {
+        let mut current: Vec<Partitions> = vec![Partitions::new(); groups.len()];
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let owned: Partitions = cluster.owned().into_iter().collect();
+            for ((handle, all, home), current) in groups.iter().zip(&mut current) {
+                let want: Partitions = match home {
+                    Some(h) if owned.contains(h) => all.clone(),
+                    Some(_) => Partitions::new(),
+                    None => all.intersection(&owned).cloned().collect(),
+                };
+                let revoke: Vec<_> = current.difference(&want).cloned().collect();
+                if !revoke.is_empty() {
+                    if let Err(e) = handle.revoke(revoke.clone()).await {
+                        tracing::warn!(group = %handle.name(), error = %e, "revoking partitions");
+                        continue;
+                    }
+                    tracing::info!(group = %handle.name(), partitions = ?revoke, "partitions revoked: another host owns them");
+                    current.retain(|p| want.contains(p));
+                }
+                let assign: Vec<_> = want.difference(current).cloned().collect();
+                if !assign.is_empty() {
+                    // Tried again at the next look when it fails (storage).
+                    match handle.assign(assign.clone()).await {
+                        Ok(()) => {
+                            tracing::info!(group = %handle.name(), partitions = ?assign, "partitions assigned: this host owns them");
+                            current.extend(assign);
+                        }
+                        Err(e) => {
+                            tracing::warn!(group = %handle.name(), error = %e, "assigning partitions")
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
 fn saga_handler(
     log: &EventLog,
     runtime: &PluginRuntime,
@@ -1316,6 +1443,16 @@ pub fn open_group(config: &Config, log: &EventLog, name: &str) -> Result<Consume
     let p = config
         .plugin(name)
         .ok_or_else(|| HostError::NotAConsumer(name.to_owned()))?;
+    // Their state is the cluster's (commit records every replica applies): a change made in
+    // one stopped host's replica would be undone by nothing and seen by no other host.
+    if matches!(config.log, crate::config::LogBackend::Kafka(_))
+        && matches!(p.kind(), PluginKind::Policy | PluginKind::Saga)
+    {
+        return Err(crate::cluster::ClusterError::ReplicaOnly {
+            what: format!("the consumer group of {} {name:?}", p.kind()),
+        }
+        .into());
+    }
     let runtime = PluginRuntime::new(RuntimeConfig {
         cache_dir: Some(config.cache_dir.clone()),
         fuel: config.plugins.iter().any(|p| p.limits.fuel.is_some()),

@@ -10,12 +10,10 @@ use axum::response::Response;
 use bytes::Bytes;
 
 use super::ApiError;
-use crate::cluster::Route;
+use crate::cluster::{ForwardAnswer, Route};
 use crate::host::Host;
 
-/// Set on a forwarded command: the owner answers it itself or refuses, never forwards again
-/// (two hosts that disagree on the owner would otherwise bounce it).
-pub(super) const FORWARDED_BY: &str = "x-factline-forwarded-by";
+use crate::cluster::FORWARDED_BY;
 /// Most bytes of an owner's answer relayed (a command's answer is its events: bounded by the
 /// aggregate's output budget, far below this).
 const MAX_ANSWER_BYTES: u64 = 64 << 20;
@@ -116,5 +114,51 @@ fn send(
     for (k, v) in kept {
         response.headers_mut().insert(k, v);
     }
+    Ok(response)
+}
+
+/// `POST /v1/cluster/commands/{aggregate}`: a policy's or saga's command another host forwarded
+/// here because this host owns its stream (`cluster::ClusterCommands`). The body is the
+/// MessagePack of the command request; the answer, always 200 once the request is understood,
+/// the MessagePack of its [`ForwardAnswer`]. Never forwarded again: a host that does not own
+/// the stream answers `Unavailable` and the sender retries.
+pub(super) async fn cluster_command(
+    axum::extract::State(host): axum::extract::State<std::sync::Arc<Host>>,
+    axum::extract::Path(aggregate): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: crate::aggregate::CommandRequest = rmp_serde::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            format!("a forwarded command is the MessagePack of a command request: {e}"),
+        )
+    })?;
+    let answer = match host.route(&aggregate, &request.id) {
+        None if host.cluster_status().is_none() => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not-clustered",
+                "this host runs the embedded log",
+            ));
+        }
+        Some(Route::Local) => match host.command(&aggregate, request).await {
+            Ok(o) => ForwardAnswer::of(Ok(o)),
+            Err(crate::host::SendError::Command(e)) => ForwardAnswer::of(Err(e)),
+            Err(e) => ForwardAnswer::Unavailable(e.to_string()),
+        },
+        Some(Route::Forward { host_id, .. }) => ForwardAnswer::Unavailable(format!(
+            "this host does not own the stream's partition ({host_id} does, as this host's replica says)"
+        )),
+        Some(Route::NoOwner { partition }) => ForwardAnswer::Unavailable(format!(
+            "no host owns partition {partition} now (a failover is under way)"
+        )),
+        None => ForwardAnswer::Unavailable(format!("no aggregate named {aggregate:?}")),
+    };
+    let mut response = Response::new(Body::from(answer.encode()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/msgpack"),
+    );
     Ok(response)
 }

@@ -103,6 +103,8 @@ pub fn route_list() -> Vec<(Method, &'static str)> {
 fn routes() -> (Routes, Routes) {
     let public = Routes::default()
         .post("/v1/aggregates/{aggregate}/{id}", send_command)
+        // Host to host on a clustered log: a policy's or saga's command for this host's streams.
+        .post("/v1/cluster/commands/{aggregate}", forward::cluster_command)
         .get("/v1/streams/{stream}", read_stream)
         .get("/v1/read-models/{projector}", query_prefix)
         .get("/v1/read-models/{projector}/{key}", query_key)

@@ -28,16 +28,17 @@ use super::{AppendRequest, AppendResult, TopicInfo};
 use crate::event::{ExpectedVersion, NewEvent};
 
 /// One read-model change; `value: None` deletes the key.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReadModelWrite {
     pub scope: String,
     pub key: String,
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
 /// SHA-256 of a read-model value: what a read check compares instead of keeping the value
 /// (values go up to 1 MiB).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ValueDigest([u8; 32]);
 
 impl ValueDigest {
@@ -57,7 +58,7 @@ impl std::fmt::Debug for ValueDigest {
 
 /// Something a batch read from its committed snapshot; the commit is refused unless a re-read
 /// inside the write transaction gives the same answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReadCheck {
     /// `get(scope, key)` saw this value (`None`: absent).
     Get {
@@ -94,8 +95,9 @@ impl ReadCheck {
     }
 }
 
-/// Everything one handler batch changes, committed atomically with its offset.
-#[derive(Clone, Debug, Default)]
+/// Everything one handler batch changes, committed atomically with its offset (serializable: a
+/// clustered log carries it in a partition's record, `cluster::record`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HandlerCommit {
     /// The consumer group (= handler name).
     pub group: String,
@@ -127,7 +129,7 @@ pub struct HandlerCommit {
 }
 
 /// The failed attempts of the event a partition is retrying.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Attempt {
     pub offset: u64,
     pub attempts: u32,
@@ -193,12 +195,20 @@ pub enum CommitError {
     Storage(String),
     #[error("the event log is closed")]
     Closed,
+    /// A clustered log could not take the commit now (this host lost the partition, the
+    /// cluster is unreachable, the record was not read back in time); nothing of it counts
+    /// unless it was applied, which a retry finds out through the commit's fences.
+    #[error("the clustered log cannot take this commit now: {0}")]
+    Unavailable(String),
 }
 
 impl CommitError {
     /// Whether retrying the same commit later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, CommitError::Storage(_) | CommitError::Closed)
+        matches!(
+            self,
+            CommitError::Storage(_) | CommitError::Closed | CommitError::Unavailable(_)
+        )
     }
 }
 

@@ -12,13 +12,14 @@ use super::error::{ReadError, storage};
 use super::format;
 
 /// One instance's new state, written if its stored revision is `expected_revision`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SagaWrite {
     pub saga: String,
     pub instance_id: String,
     /// `None`: the instance must not exist yet.
     pub expected_revision: Option<u64>,
     /// The record (the saga runner's MessagePack); stored at `expected_revision + 1` (or 1).
+    #[serde(with = "serde_bytes")]
     pub record: Vec<u8>,
     /// Correlation ids to index for this instance (added; never removed while it exists).
     pub correlations: Vec<String>,
@@ -26,7 +27,7 @@ pub struct SagaWrite {
 }
 
 /// What a write does to the instance's durable timer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TimerChange {
     Keep,
     /// Fire at this time (ms since the Unix epoch), replacing any earlier timer.

@@ -8,6 +8,11 @@
 //! share a commit (the second was decided without the first's events), so the batch is cut
 //! before the event that would do that; the rest goes in the next commit.
 //!
+//! On a clustered log the commands are sent to their streams' owners as the batch runs
+//! (`Dispatcher::dispatch`) and the batch commits only its offset and refusals, after every
+//! command was answered: a crash in between runs the batch again and the resent commands are
+//! deduplicated by their ids.
+//!
 //! A failing plugin call is retried and parked by the engine like any handler's. A command its
 //! aggregate rejects is a business outcome: the event is refused (parked at once with failure
 //! kind `rejected`, never retried) and the partition goes on; its other commands still commit.
@@ -17,7 +22,7 @@ use std::sync::Arc;
 
 use crate::aggregate::{CommandError, Planned};
 use crate::consumer::{BatchContext, Handler, HandlerError, Output, Refusal};
-use crate::dispatch::{DispatchError, Dispatcher};
+use crate::dispatch::{DispatchError, Dispatched, Dispatcher};
 use crate::event::Event;
 use crate::failure::FailureKind;
 use crate::log::ReadError;
@@ -83,18 +88,20 @@ impl Handler for PolicyHandler {
                 out.effects.commands.extend(commands.iter().cloned());
             }
             for c in commands {
-                let planned = self.dispatcher.plan(
+                let dispatched = self.dispatcher.dispatch(
                     &origin,
                     c,
                     &event.correlation_id,
                     &event.event_id.to_string(),
+                    ctx.sandbox.is_some(),
                 );
-                match planned {
-                    Ok(Planned::Append(p)) => {
+                match dispatched {
+                    Ok(Dispatched::Planned(Planned::Append(p))) => {
                         touched.insert(c.stream.clone());
                         out.effects.appends.push((p.stream, p.expected, p.events));
                     }
-                    Ok(Planned::Done(_)) => {}
+                    // Sent: its owner committed it already (a clustered log).
+                    Ok(Dispatched::Planned(Planned::Done(_)) | Dispatched::Sent(_)) => {}
                     Err(e) if e.is_outcome() => {
                         all_rejected &=
                             matches!(e, DispatchError::Command(CommandError::Rejected(_)));

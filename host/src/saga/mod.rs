@@ -10,6 +10,12 @@
 //! instance exactly where it was and no command takes effect twice (their ids are derived from
 //! the instance and step, and aggregates dedupe them anyway).
 //!
+//! On a clustered log the saga runs on one host (the owner of its home partition, see
+//! `host::cluster_groups`): a step's command is sent to its stream's owner and answered before
+//! the transition commits (the instance record, timer and offset, as one record of the home
+//! partition that every replica applies); a crash in between runs the transition again and the
+//! resent command is deduplicated by its id.
+//!
 //! Timers are durable (`saga_timers`): a sent step's timeout, a compensation's next retry, and
 //! "continue compensating" (due at once, so a compensation interrupted by a crash resumes).
 //! A compensation that keeps failing is retried with exponential backoff, then the instance is
@@ -27,12 +33,13 @@
 mod record;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::aggregate::{CommandError, Planned, PlannedAppend};
 use crate::consumer::{self, BatchContext, Fired, Handler, HandlerError, Output, Timers};
-use crate::dispatch::{DispatchError, Dispatcher};
+use crate::dispatch::{DispatchError, Dispatched, Dispatcher};
 use crate::event::{Event, now_millis};
 use crate::failure::FailureKind;
 use crate::log::{CommitError, EventLog, HandlerCommit, ReadError, SagaWrite, TimerChange};
@@ -290,6 +297,9 @@ pub struct SagaHandler {
     options: SagaOptions,
     shared: Arc<SagaVersions>,
     versions: Mutex<Versions>,
+    /// The batch or timer being handled is a dry run (the deploy gate): commands are planned,
+    /// never sent, even on a clustered log.
+    dry_run: AtomicBool,
 }
 
 impl std::fmt::Debug for SagaHandler {
@@ -363,6 +373,7 @@ impl SagaHandler {
                 loaded: HashMap::new(),
                 generation: u64::MAX,
             }),
+            dry_run: AtomicBool::new(false),
         };
         handler.sync()?;
         Ok(handler)
@@ -569,11 +580,14 @@ impl SagaHandler {
             "saga\u{0}{}\u{0}{}\u{0}execute\u{0}{name}",
             self.name, inst.instance_id
         );
-        match self
-            .dispatcher
-            .plan(&origin, &command, &inst.correlation_id, causation)
-        {
-            Ok(planned) => {
+        match self.dispatcher.dispatch(
+            &origin,
+            &command,
+            &inst.correlation_id,
+            causation,
+            self.dry_run.load(Ordering::Relaxed),
+        ) {
+            Ok(dispatched) => {
                 inst.steps[step].sent_at = Some(now);
                 inst.steps[step].command_id = Some(Dispatcher::command_id(&origin, &command));
                 inst.note(
@@ -583,7 +597,7 @@ impl SagaHandler {
                 );
                 let due = now.saturating_add(inst.steps[step].timeout_ms);
                 self.write(fx, rev, &inst, TimerChange::Set(due));
-                if let Planned::Append(p) = planned {
+                if let Dispatched::Planned(Planned::Append(p)) = dispatched {
                     fx.appends.push(p);
                 }
                 Ok(())
@@ -675,10 +689,7 @@ impl SagaHandler {
                 }
                 Ok(())
             }
-            SagaStatus::Compensating => {
-                self.compensate_next(rev, &mut inst, now, fx);
-                Ok(())
-            }
+            SagaStatus::Compensating => self.compensate_next(rev, &mut inst, now, fx),
             SagaStatus::Completed | SagaStatus::Failed | SagaStatus::NeedsAttention => {
                 self.write(fx, Some(rev), &inst, TimerChange::Clear);
                 Ok(())
@@ -686,8 +697,16 @@ impl SagaHandler {
         }
     }
 
-    /// Compensates the last completed step (reverse order), one per transition.
-    fn compensate_next(&self, rev: u64, inst: &mut SagaInstance, now: u64, fx: &mut Effects) {
+    /// Compensates the last completed step (reverse order), one per transition. A command that
+    /// could not reach its aggregate (storage, no owner during a failover) is no attempt: the
+    /// error goes to the engine, which tries the timer again after a pause.
+    fn compensate_next(
+        &self,
+        rev: u64,
+        inst: &mut SagaInstance,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Result<(), SagaError> {
         let next = inst
             .steps
             .iter()
@@ -697,7 +716,7 @@ impl SagaHandler {
             inst.updated_at = now;
             tracing::info!(saga = %self.name, instance = %inst.instance_id, failed_step = ?inst.failed_step, "saga instance failed; compensations done");
             self.write(fx, Some(rev), inst, TimerChange::Clear);
-            return;
+            return Ok(());
         };
         let name = inst.steps[step].name.clone();
         let command = self.with_version(&inst.plugin_version, |v| {
@@ -706,7 +725,7 @@ impl SagaHandler {
         let outcome: Result<Option<(String, Option<PlannedAppend>)>, String> = match command {
             None => {
                 self.version_missing(Some(rev), inst.clone(), step, now, fx);
-                return;
+                return Ok(());
             }
             Some(Err(failure)) => Err(format!(
                 "the saga could not build the compensation: {failure}"
@@ -718,24 +737,41 @@ impl SagaHandler {
                     self.name, inst.instance_id
                 );
                 let causation = inst.trigger_event_id.to_string();
-                match self
-                    .dispatcher
-                    .plan(&origin, &command, &inst.correlation_id, &causation)
-                {
-                    Ok(Planned::Append(p)) => Ok(Some((
+                match self.dispatcher.dispatch(
+                    &origin,
+                    &command,
+                    &inst.correlation_id,
+                    &causation,
+                    self.dry_run.load(Ordering::Relaxed),
+                ) {
+                    Ok(Dispatched::Planned(Planned::Append(p))) => Ok(Some((
                         format!(
                             "compensated: sent {} to {}",
                             command.command_type, command.stream
                         ),
                         Some(p),
                     ))),
-                    Ok(Planned::Done(_)) => Ok(Some((
+                    Ok(Dispatched::Planned(Planned::Done(_))) => Ok(Some((
                         format!(
                             "compensated: {} to {} (no new events)",
                             command.command_type, command.stream
                         ),
                         None,
                     ))),
+                    Ok(Dispatched::Sent(sent)) => Ok(Some((
+                        format!(
+                            "compensated: sent {} to {}{}",
+                            command.command_type,
+                            command.stream,
+                            if sent.deduplicated {
+                                " (already handled)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        None,
+                    ))),
+                    Err(e) if !e.is_outcome() => return Err(SagaError::Dispatch(e)),
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -784,6 +820,7 @@ impl SagaHandler {
                 }
             }
         }
+        Ok(())
     }
 
     fn write(&self, fx: &mut Effects, rev: Option<u64>, inst: &SagaInstance, timer: TimerChange) {
@@ -810,8 +847,9 @@ impl Handler for SagaHandler {
 
     /// Each event's transition commits on its own (the next event's may read the instance it
     /// wrote): the batch stops after the first event with effects.
-    fn handle(&mut self, _: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
+    fn handle(&mut self, ctx: BatchContext<'_>, events: &[Event]) -> Result<Output, HandlerError> {
         self.sync().map_err(SagaError::into_handler)?;
+        self.dry_run.store(ctx.sandbox.is_some(), Ordering::Relaxed);
         for (i, event) in events.iter().enumerate() {
             let mut fx = Effects::default();
             match self.on_event(event, &mut fx) {
@@ -861,11 +899,12 @@ impl Handler for SagaHandler {
     /// Fires the first due timer of an instance whose trigger partition this lane owns.
     fn timers(
         &mut self,
-        _: BatchContext<'_>,
+        ctx: BatchContext<'_>,
         owned: &[(String, u32)],
         now: u64,
     ) -> Result<Timers, HandlerError> {
         self.sync().map_err(SagaError::into_handler)?;
+        self.dry_run.store(ctx.sandbox.is_some(), Ordering::Relaxed);
         let mut next: Option<u64> = None;
         let timers = self.log.saga_timers(&self.name)?;
         for (id, due) in timers {

@@ -142,8 +142,10 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.process.is_none(), "{} is running", node.host_id);
+        // FACTLINE_TEST_LOG (e.g. `info,librdkafka=warn`) for a closer look at a failing run.
+        let log = std::env::var("FACTLINE_TEST_LOG").unwrap_or_else(|_| "warn".into());
         let mut host =
-            RunningHost::spawn_with_env(&self.bin, &node.config, &[], &[("RUST_LOG", "warn")]);
+            RunningHost::spawn_with_env(&self.bin, &node.config, &[], &[("RUST_LOG", &log)]);
         host.wait_ready();
         node.process = Some(host);
         node.paused = false;
