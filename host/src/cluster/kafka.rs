@@ -94,6 +94,10 @@ struct State {
     parts: Vec<PartitionState>,
     /// Outcomes of this host's append records, by (partition index, Kafka offset).
     outcomes: BTreeMap<(usize, i64), Outcome>,
+    /// This host's records the cluster acknowledged, not applied yet: by (partition index,
+    /// Kafka offset). One whose offset is the next one the replica expects is applied at once
+    /// (`Shared::write_through`) instead of waiting for the replicator's fetch to bring it back.
+    acked: BTreeMap<(usize, i64), Vec<u8>>,
 }
 
 struct Shared {
@@ -109,6 +113,9 @@ struct Shared {
     stop: AtomicBool,
     producer: FutureProducer,
     runtime: tokio::runtime::Handle,
+    /// One per partition: held while records of it are applied (by the replicator or by a
+    /// write-through), so each record is applied once, in offset order.
+    applying: Vec<Mutex<()>>,
 }
 
 impl Shared {
@@ -236,9 +243,11 @@ impl Cluster {
             log: log.clone(),
             index,
             kafka_topics,
+            applying: parts.iter().map(|_| Mutex::new(())).collect(),
             state: Mutex::new(State {
                 parts,
                 outcomes: BTreeMap::new(),
+                acked: BTreeMap::new(),
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -363,6 +372,8 @@ impl Shared {
         record: &[u8],
     ) -> Result<Outcome, String> {
         let offset = self.produce(pi, key, record)?;
+        self.lock().acked.insert((pi, offset), record.to_vec());
+        self.write_through(pi);
         let deadline = Instant::now() + READ_BACK_TIMEOUT;
         let mut s = self.lock();
         loop {
@@ -381,6 +392,37 @@ impl Shared {
                 .wait_timeout(s, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+    }
+
+    /// Applies this host's acknowledged records of partition `pi` that are next in line. A record
+    /// is applied from its Kafka offset and bytes alone, so applying it here, when nothing
+    /// unapplied precedes it, is exactly what the replicator would do on fetching it; a record
+    /// with a gap before it (another host's claim, say) waits for the replicator, which applies
+    /// the gap first. Either path skips what the other applied.
+    fn write_through(&self, pi: usize) {
+        let _applying = self.applying[pi].lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let next = {
+                let mut s = self.lock();
+                let next = s.parts[pi].next as i64;
+                // Applied by the replicator meanwhile.
+                let stale: Vec<_> = s
+                    .acked
+                    .range((pi, i64::MIN)..(pi, next))
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in stale {
+                    s.acked.remove(&k);
+                }
+                s.acked.remove(&(pi, next)).map(|r| (next, r))
+            };
+            let Some((offset, record)) = next else {
+                return;
+            };
+            if !apply_records(self, pi, vec![(offset, Some(record))]) {
+                return;
+            }
         }
     }
 
@@ -821,6 +863,14 @@ struct Batch {
 /// one; appends count only under the current claim. Every replica decides the same. False when
 /// the local log refused the commit for good (nothing of it applied).
 fn apply_partition(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
+    let _applying = shared.applying[pi]
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    apply_records(shared, pi, records)
+}
+
+/// [`apply_partition`] with the partition's apply lock held.
+fn apply_records(shared: &Shared, pi: usize, records: Vec<Polled>) -> bool {
     let (mut claim, expected_next) = {
         let s = shared.lock();
         (s.parts[pi].claim.clone(), s.parts[pi].next)
